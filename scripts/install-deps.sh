@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what Usher's tests and demo need on a Debian machine, when it is missing:
+# Chromium (the engine's browser), wrk (the benchmark's load tool), and starts the
+# local PostgreSQL server the tests use when one is installed but down.
+set -euo pipefail
+need=()
+command -v chromium >/dev/null 2>&1 || [ -x "${USHER_CHROME:-/usr/bin/chromium}" ] || need+=(chromium)
+if [ "${1:-}" = "--bench" ]; then command -v wrk >/dev/null 2>&1 || need+=(wrk); fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install-deps: apt-get install ${need[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if [ "${USHER_SKIP_PG:-0}" != 1 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
+  if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
+    echo "install-deps: starting PostgreSQL"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start || true
+    for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+  fi
+fi

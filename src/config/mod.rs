@@ -1,0 +1,446 @@
+//! Usher's configuration file: listener, database and the integrations it serves.
+//!
+//! The file is YAML, parsed with serde-saphyr so that every mistake is reported as
+//! `file:line:col: message`. String values may use `${VAR}` to read the environment;
+//! expansion happens after parsing, on values only, so an environment variable can
+//! never inject YAML structure.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
+
+/// The only format version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}:{line}:{col}: {message}")]
+    Invalid {
+        file: String,
+        line: u64,
+        col: u64,
+        message: String,
+    },
+    #[error("{file}: {message}")]
+    Semantic { file: String, message: String },
+}
+
+/// Whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Format version; optional, defaults to the current one.
+    #[serde(default = "default_version")]
+    pub version: u32,
+    #[serde(default = "default_listen", deserialize_with = "de_socket_addr")]
+    pub listen: SocketAddr,
+    #[serde(default = "default_database", deserialize_with = "de_expanded")]
+    pub database: String,
+    #[serde(default)]
+    pub scim: ScimSettings,
+    #[serde(default)]
+    pub integrations: Vec<IntegrationConfig>,
+}
+
+/// Limits of the SCIM service shared by all gateways.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScimSettings {
+    /// Largest request body accepted, in bytes (413 above it).
+    pub max_body_bytes: usize,
+    /// Largest page a list answer returns (`count` is clamped to it).
+    pub max_results: usize,
+    /// Requests served at once across all gateways before Usher answers 429.
+    pub max_in_flight: usize,
+}
+
+impl Default for ScimSettings {
+    fn default() -> Self {
+        ScimSettings {
+            max_body_bytes: 1024 * 1024,
+            max_results: 1000,
+            max_in_flight: 512,
+        }
+    }
+}
+
+/// One app instance connected to Usher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntegrationConfig {
+    /// The gateway id: `/scim/v2/{id}/…`.
+    #[serde(deserialize_with = "de_gateway_id")]
+    pub id: String,
+    #[serde(deserialize_with = "de_expanded")]
+    pub name: String,
+    #[serde(deserialize_with = "de_expanded")]
+    pub app: String,
+    #[serde(deserialize_with = "de_expanded_path")]
+    pub playbook: PathBuf,
+    #[serde(deserialize_with = "de_expanded")]
+    pub base_url: String,
+    #[serde(deserialize_with = "de_expanded")]
+    pub service_account: String,
+    /// The bearer token, which must come from the environment (`${VAR}`).
+    #[serde(default, deserialize_with = "de_token")]
+    pub scim_token: Option<TokenFromEnv>,
+    /// Hex SHA-256 of the bearer token, for files that must not depend on the environment.
+    #[serde(default, deserialize_with = "de_token_hash")]
+    pub scim_token_sha256: Option<[u8; 32]>,
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub invites: Invites,
+    #[serde(default)]
+    pub patch_response: PatchResponse,
+}
+
+/// When the IdP gets its answer for a write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// At once, after the write is committed; the job runs afterwards.
+    #[default]
+    Async,
+    /// Only when the job has finished (up to a time limit).
+    Sync,
+}
+
+/// When a joiner's account is created in the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Invites {
+    #[default]
+    Immediate,
+    OnClaim,
+}
+
+/// What a successful PATCH answers. Both are RFC 7644 §3.5.2 conforming.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchResponse {
+    /// 204 No Content, as Microsoft's reference server does; Okta and Entra accept it.
+    #[default]
+    NoContent,
+    /// 200 with the whole resource.
+    Resource,
+}
+
+/// A token read from the environment; its value is only ever hashed.
+#[derive(Clone)]
+pub struct TokenFromEnv(String);
+
+impl std::fmt::Debug for TokenFromEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenFromEnv([REDACTED])")
+    }
+}
+
+impl IntegrationConfig {
+    /// SHA-256 of the bearer token this integration accepts.
+    pub fn token_hash(&self) -> Option<[u8; 32]> {
+        match (&self.scim_token, &self.scim_token_sha256) {
+            (Some(t), _) => Some(hash_token(&t.0)),
+            (None, Some(h)) => Some(*h),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Tokens are long random strings, so one SHA-256 is enough to store them safely.
+pub fn hash_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+fn default_version() -> u32 {
+    CONFIG_VERSION
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_database() -> String {
+    "sqlite://usher.db".to_string()
+}
+
+fn var_pattern() -> &'static Regex {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    RE.get_or_init(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"))
+}
+
+/// Replaces `${VAR}` with the variable's value; `$${` escapes a literal `${`.
+pub fn expand_env(raw: &str, lookup: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let escaped = raw.replace("$${", "\u{0}");
+    let mut missing = None;
+    let out = var_pattern().replace_all(&escaped, |caps: &regex::Captures<'_>| {
+        let name = &caps[1];
+        match lookup(name) {
+            Some(v) => v,
+            None => {
+                missing.get_or_insert_with(|| name.to_string());
+                String::new()
+            }
+        }
+    });
+    if let Some(name) = missing {
+        return Err(format!("environment variable {name} is not set"));
+    }
+    Ok(out.replace('\u{0}', "${"))
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+fn de_expanded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let raw = String::deserialize(d)?;
+    expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)
+}
+
+fn de_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    de_expanded(d).map(PathBuf::from)
+}
+
+fn de_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = de_expanded(d)?;
+    s.parse().map_err(|_| {
+        serde::de::Error::custom(format!("`{s}` is not an address like 127.0.0.1:8080"))
+    })
+}
+
+fn de_gateway_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!(
+            "integration id `{s}` must be 1-64 characters of letters, digits, `-` or `_` (it is part of the SCIM URL)"
+        )))
+    }
+}
+
+fn de_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TokenFromEnv>, D::Error> {
+    let raw = String::deserialize(d)?;
+    if !var_pattern().is_match(&raw) {
+        return Err(serde::de::Error::custom(
+            "scim_token must not be written in the file: use ${VARIABLE} or scim_token_sha256",
+        ));
+    }
+    let value = expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)?;
+    if value.len() < 16 {
+        return Err(serde::de::Error::custom(
+            "scim_token is shorter than 16 characters; generate one with `usher token generate`",
+        ));
+    }
+    Ok(Some(TokenFromEnv(value)))
+}
+
+fn de_token_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+    let raw = de_expanded(d)?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(raw.trim(), &mut out).map_err(|_| {
+        serde::de::Error::custom("scim_token_sha256 must be 64 hexadecimal characters")
+    })?;
+    Ok(Some(out))
+}
+
+fn strip_position(message: &str) -> String {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re =
+        RE.get_or_init(|| Regex::new(r"\s*at line \d+, column \d+\s*$").expect("static regex"));
+    re.replace(message, "").into_owned()
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Config::parse(&file, &text)
+    }
+
+    /// Parses configuration text; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((1, 1));
+            ConfigError::Invalid {
+                file: file.to_string(),
+                line,
+                col,
+                message: strip_position(&e.without_snippet().to_string()),
+            }
+        })?;
+        config.check(file)?;
+        Ok(config)
+    }
+
+    fn check(&self, file: &str) -> Result<(), ConfigError> {
+        let semantic = |message: String| ConfigError::Semantic {
+            file: file.to_string(),
+            message,
+        };
+        if self.version != CONFIG_VERSION {
+            return Err(semantic(format!(
+                "version {} is not supported (this Usher reads version {CONFIG_VERSION})",
+                self.version
+            )));
+        }
+        if !(self.database.starts_with("sqlite:")
+            || self.database.starts_with("postgres://")
+            || self.database.starts_with("postgresql://"))
+        {
+            return Err(semantic(format!(
+                "database must be sqlite://PATH or postgres://…, not `{}`",
+                redact_url(&self.database)
+            )));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for i in &self.integrations {
+            if !seen.insert(i.id.as_str()) {
+                return Err(semantic(format!("integration id `{}` is used twice", i.id)));
+            }
+            if i.token_hash().is_none() {
+                return Err(semantic(format!(
+                    "integration `{}` has neither scim_token nor scim_token_sha256",
+                    i.id
+                )));
+            }
+        }
+        if self.scim.max_body_bytes < 1024 {
+            return Err(semantic("scim.max_body_bytes must be at least 1024".into()));
+        }
+        if self.scim.max_results == 0 || self.scim.max_in_flight == 0 {
+            return Err(semantic(
+                "scim.max_results and scim.max_in_flight must be above 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Hides the password of a database URL before it is shown anywhere.
+pub fn redact_url(url: &str) -> String {
+    static RE: OnceLock<Regex> = OnceLock::new();
+    let re = RE.get_or_init(|| Regex::new(r"(://[^:/@]*:)[^@]*@").expect("static regex"));
+    re.replace(url, "${1}[REDACTED]@").into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "listen: 127.0.0.1:8080
+database: sqlite://usher.db
+integrations:
+  - id: acme
+    name: Acme Admin (production)
+    app: Acme Admin
+    playbook: playbooks/acme.yaml
+    base_url: https://admin.acme.example
+    service_account: acme-admin
+    scim_token: ${USHER_TEST_TOKEN_EXAMPLE}
+";
+
+    #[test]
+    fn readme_example_loads_with_token_from_env() {
+        // SAFETY of set_var: this variable name is used by this test only.
+        unsafe { std::env::set_var("USHER_TEST_TOKEN_EXAMPLE", "0123456789abcdef0123") };
+        let c = Config::parse("usher.yaml", EXAMPLE).expect("loads");
+        assert_eq!(c.listen.port(), 8080);
+        let i = &c.integrations[0];
+        assert_eq!(i.id, "acme");
+        assert_eq!(i.mode, Mode::Async);
+        assert_eq!(i.invites, Invites::Immediate);
+        assert_eq!(i.token_hash(), Some(hash_token("0123456789abcdef0123")));
+        assert!(!format!("{c:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn missing_variable_is_reported_with_position() {
+        let text = EXAMPLE.replace("USHER_TEST_TOKEN_EXAMPLE", "USHER_TEST_NOT_SET_ANYWHERE");
+        let e = Config::parse("usher.yaml", &text).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "usher.yaml:10:17: environment variable USHER_TEST_NOT_SET_ANYWHERE is not set"
+        );
+    }
+
+    #[test]
+    fn plain_token_in_file_is_refused() {
+        let text = EXAMPLE.replace("${USHER_TEST_TOKEN_EXAMPLE}", "supersecretsupersecret");
+        let e = Config::parse("usher.yaml", &text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("usher.yaml:10:17: scim_token must not be written"),
+            "{e}"
+        );
+        assert!(!e.contains("supersecret"));
+    }
+
+    #[test]
+    fn unknown_field_and_wrong_type_give_file_line_col() {
+        let e = Config::parse("c.yaml", "listen: 127.0.0.1:1\nlisten_port: 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("c.yaml:2:1: unknown field `listen_port`"),
+            "{e}"
+        );
+        let e = Config::parse("c.yaml", "scim:\n  max_results: many\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2:16: "), "{e}");
+        let e = Config::parse("c.yaml", "integrations:\n  - id: a/b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2:9: integration id `a/b`"), "{e}");
+    }
+
+    #[test]
+    fn token_hash_form_and_escapes() {
+        let h = hex::encode(hash_token("abcdefghijklmnopqrstu"));
+        let text = format!(
+            "integrations:\n  - {{id: a, name: A, app: A, playbook: p.yaml, base_url: 'http://x', service_account: s, scim_token_sha256: '{h}', mode: sync, invites: on_claim}}\n"
+        );
+        let c = Config::parse("c.yaml", &text).expect("loads");
+        assert_eq!(
+            c.integrations[0].token_hash(),
+            Some(hash_token("abcdefghijklmnopqrstu"))
+        );
+        assert_eq!(c.integrations[0].mode, Mode::Sync);
+        assert_eq!(expand_env("a$${B}c", |_| None).as_deref(), Ok("a${B}c"));
+        assert_eq!(
+            expand_env("${X}-${X}", |_| Some("v".into())).as_deref(),
+            Ok("v-v")
+        );
+    }
+
+    #[test]
+    fn duplicate_ids_and_bad_database_are_refused() {
+        let one = "  - {id: a, name: A, app: A, playbook: p, base_url: u, service_account: s, scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'}\n";
+        let e = Config::parse("c.yaml", &format!("integrations:\n{one}{one}")).unwrap_err();
+        assert_eq!(e.to_string(), "c.yaml: integration id `a` is used twice");
+        let e = Config::parse("c.yaml", "database: mysql://u:pw@h/db\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "c.yaml: database must be sqlite://PATH or postgres://…, not `mysql://u:[REDACTED]@h/db`"
+        );
+    }
+}

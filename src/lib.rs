@@ -1,0 +1,12 @@
+//! Usher: a SCIM 2.0 gateway for apps that have an admin web page but no provisioning API.
+//!
+//! The modules follow the design's picture: `scim` receives the IdP's requests,
+//! `store` keeps desired state, jobs and the `audit` trail durably; the engine,
+//! playbooks, browser and vault join later.
+
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod scim;
+pub mod server;
+pub mod store;

@@ -1,0 +1,702 @@
+//! Durable state: SCIM resources (the desired state), jobs and the audit trail.
+//!
+//! One implementation per backend would duplicate every query; instead each method
+//! is written once and expanded for SQLite and PostgreSQL by `on_backend!`, using SQL
+//! that both understand (`$1` placeholders, TEXT timestamps in a fixed-width RFC 3339
+//! form that sorts as text). SQLite writes go through a single connection, which is
+//! what SQLite wants anyway; PostgreSQL serialises only the audit chain head.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::audit::{self, NewEvent};
+use crate::clock::{Clock, format_time};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL `{0}` (use sqlite://PATH or postgres://…)")]
+    UnsupportedUrl(String),
+    #[error("not found")]
+    NotFound,
+    #[error("the resource changed since it was read")]
+    VersionConflict,
+    #[error("{0} is already taken")]
+    Uniqueness(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Chain(#[from] audit::ChainError),
+}
+
+/// Kind of SCIM resource, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceType {
+    User,
+    Group,
+}
+
+impl ResourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceType::User => "User",
+            ResourceType::Group => "Group",
+        }
+    }
+}
+
+/// Where a user stands in the app (Usher's provisioning-state extension).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProvisioningState {
+    pub state: String,
+    pub reason: Option<String>,
+    pub app_account_id: Option<String>,
+    pub last_synced_at: Option<String>,
+}
+
+/// A stored resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResource {
+    pub id: String,
+    pub integration_id: String,
+    pub resource_type: ResourceType,
+    pub version: i64,
+    pub created_at: String,
+    pub modified_at: String,
+    /// The resource body without `id` and `meta`.
+    pub data: Value,
+    pub provisioning: ProvisioningState,
+}
+
+/// What a write stores for a resource.
+#[derive(Debug, Clone)]
+pub struct ResourceWrite {
+    pub data: Value,
+    /// Lower-cased userName (Users) or displayName (Groups).
+    pub name_key: String,
+    pub display_name: Option<String>,
+    pub external_id: Option<String>,
+    /// Member ids for Groups (`None` for Users).
+    pub members: Option<Vec<String>>,
+}
+
+/// Columns a list can be narrowed by in SQL; the rest of a filter runs in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupColumn {
+    Id,
+    NameKey,
+    DisplayName,
+    ExternalId,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    pub id: i64,
+    pub integration_id: String,
+    pub resource_type: String,
+    pub resource_id: String,
+    pub operation: String,
+    pub resource_version: i64,
+    pub status: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+#[derive(Clone)]
+enum Backend {
+    Sqlite {
+        writer: SqlitePool,
+        reader: SqlitePool,
+    },
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+}
+
+/// Expands `$body` once per backend with `$w` bound to the pool writes go to and
+/// `$r` to the pool reads come from.
+macro_rules! on_backend {
+    ($self:expr, |$w:ident, $r:ident| $body:expr) => {
+        match &$self.backend {
+            Backend::Sqlite { writer, reader } => {
+                let $w = writer;
+                let $r = reader;
+                $body
+            }
+            Backend::Postgres(pool) => {
+                let $w = pool;
+                let $r = pool;
+                $body
+            }
+        }
+    };
+}
+
+const RESOURCE_COLUMNS: &str = "id, integration_id, resource_type, version, created_at, modified_at, data, prov_state, prov_reason, app_account_id, last_synced_at";
+
+fn unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+fn resource_from_row<R>(row: &R) -> Result<StoredResource, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let data: String = row.try_get("data")?;
+    let rt: String = row.try_get("resource_type")?;
+    let resource_type = match rt.as_str() {
+        "User" => ResourceType::User,
+        "Group" => ResourceType::Group,
+        other => return Err(StoreError::Corrupt(format!("resource type `{other}`"))),
+    };
+    Ok(StoredResource {
+        id: row.try_get("id")?,
+        integration_id: row.try_get("integration_id")?,
+        resource_type,
+        version: row.try_get("version")?,
+        created_at: row.try_get("created_at")?,
+        modified_at: row.try_get("modified_at")?,
+        data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        provisioning: ProvisioningState {
+            state: row.try_get("prov_state")?,
+            reason: row.try_get("prov_reason")?,
+            app_account_id: row.try_get("app_account_id")?,
+            last_synced_at: row.try_get("last_synced_at")?,
+        },
+    })
+}
+
+fn event_from_row<R>(row: &R) -> Result<audit::Event, StoreError>
+where
+    R: Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let detail: String = row.try_get("detail")?;
+    Ok(audit::Event {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        event_type: row.try_get("event_type")?,
+        target: row.try_get("target")?,
+        integration_id: row.try_get("integration_id")?,
+        detail: serde_json::from_str(&detail).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// The statements one audit append runs: lock the chain head (PostgreSQL only), read it, insert.
+macro_rules! append_audit {
+    ($tx:expr, $is_pg:expr, $now:expr, $event:expr) => {{
+        if $is_pg {
+            sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+                .execute(&mut *$tx)
+                .await?;
+        }
+        let prev: Option<String> =
+            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&mut *$tx)
+                .await?;
+        let prev = prev.unwrap_or_else(|| audit::GENESIS_HASH.to_string());
+        let event: &NewEvent = $event;
+        let actor = event.actor.to_string();
+        let detail = audit::canonical_json(&event.detail);
+        let hash = audit::chain_hash(
+            &prev,
+            $now,
+            &actor,
+            event.event_type,
+            event.target.as_deref(),
+            event.integration_id.as_deref(),
+            &detail,
+        );
+        sqlx::query(
+            "INSERT INTO audit_events (at, actor, event_type, target, integration_id, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind($now)
+        .bind(&actor)
+        .bind(event.event_type)
+        .bind(event.target.as_deref())
+        .bind(event.integration_id.as_deref())
+        .bind(&detail)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
+macro_rules! insert_job {
+    ($tx:expr, $now:expr, $integration:expr, $rt:expr, $id:expr, $op:expr, $version:expr) => {
+        sqlx::query(
+            "INSERT INTO jobs (integration_id, resource_type, resource_id, operation, resource_version, status, attempts, run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+        )
+        .bind($integration)
+        .bind($rt.as_str())
+        .bind($id)
+        .bind($op)
+        .bind($version)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+macro_rules! set_members {
+    ($tx:expr, $integration:expr, $group_id:expr, $members:expr) => {
+        sqlx::query("DELETE FROM scim_group_members WHERE group_id = $1")
+            .bind($group_id)
+            .execute(&mut *$tx)
+            .await?;
+        let mut seen = std::collections::HashSet::new();
+        for m in $members {
+            if seen.insert(m.as_str()) {
+                sqlx::query(
+                    "INSERT INTO scim_group_members (integration_id, group_id, member_id) VALUES ($1, $2, $3)",
+                )
+                .bind($integration)
+                .bind($group_id)
+                .bind(m.as_str())
+                .execute(&mut *$tx)
+                .await?;
+            }
+        }
+    };
+}
+
+impl Store {
+    /// Connects and runs the migrations of the backend the URL names.
+    pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
+        let backend = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts.clone())
+                .await?;
+            sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(8)
+                .connect_with(opts.read_only(true))
+                .await?;
+            Backend::Sqlite { writer, reader }
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+            Backend::Postgres(pool)
+        } else {
+            return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
+        };
+        Ok(Store { backend, clock })
+    }
+
+    fn is_pg(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// Name of the backend, for logs and benchmarks.
+    pub fn backend_name(&self) -> &'static str {
+        if self.is_pg() { "postgres" } else { "sqlite" }
+    }
+
+    fn now(&self) -> String {
+        format_time(self.clock.now())
+    }
+
+    /// Stores a new resource with its job and audit event in one transaction.
+    pub async fn create_resource(
+        &self,
+        integration_id: &str,
+        rt: ResourceType,
+        write: &ResourceWrite,
+        event: &NewEvent,
+    ) -> Result<StoredResource, StoreError> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = self.now();
+        let data = write.data.to_string();
+        let is_pg = self.is_pg();
+        let result: Result<(), StoreError> = on_backend!(self, |w, _r| {
+            let mut tx = w.begin().await?;
+            let inserted = sqlx::query(
+                "INSERT INTO scim_resources (id, integration_id, resource_type, name_key, external_id, display_name, version, created_at, modified_at, data, prov_state) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8, 'pending')",
+            )
+            .bind(&id)
+            .bind(integration_id)
+            .bind(rt.as_str())
+            .bind(&write.name_key)
+            .bind(write.external_id.as_deref())
+            .bind(write.display_name.as_deref())
+            .bind(&now)
+            .bind(&data)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if unique_violation(&e) => Err(StoreError::Uniqueness("userName".into())),
+                Err(e) => Err(e.into()),
+                Ok(_) => {
+                    if let Some(members) = &write.members {
+                        set_members!(tx, integration_id, &id, members);
+                    }
+                    insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64);
+                    let mut event = event.clone();
+                    event.target = Some(id.clone());
+                    append_audit!(tx, is_pg, &now, &event);
+                    tx.commit().await?;
+                    Ok(())
+                }
+            }
+        });
+        result?;
+        Ok(StoredResource {
+            id,
+            integration_id: integration_id.to_string(),
+            resource_type: rt,
+            version: 1,
+            created_at: now.clone(),
+            modified_at: now,
+            data: write.data.clone(),
+            provisioning: ProvisioningState {
+                state: "pending".into(),
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Reads one resource.
+    pub async fn get_resource(
+        &self,
+        integration_id: &str,
+        rt: ResourceType,
+        id: &str,
+    ) -> Result<Option<StoredResource>, StoreError> {
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources WHERE integration_id = $1 AND resource_type = $2 AND id = $3"
+        );
+        on_backend!(self, |_w, r| {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(integration_id)
+                .bind(rt.as_str())
+                .bind(id)
+                .fetch_optional(r)
+                .await?;
+            row.as_ref().map(resource_from_row).transpose()
+        })
+    }
+
+    /// Lists resources of one type, optionally narrowed to `column = value`, oldest first.
+    pub async fn list_resources(
+        &self,
+        integration_id: &str,
+        rt: ResourceType,
+        lookup: Option<(LookupColumn, &str)>,
+    ) -> Result<Vec<StoredResource>, StoreError> {
+        let (cond, value) = match lookup {
+            None => (String::new(), None),
+            Some((col, v)) => {
+                let (c, v) = match col {
+                    LookupColumn::Id => ("id", v.to_string()),
+                    LookupColumn::NameKey => ("name_key", v.to_lowercase()),
+                    LookupColumn::DisplayName => ("display_name", v.to_string()),
+                    LookupColumn::ExternalId => ("external_id", v.to_string()),
+                };
+                (format!(" AND {c} = $3"), Some(v))
+            }
+        };
+        let sql = format!(
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources WHERE integration_id = $1 AND resource_type = $2{cond} ORDER BY created_at, id"
+        );
+        on_backend!(self, |_w, r| {
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(integration_id)
+                .bind(rt.as_str());
+            if let Some(v) = &value {
+                q = q.bind(v.as_str());
+            }
+            let rows = q.fetch_all(r).await?;
+            rows.iter().map(resource_from_row).collect()
+        })
+    }
+
+    /// Replaces a resource's body if it still has `expected_version`; records a job and an event.
+    pub async fn update_resource(
+        &self,
+        integration_id: &str,
+        rt: ResourceType,
+        id: &str,
+        expected_version: i64,
+        write: &ResourceWrite,
+        operation: &'static str,
+        event: &NewEvent,
+    ) -> Result<StoredResource, StoreError> {
+        let now = self.now();
+        let data = write.data.to_string();
+        let version = expected_version + 1;
+        let is_pg = self.is_pg();
+        let sql = format!(
+            "UPDATE scim_resources SET name_key = $1, external_id = $2, display_name = $3, data = $4, version = $5, modified_at = $6 WHERE integration_id = $7 AND resource_type = $8 AND id = $9 AND version = $10 RETURNING {RESOURCE_COLUMNS}"
+        );
+        on_backend!(self, |w, _r| {
+            let mut tx = w.begin().await?;
+            let updated = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind(&write.name_key)
+                .bind(write.external_id.as_deref())
+                .bind(write.display_name.as_deref())
+                .bind(&data)
+                .bind(version)
+                .bind(&now)
+                .bind(integration_id)
+                .bind(rt.as_str())
+                .bind(id)
+                .bind(expected_version)
+                .fetch_optional(&mut *tx)
+                .await;
+            let row = match updated {
+                Err(e) if unique_violation(&e) => {
+                    return Err(StoreError::Uniqueness("userName".into()));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(None) => {
+                    let exists: Option<i64> = sqlx::query_scalar(
+                        "SELECT version FROM scim_resources WHERE integration_id = $1 AND resource_type = $2 AND id = $3",
+                    )
+                    .bind(integration_id)
+                    .bind(rt.as_str())
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    return Err(if exists.is_some() {
+                        StoreError::VersionConflict
+                    } else {
+                        StoreError::NotFound
+                    });
+                }
+                Ok(Some(row)) => resource_from_row(&row)?,
+            };
+            if let Some(members) = &write.members {
+                set_members!(tx, integration_id, id, members);
+            }
+            insert_job!(tx, &now, integration_id, rt, id, operation, version);
+            append_audit!(tx, is_pg, &now, event);
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    /// Deletes a resource; a deleted user also leaves every group it was in.
+    pub async fn delete_resource(
+        &self,
+        integration_id: &str,
+        rt: ResourceType,
+        id: &str,
+        event: &NewEvent,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let is_pg = self.is_pg();
+        on_backend!(self, |w, _r| {
+            let mut tx = w.begin().await?;
+            let version: Option<i64> = sqlx::query_scalar(
+                "DELETE FROM scim_resources WHERE integration_id = $1 AND resource_type = $2 AND id = $3 RETURNING version",
+            )
+            .bind(integration_id)
+            .bind(rt.as_str())
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(version) = version else {
+                return Err(StoreError::NotFound);
+            };
+            match rt {
+                ResourceType::Group => {
+                    sqlx::query("DELETE FROM scim_group_members WHERE group_id = $1")
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                ResourceType::User => {
+                    let groups: Vec<String> = sqlx::query_scalar(
+                        "SELECT group_id FROM scim_group_members WHERE integration_id = $1 AND member_id = $2",
+                    )
+                    .bind(integration_id)
+                    .bind(id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    for gid in groups {
+                        let row = sqlx::query("SELECT data FROM scim_resources WHERE id = $1")
+                            .bind(&gid)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        let Some(row) = row else { continue };
+                        let data: String = row.try_get("data")?;
+                        let mut data: Value = serde_json::from_str(&data)
+                            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                        if let Some(Value::Array(members)) = data.get_mut("members") {
+                            members.retain(|m| m.get("value").and_then(Value::as_str) != Some(id));
+                        }
+                        sqlx::query(
+                            "UPDATE scim_resources SET data = $1, version = version + 1, modified_at = $2 WHERE id = $3",
+                        )
+                        .bind(data.to_string())
+                        .bind(&now)
+                        .bind(&gid)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query("DELETE FROM scim_group_members WHERE integration_id = $1 AND member_id = $2")
+                        .bind(integration_id)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            insert_job!(tx, &now, integration_id, rt, id, "delete", version + 1);
+            append_audit!(tx, is_pg, &now, event);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The groups each of `member_ids` belongs to: member id → [(group id, displayName)].
+    pub async fn groups_of(
+        &self,
+        integration_id: &str,
+        member_ids: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, String)>>, StoreError> {
+        let mut out: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        if member_ids.is_empty() {
+            return Ok(out);
+        }
+        // One query for a single user; for a page of users, all memberships of the
+        // integration (cheaper than a long IN list, and bounded by the group sizes).
+        let single = member_ids.len() == 1;
+        let sql = if single {
+            "SELECT m.member_id, r.id, r.display_name FROM scim_group_members m JOIN scim_resources r ON r.id = m.group_id WHERE m.integration_id = $1 AND m.member_id = $2 ORDER BY r.display_name, r.id"
+        } else {
+            "SELECT m.member_id, r.id, r.display_name FROM scim_group_members m JOIN scim_resources r ON r.id = m.group_id WHERE m.integration_id = $1 ORDER BY r.display_name, r.id"
+        };
+        let wanted: std::collections::HashSet<&str> = member_ids.iter().copied().collect();
+        let rows: Vec<(String, String, Option<String>)> = on_backend!(self, |_w, r| {
+            let mut q = sqlx::query_as(sql).bind(integration_id);
+            if single {
+                q = q.bind(member_ids[0]);
+            }
+            q.fetch_all(r).await?
+        });
+        for (member, gid, name) in rows {
+            if wanted.contains(member.as_str()) {
+                out.entry(member)
+                    .or_default()
+                    .push((gid, name.unwrap_or_default()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Audit events in order, optionally of one integration, at most `limit` of the newest.
+    pub async fn audit_events(
+        &self,
+        integration_id: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<audit::Event>, StoreError> {
+        let sql = if integration_id.is_some() {
+            "SELECT * FROM (SELECT seq, at, actor, event_type, target, integration_id, detail, prev_hash, hash FROM audit_events WHERE integration_id = $1 ORDER BY seq DESC LIMIT $2) t ORDER BY seq"
+        } else {
+            "SELECT * FROM (SELECT seq, at, actor, event_type, target, integration_id, detail, prev_hash, hash FROM audit_events ORDER BY seq DESC LIMIT $1) t ORDER BY seq"
+        };
+        on_backend!(self, |_w, r| {
+            let mut q = sqlx::query(sql);
+            if let Some(i) = integration_id {
+                q = q.bind(i);
+            }
+            let rows = q.bind(limit).fetch_all(r).await?;
+            rows.iter().map(event_from_row).collect()
+        })
+    }
+
+    /// Re-computes the whole audit chain; returns the number of events checked.
+    pub async fn verify_audit_chain(&self) -> Result<usize, StoreError> {
+        let events = self.audit_events(None, i64::MAX).await?;
+        Ok(audit::verify_chain(&events)?)
+    }
+
+    /// Jobs, newest first, optionally of one resource.
+    pub async fn jobs(
+        &self,
+        integration_id: &str,
+        resource_id: Option<&str>,
+    ) -> Result<Vec<Job>, StoreError> {
+        let sql = if resource_id.is_some() {
+            "SELECT id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, last_error, created_at FROM jobs WHERE integration_id = $1 AND resource_id = $2 ORDER BY id DESC"
+        } else {
+            "SELECT id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, last_error, created_at FROM jobs WHERE integration_id = $1 ORDER BY id DESC"
+        };
+        on_backend!(self, |_w, r| {
+            let mut q = sqlx::query(sql).bind(integration_id);
+            if let Some(id) = resource_id {
+                q = q.bind(id);
+            }
+            let rows = q.fetch_all(r).await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(Job {
+                        id: row.try_get("id")?,
+                        integration_id: row.try_get("integration_id")?,
+                        resource_type: row.try_get("resource_type")?,
+                        resource_id: row.try_get("resource_id")?,
+                        operation: row.try_get("operation")?,
+                        resource_version: row.try_get("resource_version")?,
+                        status: row.try_get("status")?,
+                        attempts: row.try_get("attempts")?,
+                        last_error: row.try_get("last_error")?,
+                        created_at: row.try_get("created_at")?,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()
+        })
+    }
+
+    /// Closes the pools (waits for connections to finish).
+    pub async fn close(&self) {
+        match &self.backend {
+            Backend::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Backend::Postgres(p) => p.close().await,
+        }
+    }
+}
