@@ -13,6 +13,9 @@ SUITES="${SCIM_SUITES:-$ROOT/../shared/scim-suites}"
 USHER="${USHER_BIN:-$ROOT/target/debug/usher}"
 [ -x "$USHER" ] || { echo "compliance: build usher first ($USHER missing)"; exit 1; }
 bash "$SUITES/install.sh" >/dev/null
+# The suites' install.sh leaves out scim2-client's `httpx2` extra, which its runner imports.
+VENV="${SCIM_SUITES_HOME:-$HOME/.cache/scim-suites}/venv"
+"$VENV/bin/python" -c 'import httpx2' 2>/dev/null || "$VENV/bin/pip" install -q 'scim2-client[httpx2]==0.13.2'
 
 WORK="$(mktemp -d)"; trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')

@@ -78,6 +78,23 @@ pub fn app(config: &Config, store: Store) -> Router {
         )
 }
 
+fn canonicalise_scim_path(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    if let Some(path) = scim::canonical_path(req.uri().path()) {
+        let pq = match req.uri().query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut parts = req.uri().clone().into_parts();
+        if let Ok(pq) = pq.parse() {
+            parts.path_and_query = Some(pq);
+            if let Ok(uri) = axum::http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+    req
+}
+
 /// Opens the store, binds the listener and serves until `shutdown`.
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
     start_on(config, config.listen).await
@@ -90,14 +107,21 @@ pub async fn start_on(config: &Config, addr: SocketAddr) -> Result<Running, Serv
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
-    let app = app(config, store.clone());
+    // Outside the router, so that the rewritten path is the one routed.
+    let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
+        app(config, store.clone()),
+        canonicalise_scim_path,
+    );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = rx.await;
+        })
+        .await
     });
     tracing::info!(%addr, database = store.backend_name(), "usher listening");
     Ok(Running {

@@ -267,9 +267,31 @@ async fn writes_record_job_and_audit_event(db: Db) {
     let s = TestServer::start(db, vec![integration("j")]).await;
     let u = create(&s, "j", "/Users", &user("job@x.example")).await;
     let id = u["id"].as_str().expect("id");
+    assert!(
+        u.get("urn:usher:params:scim:schemas:extension:provisioning:2.0:User")
+            .is_none(),
+        "returned on request only"
+    );
+    let asked: Value = s
+        .req(Method::GET, "j", &format!("/Users/{id}?attributes=urn:usher:params:scim:schemas:extension:provisioning:2.0:User"))
+        .send()
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
     assert_eq!(
-        u["urn:usher:params:scim:schemas:extension:provisioning:2.0:User"]["state"],
-        json!("pending")
+        asked["urn:usher:params:scim:schemas:extension:provisioning:2.0:User"]["state"],
+        json!("pending"),
+        "{asked}"
+    );
+    assert!(
+        asked["schemas"]
+            .as_array()
+            .expect("schemas")
+            .contains(&json!(
+                "urn:usher:params:scim:schemas:extension:provisioning:2.0:User"
+            ))
     );
     let r = s
         .req(Method::PATCH, "j", &format!("/Users/{id}"))

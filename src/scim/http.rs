@@ -204,6 +204,8 @@ pub fn router(state: Arc<ScimState>) -> Router {
                 .patch(patch_user)
                 .delete(delete_user),
         )
+        .route("/Users/.search", axum::routing::post(search_users))
+        .route("/Groups/.search", axum::routing::post(search_groups))
         .route("/Groups", get(list_groups).post(create_group))
         .route("/Groups/", get(list_groups))
         .route(
@@ -220,6 +222,8 @@ pub fn router(state: Arc<ScimState>) -> Router {
         .route("/ResourceTypes/{name}", get(resource_type))
         .route("/Schemas", get(schemas))
         .route("/Schemas/{id}", get(schema))
+        // Searching several resource types at once is optional (RFC 7644 §3.4.3).
+        .route("/.search", axum::routing::any(not_implemented))
         .route("/Bulk", axum::routing::any(not_implemented))
         .route("/Me", axum::routing::any(not_implemented))
         .fallback(not_found)
@@ -440,6 +444,50 @@ impl Params {
     }
 }
 
+/// A `POST …/.search` body (RFC 7644 §3.4.3) as the query parameters it stands for.
+fn search_params(body: Value) -> Result<Params, ApiError> {
+    let Value::Object(obj) = body else {
+        return Err(ScimError::bad_request(
+            ScimType::InvalidSyntax,
+            "SearchRequest must be a JSON object",
+        )
+        .into());
+    };
+    let mut pairs = Vec::new();
+    for (key, value) in obj {
+        let text = match (key.to_ascii_lowercase().as_str(), value) {
+            ("schemas", _) => continue,
+            ("attributes" | "excludedattributes", Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| v.join(","))
+                .ok_or_else(|| {
+                    ScimError::bad_request(
+                        ScimType::InvalidValue,
+                        format!("{key} must be a list of strings"),
+                    )
+                })?,
+            (
+                "filter" | "sortby" | "sortorder" | "attributes" | "excludedattributes",
+                Value::String(v),
+            ) => v,
+            ("startindex" | "count", Value::Number(n)) => n.to_string(),
+            ("startindex" | "count", Value::String(v)) => v,
+            (_, Value::Null) => continue,
+            _ => {
+                return Err(ScimError::bad_request(
+                    ScimType::InvalidSyntax,
+                    format!("`{key}` is not a SearchRequest attribute or has the wrong type"),
+                )
+                .into());
+            }
+        };
+        pairs.push((key, text));
+    }
+    Ok(Params(pairs))
+}
+
 // ---------------------------------------------------------------- rendering
 
 /// The resource as the IdP sees it: body, id, meta, users' groups and provisioning state.
@@ -484,25 +532,43 @@ fn render(r: &StoredResource, base: &str, groups: Option<&Vec<(String, String)>>
             ext["lastSyncedAt"] = json!(t);
         }
         v[protocol::PROVISIONING_SCHEMA] = ext;
-        if let Some(Value::Array(schemas)) = v.get_mut("schemas") {
-            if !schemas.iter().any(|s| s == protocol::PROVISIONING_SCHEMA) {
-                schemas.push(json!(protocol::PROVISIONING_SCHEMA));
-            }
+        if let Some(Value::Array(schemas)) = v.get_mut("schemas")
+            && !schemas.iter().any(|s| s == protocol::PROVISIONING_SCHEMA)
+        {
+            schemas.push(json!(protocol::PROVISIONING_SCHEMA));
         }
     } else if let Some(Value::Array(members)) = v.get_mut("members") {
         for m in members.iter_mut() {
-            if let Some(id) = m.get("value").and_then(Value::as_str).map(str::to_string) {
-                if m.get("$ref").is_none() {
-                    let endpoint = match m.get("type").and_then(Value::as_str) {
-                        Some("Group") => "Groups",
-                        _ => "Users",
-                    };
-                    m["$ref"] = json!(format!("{base}/{endpoint}/{id}"));
-                }
+            if let Some(id) = m.get("value").and_then(Value::as_str).map(str::to_string)
+                && m.get("$ref").is_none()
+            {
+                let endpoint = match m.get("type").and_then(Value::as_str) {
+                    Some("Group") => "Groups",
+                    _ => "Users",
+                };
+                m["$ref"] = json!(format!("{base}/{endpoint}/{id}"));
             }
         }
     }
     v
+}
+
+/// Applies `attributes`/`excludedAttributes` and keeps `schemas` true to what is left:
+/// an extension whose attributes were all left out is no longer named.
+fn project(projection: &Projection, v: &Value, kind: ResourceKind) -> Value {
+    let mut out = projection.apply(v, kind);
+    if let Some(obj) = out.as_object_mut() {
+        let present: Vec<String> = obj.keys().map(|k| k.to_ascii_lowercase()).collect();
+        if let Some(Value::Array(schemas)) = obj.get_mut("schemas") {
+            let core = kind.core_schema();
+            schemas.retain(|s| {
+                s.as_str().is_some_and(|s| {
+                    s.eq_ignore_ascii_case(core) || present.contains(&s.to_ascii_lowercase())
+                })
+            });
+        }
+    }
+    out
 }
 
 fn etag(version: i64) -> String {
@@ -599,7 +665,7 @@ async fn list(
         .into_iter()
         .skip(start_index - 1)
         .take(count)
-        .map(|v| projection.apply(&v, kind))
+        .map(|v| project(&projection, &v, kind))
         .collect();
     Ok(scim_json(
         StatusCode::OK,
@@ -624,24 +690,23 @@ async fn get_one(
         .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
     let base = base_url(headers, gw);
     let v = render_one(state, &r, &base).await?;
-    if let Some(inm) = headers
+    let not_modified = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|h| h.to_str().ok())
-    {
-        if inm
-            .split(',')
-            .any(|t| t.trim() == etag(r.version) || t.trim() == "*")
-        {
-            let mut resp = StatusCode::NOT_MODIFIED.into_response();
-            if let Ok(e) = HeaderValue::from_str(&etag(r.version)) {
-                resp.headers_mut().insert(header::ETAG, e);
-            }
-            return Ok(resp);
+        .is_some_and(|inm| {
+            inm.split(',')
+                .any(|t| t.trim() == etag(r.version) || t.trim() == "*")
+        });
+    if not_modified {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Ok(e) = HeaderValue::from_str(&etag(r.version)) {
+            resp.headers_mut().insert(header::ETAG, e);
         }
+        return Ok(resp);
     }
     Ok(resource_response(
         StatusCode::OK,
-        &projection.apply(&v, kind),
+        &project(&projection, &v, kind),
         r.version,
         None,
     ))
@@ -818,7 +883,11 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
     );
     let stored = state.store.create_resource(gw, rt, &write, &event).await?;
     let base = base_url(&headers, gw);
-    let v = render_one(state, &stored, &base).await?;
+    let v = project(
+        &Projection::parse(None, None, kind)?,
+        &render_one(state, &stored, &base).await?,
+        kind,
+    );
     let location = format!("{base}{}/{}", kind.endpoint(), stored.id);
     Ok(resource_response(
         StatusCode::CREATED,
@@ -850,10 +919,8 @@ async fn replace(
             .get_resource(gw, rt, id)
             .await?
             .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
-        if let Some(v) = wanted {
-            if v != current.version {
-                return Err(ApiError::PreconditionFailed);
-            }
+        if wanted.is_some_and(|v| v != current.version) {
+            return Err(ApiError::PreconditionFailed);
         }
         let mut replacement = normalized.resource.clone();
         protocol::resource::carry_over_for_replace(kind, &current.data, &mut replacement)?;
@@ -873,6 +940,7 @@ async fn replace(
             Ok(updated) => {
                 let base = base_url(&headers, gw);
                 let v = render_one(state, &updated, &base).await?;
+                let v = project(&Projection::parse(None, None, kind)?, &v, kind);
                 return Ok(resource_response(StatusCode::OK, &v, updated.version, None));
             }
             Err(StoreError::VersionConflict)
@@ -915,10 +983,8 @@ async fn patch(
             .get_resource(gw, rt, id)
             .await?
             .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))?;
-        if let Some(v) = wanted {
-            if v != current.version {
-                return Err(ApiError::PreconditionFailed);
-            }
+        if wanted.is_some_and(|v| v != current.version) {
+            return Err(ApiError::PreconditionFailed);
         }
         let mut data = current.data.clone();
         // With its id in place, Okta's write-back of a group's own id is a no-op.
@@ -960,7 +1026,7 @@ async fn patch(
         let v = render_one(state, &updated, &base).await?;
         return Ok(resource_response(
             StatusCode::OK,
-            &projection.apply(&v, kind),
+            &project(&projection, &v, kind),
             updated.version,
             None,
         ));
@@ -1050,6 +1116,28 @@ macro_rules! resource_handlers {
             delete(&s, &gw, $rt, &id, &headers).await
         }
     };
+}
+
+async fn search_users(
+    State(s): State<Arc<ScimState>>,
+    Path(gw): Path<String>,
+    req: Request<Body>,
+) -> ApiResult {
+    s.authorize(&gw, req.headers())?;
+    let headers = req.headers().clone();
+    let params = search_params(read_json(&s, req).await?)?;
+    list(&s, &gw, ResourceType::User, &headers, params).await
+}
+
+async fn search_groups(
+    State(s): State<Arc<ScimState>>,
+    Path(gw): Path<String>,
+    req: Request<Body>,
+) -> ApiResult {
+    s.authorize(&gw, req.headers())?;
+    let headers = req.headers().clone();
+    let params = search_params(read_json(&s, req).await?)?;
+    list(&s, &gw, ResourceType::Group, &headers, params).await
 }
 
 resource_handlers!(

@@ -453,6 +453,7 @@ impl Store {
     }
 
     /// Replaces a resource's body if it still has `expected_version`; records a job and an event.
+    #[allow(clippy::too_many_arguments)] // one write, and each argument is part of it
     pub async fn update_resource(
         &self,
         integration_id: &str,

@@ -242,7 +242,7 @@ async fn run_step(
                 (_, None) => false,
                 (Some("*"), Some(_)) => true,
                 (Some(w), Some(g)) => w == g,
-                (None, Some(g)) => value.to_string() == g,
+                (None, Some(g)) => *value == *g,
             };
             if !ok {
                 return Err(fail(format!(
@@ -251,13 +251,13 @@ async fn run_step(
             }
         }
     }
-    if let Some(want) = expect.get("json") {
-        if let Err(at) = subset_match(want, &actual, "") {
-            return Err(fail(format!(
-                "body mismatch at {at}\n--- expected json subset\n{}",
-                serde_json::to_string_pretty(want)?
-            )));
-        }
+    if let Some(want) = expect.get("json")
+        && let Err(at) = subset_match(want, &actual, "")
+    {
+        return Err(fail(format!(
+            "body mismatch at {at}\n--- expected json subset\n{}",
+            serde_json::to_string_pretty(want)?
+        )));
     }
     if let Some(absent) = expect.get("absent").and_then(Value::as_array) {
         for pointer in absent.iter().filter_map(Value::as_str) {

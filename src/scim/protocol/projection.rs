@@ -263,11 +263,20 @@ mod tests {
     }
 
     #[test]
-    fn default_drops_never_only() {
+    fn default_drops_never_and_request_only() {
         let v = proj(None, None);
         let mut expected = user();
         expected.as_object_mut().unwrap().remove("password");
+        // The provisioning extension is returned on request only.
+        expected
+            .as_object_mut()
+            .unwrap()
+            .remove(PROVISIONING_SCHEMA);
         assert_eq!(v, expected);
+        let asked = proj(Some(PROVISIONING_SCHEMA), None);
+        assert_eq!(asked[PROVISIONING_SCHEMA]["state"], "provisioned");
+        assert_eq!(asked["id"], "u1");
+        assert!(asked.get("userName").is_none());
     }
 
     #[test]

@@ -131,7 +131,13 @@ pub(super) fn normalize_single(
     };
     let mut out = Map::new();
     for (k, sv) in obj {
-        let Some(sub) = def.sub_attr(&k) else {
+        // Microsoft's collection names a member's `display` `displayName`.
+        let sub = def.sub_attr(&k).or_else(|| {
+            (k.eq_ignore_ascii_case("displayName") && def.name == "members")
+                .then(|| def.sub_attr("display"))
+                .flatten()
+        });
+        let Some(sub) = sub else {
             ignored.push(format!("{name}.{k}"));
             continue;
         };

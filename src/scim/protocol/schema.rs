@@ -488,20 +488,27 @@ static ENTERPRISE_ATTRS: [AttrDef; 6] = [
 
 // ---- Usher provisioning extension (server-maintained) ----
 
+// Returned on request only (`attributes=urn:usher:…:User`): IdPs and strict SCIM
+// clients that model every attribute they receive never see a server-owned extension
+// they did not ask for. The dashboard reads the same state from the store.
 static PROVISIONING_ATTRS: [AttrDef; 4] = [
     s("state")
         .ro()
+        .ret(Returned::Request)
         .canon(&["pending", "provisioned", "failed"])
         .desc("Provisioning state of the account in the downstream application."),
     s("reason")
         .ro()
+        .ret(Returned::Request)
         .desc("Why the last provisioning attempt failed, if it did."),
     s("appAccountId")
         .exact()
         .ro()
+        .ret(Returned::Request)
         .desc("Identifier of the account in the downstream application."),
     dt("lastSyncedAt")
         .ro()
+        .ret(Returned::Request)
         .desc("When the account was last synchronised."),
 ];
 
@@ -680,9 +687,12 @@ fn resource_type_json(kind: ResourceKind) -> Value {
     let (description, extensions) = match kind {
         ResourceKind::User => (
             "User Account",
+            // The provisioning extension is server-owned, read-only and returned on
+            // request: /Schemas describes it, but it is not offered as an extension a
+            // client writes (schemaExtensions is OPTIONAL, RFC 7643 §6), so clients that
+            // PATCH every declared extension leave it alone.
             json!([
                 {"schema": ENTERPRISE_USER_SCHEMA, "required": false},
-                {"schema": PROVISIONING_SCHEMA, "required": false},
             ]),
         ),
         ResourceKind::Group => ("Group", json!([])),
@@ -974,7 +984,7 @@ mod tests {
         assert_eq!(rts[0]["endpoint"], "/Users");
         assert_eq!(
             rts[0]["schemaExtensions"],
-            json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false},{"schema": PROVISIONING_SCHEMA, "required": false}])
+            json!([{"schema": ENTERPRISE_USER_SCHEMA, "required": false}])
         );
         assert_eq!(
             rts[0]["meta"]["location"],
