@@ -5,8 +5,11 @@
 //! playbooks, browser and vault join later.
 
 pub mod audit;
+pub mod browser;
 pub mod clock;
 pub mod config;
+pub mod playbook;
 pub mod scim;
 pub mod server;
 pub mod store;
+pub mod vault;

@@ -41,6 +41,45 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Playbook tools: check, schema, run one action.
+    Playbook {
+        #[command(subcommand)]
+        command: PlaybookCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PlaybookCommand {
+    /// Validate playbooks; prints every mistake as `file:line:col: message`.
+    Check {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the JSON Schema of playbooks (for editors).
+    Schema,
+    /// Run one action of a playbook against an app, printing each step as it goes.
+    Run {
+        /// The playbook file.
+        file: PathBuf,
+        /// create_user, update_user, set_roles, deactivate_user, reactivate_user,
+        /// delete_user, list_users, rotate_password.
+        action: String,
+        /// The app's base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        base_url: String,
+        /// The SCIM user: `@user.json` or inline JSON.
+        #[arg(long)]
+        user: String,
+        /// The service account: `@secrets.yaml` with username, password, totp.
+        #[arg(long)]
+        secrets: String,
+        /// Directory for evidence screenshots (none are taken without it).
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// Integration name shown to templates as `integration.name`.
+        #[arg(long, default_value = "cli")]
+        integration: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -68,8 +107,15 @@ enum AuditCommand {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("USHER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    // chromiumoxide logs every DevTools message (typed values included) at TRACE, and a
+    // WARN per event Chromium 156 renamed: keep it quiet unless asked for by name.
+    let filter = match std::env::var("USHER_LOG") {
+        Ok(f) if f.contains("chromiumoxide") => tracing_subscriber::EnvFilter::new(f),
+        Ok(f) => tracing_subscriber::EnvFilter::new(format!("{f},chromiumoxide=error")),
+        Err(_) => {
+            tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info,chromiumoxide=error")
+        }
+    };
     let json = std::env::var("USHER_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -81,7 +127,7 @@ fn init_tracing() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => {
             let config = Config::load(&config)?;
@@ -132,8 +178,150 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             println!("audit trail intact: {n} event(s) verified");
         }
+        Command::Playbook { command } => return playbook_command(command).await,
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn playbook_command(command: PlaybookCommand) -> anyhow::Result<ExitCode> {
+    use usher::playbook;
+    match command {
+        PlaybookCommand::Check { files } => {
+            let mut failed = false;
+            for f in &files {
+                match playbook::load_file(f) {
+                    Ok(_) => println!("{}: ok", f.display()),
+                    Err(errs) => {
+                        failed = true;
+                        println!("{errs}");
+                    }
+                }
+            }
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        PlaybookCommand::Schema => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&playbook::json_schema())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        PlaybookCommand::Run {
+            file,
+            action,
+            base_url,
+            user,
+            secrets,
+            evidence,
+            integration,
+        } => {
+            run_playbook(RunArgs {
+                file,
+                action,
+                base_url,
+                user,
+                secrets,
+                evidence,
+                integration,
+            })
+            .await
+        }
+    }
+}
+
+struct RunArgs {
+    file: PathBuf,
+    action: String,
+    base_url: String,
+    user: String,
+    secrets: String,
+    evidence: Option<PathBuf>,
+    integration: String,
+}
+
+async fn run_playbook(a: RunArgs) -> anyhow::Result<ExitCode> {
+    use std::sync::Arc;
+    use usher::audit::evidence::EvidenceStore;
+    use usher::playbook::{self, ActionName, Driver, DriverConfig, RunOptions, StepOutcome};
+
+    let pb = match playbook::load_file(&a.file) {
+        Ok(pb) => Arc::new(pb),
+        Err(errs) => {
+            eprintln!("{errs}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let action = ActionName::parse(&a.action).ok_or_else(|| {
+        anyhow::anyhow!(
+            "unknown action `{}`; known: {}",
+            a.action,
+            ActionName::NAMES.join(", ")
+        )
+    })?;
+    let user_text = match a.user.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read user file {path}: {e}"))?,
+        None => a.user.clone(),
+    };
+    let user_json: serde_json::Value = serde_json::from_str(&user_text)
+        .map_err(|e| anyhow::anyhow!("user is not valid JSON: {e}"))?;
+    let user = playbook::UserContext::from_scim(&user_json);
+    let secrets_path = a.secrets.strip_prefix('@').unwrap_or(&a.secrets);
+    let secret = Arc::new(usher::vault::SecretsFile::load(std::path::Path::new(
+        secrets_path,
+    ))?);
+    let evidence = match &a.evidence {
+        Some(dir) => Some(Arc::new(EvidenceStore::new(dir)?)),
+        None => None,
+    };
+    let ev_for_print = evidence.clone();
+    let on_step: playbook::StepObserver = Arc::new(move |r: &playbook::StepRecord| {
+        let (tag, reason) = match &r.outcome {
+            StepOutcome::Ok => ("ok  ", String::new()),
+            StepOutcome::NotMet { reason } => ("no  ", format!(": {reason}")),
+            StepOutcome::Failed { reason } => ("FAIL", format!(": {reason}")),
+        };
+        let shot = match (&r.outcome, &r.screenshot, &ev_for_print) {
+            (StepOutcome::Failed { .. }, Some(h), Some(ev)) => {
+                format!("  [screenshot {}]", ev.path_of(h).display())
+            }
+            _ => String::new(),
+        };
+        eprintln!(
+            "  {tag} {:>6}ms  {}:{}  {}{reason}{shot}",
+            r.duration_ms, r.file, r.line, r.step
+        );
+    });
+    let opts = RunOptions {
+        evidence,
+        on_step: Some(on_step),
+    };
+    let driver = Driver::new(DriverConfig::default());
+    let integ = driver.integration(
+        a.integration.clone(),
+        a.integration.clone(),
+        a.base_url.clone(),
+        pb,
+        secret,
+    )?;
+    let result = driver.run(&integ, action, user, &opts).await;
+    if let Err(e) = driver.shutdown().await {
+        tracing::debug!(error = %e, "closing the browser failed");
+    }
+    let out = result?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "status": out.status,
+            "outputs": out.outputs,
+            "records": out.records,
+        }))?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn main() -> ExitCode {
@@ -147,7 +335,7 @@ fn main() -> ExitCode {
         }
     };
     match rt.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One plain line: the error and its causes.
             let mut line = e.to_string();

@@ -1,6 +1,8 @@
 //! The audit trail: append-only events, each chained to the one before by a SHA-256
 //! hash over a deterministic serialisation, so that any edit or deletion is detectable.
 
+pub mod evidence;
+
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,636 @@
+//! Locator syntax (parsed here, resolved in the page by `inject.js`).
+//!
+//! ```text
+//! locator   := part (" >> " part)*
+//! part      := css | "css=" css | "text=" value | label=value | "role=" role attrs*
+//!            | "xpath=" expr | "//…" | "nth=" integer | "\"exact text\""
+//! value     := unquoted text (case-insensitive substring, whitespace normalised)
+//!            | "quoted" / 'quoted' (exact match after whitespace normalisation)
+//! attrs     := "[name=" value (" exact" | " s" | " i")? "]" | "[level=" N "]" | "[exact]"
+//! css       := any CSS selector, optionally ending in :has-text("…") and/or :visible
+//! ```
+//! Each part after `>>` is resolved inside the FIRST match of the part before it; `nth=N`
+//! picks the N-th (0-based, negative from the end) match of what precedes it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Serialize;
+
+use super::error::LocatorError;
+
+/// One step of a locator chain, as sent to the page helper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(super) enum Part {
+    Css {
+        selector: String,
+        has_text: Vec<String>,
+        visible: bool,
+    },
+    Text {
+        text: String,
+        exact: bool,
+    },
+    Label {
+        text: String,
+        exact: bool,
+    },
+    Role {
+        role: String,
+        name: Option<String>,
+        exact: bool,
+        level: Option<u32>,
+    },
+    Xpath {
+        expr: String,
+    },
+    Nth {
+        n: i64,
+    },
+}
+
+/// A parsed locator. `Display` prints the source it was parsed from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locator {
+    source: String,
+    pub(super) parts: Vec<Part>,
+}
+
+impl Locator {
+    /// Parses a locator; errors carry a message and the byte offset of the problem.
+    pub fn parse(source: &str) -> Result<Locator, LocatorError> {
+        let mut parts = Vec::new();
+        for (start, text) in split_chain(source)? {
+            parts.push(parse_part(text, start)?);
+        }
+        if matches!(parts.first(), Some(Part::Nth { .. })) {
+            return Err(err("nth= needs a locator before it", 0));
+        }
+        Ok(Locator {
+            source: source.to_string(),
+            parts,
+        })
+    }
+
+    /// The text this locator was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// JSON description sent to `window.__usher`.
+    pub(super) fn to_json(&self) -> String {
+        serde_json::to_string(&self.parts).unwrap_or_else(|_| "[]".to_string())
+    }
+}
+
+impl fmt::Display for Locator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl FromStr for Locator {
+    type Err = LocatorError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Locator::parse(s)
+    }
+}
+
+impl TryFrom<&str> for Locator {
+    type Error = LocatorError;
+    fn try_from(s: &str) -> Result<Self, Self::Error> {
+        Locator::parse(s)
+    }
+}
+
+/// WAI-ARIA roles accepted by `role=` (a typo would otherwise never match anything).
+pub const ARIA_ROLES: &[&str] = &[
+    "alert",
+    "alertdialog",
+    "application",
+    "article",
+    "banner",
+    "blockquote",
+    "button",
+    "caption",
+    "cell",
+    "checkbox",
+    "code",
+    "columnheader",
+    "combobox",
+    "complementary",
+    "contentinfo",
+    "definition",
+    "deletion",
+    "dialog",
+    "directory",
+    "document",
+    "emphasis",
+    "feed",
+    "figure",
+    "form",
+    "generic",
+    "grid",
+    "gridcell",
+    "group",
+    "heading",
+    "img",
+    "insertion",
+    "link",
+    "list",
+    "listbox",
+    "listitem",
+    "log",
+    "main",
+    "marquee",
+    "math",
+    "menu",
+    "menubar",
+    "menuitem",
+    "menuitemcheckbox",
+    "menuitemradio",
+    "meter",
+    "navigation",
+    "none",
+    "note",
+    "option",
+    "paragraph",
+    "presentation",
+    "progressbar",
+    "radio",
+    "radiogroup",
+    "region",
+    "row",
+    "rowgroup",
+    "rowheader",
+    "scrollbar",
+    "search",
+    "searchbox",
+    "separator",
+    "slider",
+    "spinbutton",
+    "status",
+    "strong",
+    "subscript",
+    "superscript",
+    "switch",
+    "tab",
+    "table",
+    "tablist",
+    "tabpanel",
+    "term",
+    "textbox",
+    "time",
+    "timer",
+    "toolbar",
+    "tooltip",
+    "tree",
+    "treegrid",
+    "treeitem",
+];
+
+fn err(message: impl Into<String>, offset: usize) -> LocatorError {
+    LocatorError {
+        message: message.into(),
+        offset,
+    }
+}
+
+/// Splits on ` >> ` outside quotes, brackets and parentheses. Returns (byte offset, text).
+fn split_chain(src: &str) -> Result<Vec<(usize, &str)>, LocatorError> {
+    let bytes = src.as_bytes();
+    let mut out = Vec::new();
+    let mut depth: i32 = 0;
+    // Open brackets, so that an unclosed one is reported where it was opened.
+    let mut open: Vec<(u8, usize)> = Vec::new();
+    let mut quote: Option<(u8, usize)> = None;
+    let mut start = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some((q, _)) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'"' | b'\'' => quote = Some((c, i)),
+            b'[' | b'(' => {
+                depth += 1;
+                open.push((c, i));
+            }
+            b']' | b')' => {
+                depth -= 1;
+                let want = if c == b']' { b'[' } else { b'(' };
+                match open.pop() {
+                    Some((o, _)) if o == want => {}
+                    _ => return Err(err(format!("unmatched `{}`", c as char), i)),
+                }
+            }
+            b'>' if depth <= 0 && bytes.get(i + 1) == Some(&b'>') => {
+                out.push((start, &src[start..i]));
+                i += 2;
+                start = i;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    if let Some((_, at)) = quote {
+        return Err(err("unterminated quote", at));
+    }
+    if let Some((c, at)) = open.pop() {
+        return Err(err(format!("unclosed `{}`", c as char), at));
+    }
+    out.push((start, &src[start..]));
+    Ok(out)
+}
+
+/// Offset of the first non-space byte of `text` inside the source.
+fn trim_with_offset(text: &str, base: usize) -> (&str, usize) {
+    let lead = text.len() - text.trim_start().len();
+    (text.trim(), base + lead)
+}
+
+fn parse_part(raw: &str, base: usize) -> Result<Part, LocatorError> {
+    let (text, at) = trim_with_offset(raw, base);
+    if text.is_empty() {
+        return Err(err("empty locator part", base));
+    }
+    // engine=… prefix
+    let engine_len = text
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+        .count();
+    if engine_len > 0 && text.as_bytes().get(engine_len) == Some(&b'=') {
+        let engine = &text[..engine_len];
+        let (body, body_at) = trim_with_offset(&text[engine_len + 1..], at + engine_len + 1);
+        return match engine {
+            "css" => parse_css(body, body_at),
+            "text" => {
+                let (t, exact) = parse_value(body, body_at)?;
+                Ok(Part::Text { text: t, exact })
+            }
+            "label" => {
+                let (t, exact) = parse_value(body, body_at)?;
+                Ok(Part::Label { text: t, exact })
+            }
+            "role" => parse_role(body, body_at),
+            "xpath" => {
+                if body.is_empty() {
+                    Err(err("empty xpath", body_at))
+                } else {
+                    Ok(Part::Xpath {
+                        expr: body.to_string(),
+                    })
+                }
+            }
+            "nth" => body
+                .parse::<i64>()
+                .map(|n| Part::Nth { n })
+                .map_err(|_| err("nth= needs an integer", body_at)),
+            other => Err(err(format!("unknown selector engine '{other}'"), at)),
+        };
+    }
+    if text.starts_with("//") || text.starts_with("(//") || text.starts_with("..") {
+        return Ok(Part::Xpath {
+            expr: text.to_string(),
+        });
+    }
+    if text.starts_with('"') || text.starts_with('\'') {
+        let (t, exact) = parse_value(text, at)?;
+        return Ok(Part::Text { text: t, exact });
+    }
+    parse_css(text, at)
+}
+
+/// Parses a quoted string starting at `s[0]`; returns (content, bytes consumed).
+fn parse_quoted(s: &str, at: usize) -> Result<(String, usize), LocatorError> {
+    let mut chars = s.char_indices();
+    let q = match chars.next() {
+        Some((_, c)) if c == '"' || c == '\'' => c,
+        _ => return Err(err("expected a quoted string", at)),
+    };
+    let mut out = String::new();
+    let mut escaped = false;
+    for (i, c) in chars {
+        if escaped {
+            out.push(c);
+            escaped = false;
+        } else if c == '\\' {
+            escaped = true;
+        } else if c == q {
+            return Ok((out, i + c.len_utf8()));
+        } else {
+            out.push(c);
+        }
+    }
+    Err(err("unterminated quote", at))
+}
+
+/// `value` or `"value"`; quoted means exact.
+fn parse_value(body: &str, at: usize) -> Result<(String, bool), LocatorError> {
+    if body.is_empty() {
+        return Err(err("empty value", at));
+    }
+    if body.starts_with('"') || body.starts_with('\'') {
+        let (v, used) = parse_quoted(body, at)?;
+        if used != body.len() {
+            return Err(err("unexpected text after closing quote", at + used));
+        }
+        if v.trim().is_empty() {
+            return Err(err("empty value", at));
+        }
+        return Ok((v, true));
+    }
+    Ok((body.to_string(), false))
+}
+
+fn parse_role(body: &str, at: usize) -> Result<Part, LocatorError> {
+    let role_len = body
+        .bytes()
+        .take_while(|b| b.is_ascii_alphabetic() || *b == b'-')
+        .count();
+    if role_len == 0 {
+        return Err(err("role= needs a role name", at));
+    }
+    let role = body[..role_len].to_ascii_lowercase();
+    if !ARIA_ROLES.contains(&role.as_str()) {
+        return Err(err(format!("unknown ARIA role `{role}`"), at));
+    }
+    let mut name = None;
+    let mut exact = false;
+    let mut level = None;
+    let mut rest = &body[role_len..];
+    let mut pos = at + role_len;
+    loop {
+        let trimmed = rest.trim_start();
+        pos += rest.len() - trimmed.len();
+        rest = trimmed;
+        if rest.is_empty() {
+            break;
+        }
+        if !rest.starts_with('[') {
+            return Err(err("expected [attribute] after role name", pos));
+        }
+        let inner_start = pos + 1;
+        let inner = &rest[1..];
+        let key_len = inner
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            .count();
+        let key = &inner[..key_len];
+        let mut cur = &inner[key_len..];
+        let mut cur_at = inner_start + key_len;
+        let mut value: Option<String> = None;
+        if let Some(after_eq) = cur.strip_prefix('=') {
+            cur_at += 1;
+            if after_eq.starts_with('"') || after_eq.starts_with('\'') {
+                let (v, used) = parse_quoted(after_eq, cur_at)?;
+                value = Some(v);
+                cur = &after_eq[used..];
+                cur_at += used;
+            } else {
+                let len = after_eq
+                    .find(|c: char| c == ']' || c.is_whitespace())
+                    .unwrap_or(after_eq.len());
+                value = Some(after_eq[..len].to_string());
+                cur = &after_eq[len..];
+                cur_at += len;
+            }
+        }
+        // optional flag word, then ']'
+        let t = cur.trim_start();
+        cur_at += cur.len() - t.len();
+        cur = t;
+        let flag_len = cur.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let flag = &cur[..flag_len];
+        let flag_at = cur_at;
+        cur = cur[flag_len..].trim_start();
+        let close = rest.len() - cur.len();
+        if !cur.starts_with(']') {
+            return Err(err("expected ]", pos + close));
+        }
+        match (key, value) {
+            ("name", Some(v)) => {
+                if v.trim().is_empty() {
+                    return Err(err("empty name", inner_start));
+                }
+                name = Some(v)
+            }
+            ("level", Some(v)) => {
+                level = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| err("level needs a number", inner_start))?,
+                )
+            }
+            ("exact", None) => exact = true,
+            ("", _) => return Err(err("expected an attribute name", inner_start)),
+            (k, _) => {
+                return Err(err(
+                    format!("unsupported role attribute '{k}' (name, level, exact)"),
+                    inner_start,
+                ));
+            }
+        }
+        match flag {
+            "" | "i" => {}
+            "exact" | "s" => exact = true,
+            other => return Err(err(format!("unknown flag '{other}'"), flag_at)),
+        }
+        rest = &cur[1..];
+        pos += close + 1;
+    }
+    Ok(Part::Role {
+        role,
+        name,
+        exact,
+        level,
+    })
+}
+
+/// CSS with optional trailing `:has-text("…")` / `:visible` pseudos.
+fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
+    if body.is_empty() {
+        return Err(err("empty CSS selector", at));
+    }
+    let bytes = body.as_bytes();
+    let mut depth = 0i32;
+    let mut quote: Option<u8> = None;
+    let mut first_pseudo: Option<usize> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                b'"' | b'\'' => quote = Some(c),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth -= 1,
+                b':' if depth == 0
+                    && (body[i..].starts_with(":has-text(") || is_visible_pseudo(&body[i..])) =>
+                {
+                    first_pseudo = Some(i);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    let Some(p) = first_pseudo else {
+        return Ok(Part::Css {
+            selector: body.to_string(),
+            has_text: Vec::new(),
+            visible: false,
+        });
+    };
+    let selector = if p == 0 {
+        "*".to_string()
+    } else {
+        body[..p].to_string()
+    };
+    let mut has_text = Vec::new();
+    let mut visible = false;
+    let mut rest = &body[p..];
+    let mut pos = at + p;
+    while !rest.is_empty() {
+        if let Some(arg) = rest.strip_prefix(":has-text(") {
+            let arg_at = pos + ":has-text(".len();
+            let (v, used) = parse_quoted(arg, arg_at)
+                .map_err(|_| err(":has-text() needs a quoted string", arg_at))?;
+            let after = &arg[used..];
+            let Some(after_close) = after.strip_prefix(')') else {
+                return Err(err("expected ) after :has-text string", arg_at + used));
+            };
+            has_text.push(v);
+            pos = arg_at + used + 1;
+            rest = after_close;
+        } else if is_visible_pseudo(rest) {
+            visible = true;
+            rest = &rest[":visible".len()..];
+            pos += ":visible".len();
+        } else {
+            return Err(err(
+                ":has-text()/:visible must end the CSS part (use >> to go deeper)",
+                pos,
+            ));
+        }
+    }
+    Ok(Part::Css {
+        selector,
+        has_text,
+        visible,
+    })
+}
+
+fn is_visible_pseudo(s: &str) -> bool {
+    s.starts_with(":visible")
+        && !s[":visible".len()..]
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_engines_and_chains() {
+        let l = Locator::parse("tr:has-text('jane@x') >> text=Edit").expect("parse");
+        assert_eq!(
+            l.parts,
+            vec![
+                Part::Css {
+                    selector: "tr".into(),
+                    has_text: vec!["jane@x".into()],
+                    visible: false
+                },
+                Part::Text {
+                    text: "Edit".into(),
+                    exact: false
+                }
+            ]
+        );
+        assert_eq!(l.to_string(), "tr:has-text('jane@x') >> text=Edit");
+        let l = Locator::parse("role=button[name=\"Sign in\" exact]").expect("parse");
+        assert_eq!(
+            l.parts,
+            vec![Part::Role {
+                role: "button".into(),
+                name: Some("Sign in".into()),
+                exact: true,
+                level: None
+            }]
+        );
+        let l = Locator::parse("role=heading[level=2][name='Users']").expect("parse");
+        assert!(matches!(
+            &l.parts[0],
+            Part::Role {
+                level: Some(2),
+                exact: false,
+                ..
+            }
+        ));
+        let l = Locator::parse("input[name=q] >> nth=-1").expect("parse");
+        assert_eq!(l.parts[1], Part::Nth { n: -1 });
+        let l = Locator::parse("text=\"Exact\"").expect("parse");
+        assert_eq!(
+            l.parts[0],
+            Part::Text {
+                text: "Exact".into(),
+                exact: true
+            }
+        );
+        let l = Locator::parse("label=Email address").expect("parse");
+        assert!(matches!(&l.parts[0], Part::Label { exact: false, .. }));
+        let l = Locator::parse("div[data-x='a >> b']").expect("parse");
+        assert_eq!(l.parts.len(), 1);
+        let l = Locator::parse("//button[1]").expect("parse");
+        assert!(matches!(&l.parts[0], Part::Xpath { .. }));
+    }
+
+    #[test]
+    fn reports_offsets() {
+        let e = Locator::parse("#a >>  ").expect_err("empty part");
+        assert_eq!(e.offset, 5);
+        let e = Locator::parse("text=\"abc").expect_err("quote");
+        assert_eq!(e.offset, 5);
+        let e = Locator::parse("#a >> foo=bar").expect_err("engine");
+        assert_eq!(e.offset, 6);
+        assert!(e.to_string().contains("unknown selector engine 'foo'"));
+        let e = Locator::parse("role=button[nam='x']").expect_err("attr");
+        assert_eq!(e.offset, 12);
+        let e = Locator::parse("tr:has-text('x') td").expect_err("pseudo");
+        assert_eq!(e.offset, 16);
+        let e = Locator::parse("nth=1").expect_err("nth first");
+        assert_eq!(e.offset, 0);
+        let e = Locator::parse("a >> nth=x").expect_err("nth int");
+        assert_eq!(e.offset, 9);
+        let e = Locator::parse("div[a='x' >> b").expect_err("unclosed");
+        assert_eq!((e.offset, e.message.as_str()), (3, "unclosed `[`"));
+        let e = Locator::parse("div] >> b").expect_err("unmatched");
+        assert_eq!((e.offset, e.message.as_str()), (3, "unmatched `]`"));
+        let e = Locator::parse("role=buton[name='x']").expect_err("role");
+        assert_eq!(
+            (e.offset, e.message.as_str()),
+            (5, "unknown ARIA role `buton`")
+        );
+    }
+}

@@ -1,0 +1,438 @@
+//! The driver: one Chromium, one isolated context per running action, a logged-in
+//! session kept per integration, crash recovery.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{RwLock, Semaphore};
+
+use super::model::{ActionName, Playbook};
+use super::run::{self, ActionOutcome, Phase, RunError, RunOptions, StepRecord};
+use super::template::{Context, IntegrationContext, PlaybookRunError, TemplateEnv, UserContext};
+use crate::browser::{Browser, BrowserConfig, BrowserError, SessionState};
+use crate::clock::{Clock, SystemClock};
+use crate::vault::{Secret, TotpTracker};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Browser(#[from] BrowserError),
+    /// Login steps failed, or the session check still failed after them.
+    #[error("login failed: {0}")]
+    Login(Box<RunError>),
+    #[error(transparent)]
+    Run(Box<RunError>),
+    #[error(transparent)]
+    Playbook(#[from] PlaybookRunError),
+    #[error("driver is shut down")]
+    ShutDown,
+}
+
+impl DriverError {
+    /// Chromium died: the action may be retried on a fresh browser.
+    pub fn is_crash(&self) -> bool {
+        match self {
+            DriverError::Browser(e) => e.is_crash() || matches!(e, BrowserError::Closed),
+            DriverError::Login(e) | DriverError::Run(e) => e.is_crash(),
+            _ => false,
+        }
+    }
+
+    /// The failed step, when a step failed.
+    pub fn run_error(&self) -> Option<&RunError> {
+        match self {
+            DriverError::Login(e) | DriverError::Run(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Driver settings.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    pub browser: BrowserConfig,
+    /// Browser contexts (running actions) at most at once. Default 4.
+    pub max_contexts: usize,
+}
+
+impl Default for DriverConfig {
+    fn default() -> Self {
+        DriverConfig {
+            browser: BrowserConfig::default(),
+            max_contexts: 4,
+        }
+    }
+}
+
+/// One app account the driver works in: playbook, where, and with which credentials.
+pub struct Integration {
+    /// Sessions are kept per key.
+    pub key: String,
+    pub name: String,
+    pub base_url: String,
+    pub playbook: Arc<Playbook>,
+    secret: Arc<Secret>,
+    env: Arc<TemplateEnv>,
+}
+
+impl fmt::Debug for Integration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Integration")
+            .field("key", &self.key)
+            .field("base_url", &self.base_url)
+            .field("app", &self.playbook.app)
+            .finish()
+    }
+}
+
+#[derive(Default)]
+struct KeptSession {
+    /// Bumped at every login, so a job that waited for another's login sees it.
+    generation: u64,
+    state: Option<SessionState>,
+}
+
+/// Runs playbook actions in one lazily launched Chromium.
+pub struct Driver {
+    cfg: DriverConfig,
+    browser: RwLock<Option<Browser>>,
+    sessions: Mutex<HashMap<String, KeptSession>>,
+    /// One login at a time per integration: TOTP codes are single-use.
+    login_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Semaphore,
+    totp: TotpTracker,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for Driver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Driver").field("cfg", &self.cfg).finish()
+    }
+}
+
+impl Driver {
+    pub fn new(cfg: DriverConfig) -> Driver {
+        Self::with_clock(cfg, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(cfg: DriverConfig, clock: Arc<dyn Clock>) -> Driver {
+        let slots = Semaphore::new(cfg.max_contexts.max(1));
+        Driver {
+            cfg,
+            browser: RwLock::new(None),
+            sessions: Mutex::new(HashMap::new()),
+            login_locks: Mutex::new(HashMap::new()),
+            slots,
+            totp: TotpTracker::new(),
+            clock,
+        }
+    }
+
+    /// Prepares an integration: compiles the playbook's templates with a `totp()` that
+    /// never hands out the same code window twice.
+    pub fn integration(
+        &self,
+        key: impl Into<String>,
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        playbook: Arc<Playbook>,
+        secret: Arc<Secret>,
+    ) -> Result<Integration, DriverError> {
+        let tracker = self.totp.clone();
+        let clock = self.clock.clone();
+        let env = TemplateEnv::new(&playbook, move |seed: &str| {
+            tracker
+                .code(seed, clock.as_ref())
+                .map_err(|e| e.to_string())
+        })?;
+        Ok(Integration {
+            key: key.into(),
+            name: name.into(),
+            base_url: base_url.into().trim_end_matches('/').to_owned(),
+            playbook,
+            secret,
+            env: Arc::new(env),
+        })
+    }
+
+    /// Chromium's pid, if it is running.
+    pub async fn browser_pid(&self) -> Option<u32> {
+        self.browser.read().await.as_ref().and_then(Browser::pid)
+    }
+
+    /// Forgets the kept session of an integration (the next action logs in).
+    pub fn forget_session(&self, key: &str) {
+        if let Ok(mut s) = self.sessions.lock() {
+            s.remove(key);
+        }
+    }
+
+    /// Runs one action for one user. A browser crash is recovered from by relaunching
+    /// Chromium and running the whole action once more (preconditions make that safe).
+    pub async fn run(
+        &self,
+        integ: &Integration,
+        action: ActionName,
+        user: UserContext,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| DriverError::ShutDown)?;
+        match self.run_once(integ, action, &user, opts).await {
+            Err(e) if e.is_crash() || !self.browser_alive().await => {
+                tracing::warn!(error = %e, integration = %integ.key, %action,
+                    "browser crashed; relaunching and retrying the action once");
+                self.relaunch().await?;
+                self.run_once(integ, action, &user, opts).await
+            }
+            r => r,
+        }
+    }
+
+    /// Closes Chromium (and its profile directory).
+    pub async fn shutdown(&self) -> Result<(), DriverError> {
+        self.slots.close();
+        if let Some(b) = self.browser.write().await.take() {
+            b.close().await?;
+        }
+        Ok(())
+    }
+
+    async fn browser_alive(&self) -> bool {
+        self.browser
+            .read()
+            .await
+            .as_ref()
+            .is_none_or(Browser::is_alive)
+    }
+
+    async fn relaunch(&self) -> Result<(), DriverError> {
+        let mut guard = self.browser.write().await;
+        match guard.as_mut() {
+            Some(b) => {
+                if !b.relaunch_if_dead().await? {
+                    // Alive but failing: replace it all the same.
+                    let fresh = Browser::launch(self.cfg.browser.clone()).await?;
+                    if let Some(old) = guard.replace(fresh) {
+                        let _ = old.close().await;
+                    }
+                }
+            }
+            None => *guard = Some(Browser::launch(self.cfg.browser.clone()).await?),
+        }
+        Ok(())
+    }
+
+    async fn new_context(&self) -> Result<crate::browser::Context, DriverError> {
+        {
+            let guard = self.browser.read().await;
+            if let Some(b) = guard.as_ref() {
+                return Ok(b.new_context().await?);
+            }
+        }
+        let mut guard = self.browser.write().await;
+        if guard.is_none() {
+            *guard = Some(Browser::launch(self.cfg.browser.clone()).await?);
+        }
+        match guard.as_ref() {
+            Some(b) => Ok(b.new_context().await?),
+            None => Err(DriverError::ShutDown),
+        }
+    }
+
+    fn kept(&self, key: &str) -> (u64, Option<SessionState>) {
+        self.sessions
+            .lock()
+            .ok()
+            .and_then(|s| s.get(key).map(|k| (k.generation, k.state.clone())))
+            .unwrap_or((0, None))
+    }
+
+    fn keep(&self, key: &str, state: SessionState, new_login: bool) {
+        if let Ok(mut s) = self.sessions.lock() {
+            let k = s.entry(key.to_owned()).or_default();
+            if new_login {
+                k.generation += 1;
+            }
+            k.state = Some(state);
+        }
+    }
+
+    fn login_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        match self.login_locks.lock() {
+            Ok(mut m) => m.entry(key.to_owned()).or_default().clone(),
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    async fn run_once(
+        &self,
+        integ: &Integration,
+        action: ActionName,
+        user: &UserContext,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let bctx = self.new_context().await?;
+        let result = self.in_context(&bctx, integ, action, user, opts).await;
+        if let Err(e) = bctx.close().await {
+            tracing::debug!(error = %e, "closing a browser context failed");
+        }
+        result
+    }
+
+    async fn in_context(
+        &self,
+        bctx: &crate::browser::Context,
+        integ: &Integration,
+        action: ActionName,
+        user: &UserContext,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let page = bctx.page();
+        let pb = integ.playbook.as_ref();
+        let mut ctx = Context::new(
+            user.clone(),
+            IntegrationContext {
+                id: integ.key.clone(),
+                name: integ.name.clone(),
+                base_url: integ.base_url.clone(),
+            },
+        );
+        ctx.secret = integ.secret.template_values();
+        let mut steps: Vec<StepRecord> = Vec::new();
+
+        let (generation, kept) = self.kept(&integ.key);
+        if let Some(state) = &kept {
+            bctx.set_cookies(state).await?;
+        }
+        let checked = if kept.is_some() {
+            self.session_check(integ, page, &mut ctx, opts, &mut steps)
+                .await?
+        } else {
+            false
+        };
+        if !checked {
+            self.login(integ, bctx, &mut ctx, opts, &mut steps, generation)
+                .await?;
+        }
+
+        ctx.outputs.clear();
+        match run::run_action(pb, &integ.env, page, action, &mut ctx, opts).await {
+            Ok(mut out) => {
+                // The app may have refreshed its cookies; keep the newest.
+                if let Ok(state) = bctx.cookies().await {
+                    self.keep(&integ.key, state, false);
+                }
+                steps.append(&mut out.steps);
+                out.steps = steps;
+                Ok(out)
+            }
+            Err(mut e) => {
+                steps.append(&mut e.steps);
+                e.steps = steps;
+                Err(DriverError::Run(Box::new(e)))
+            }
+        }
+    }
+
+    /// True when the kept session is logged in. Crashes and playbook bugs are errors.
+    async fn session_check(
+        &self,
+        integ: &Integration,
+        page: &crate::browser::Page,
+        ctx: &mut Context,
+        opts: &RunOptions,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<bool, DriverError> {
+        let pb = integ.playbook.as_ref();
+        match run::run_phase(
+            pb,
+            &integ.env,
+            page,
+            Phase::SessionCheck,
+            &pb.session_check,
+            ctx,
+            opts,
+        )
+        .await
+        {
+            Ok(mut s) => {
+                steps.append(&mut s);
+                Ok(true)
+            }
+            Err(mut e) if !e.is_crash() && e.kind != run::RunErrorKind::Playbook => {
+                tracing::info!(integration = %integ.key, "session check failed; logging in");
+                steps.append(&mut e.steps);
+                Ok(false)
+            }
+            Err(e) => Err(DriverError::Run(Box::new(e))),
+        }
+    }
+
+    async fn login(
+        &self,
+        integ: &Integration,
+        bctx: &crate::browser::Context,
+        ctx: &mut Context,
+        opts: &RunOptions,
+        steps: &mut Vec<StepRecord>,
+        seen_generation: u64,
+    ) -> Result<(), DriverError> {
+        let page = bctx.page();
+        let pb = integ.playbook.as_ref();
+        let lock = self.login_lock(&integ.key);
+        let _one_login = lock.lock().await;
+        // Another job may have logged in while this one waited: use its session.
+        let (generation, kept) = self.kept(&integ.key);
+        if generation != seen_generation
+            && let Some(state) = kept
+        {
+            bctx.set_cookies(&state).await?;
+            if self.session_check(integ, page, ctx, opts, steps).await? {
+                return Ok(());
+            }
+        }
+        let as_login = |e: RunError| {
+            if e.is_crash() {
+                DriverError::Run(Box::new(e))
+            } else {
+                DriverError::Login(Box::new(e))
+            }
+        };
+        match run::run_phase(pb, &integ.env, page, Phase::Login, &pb.login, ctx, opts).await {
+            Ok(mut s) => steps.append(&mut s),
+            Err(mut e) => {
+                steps.append(&mut e.steps);
+                e.steps = std::mem::take(steps);
+                return Err(as_login(e));
+            }
+        }
+        match run::run_phase(
+            pb,
+            &integ.env,
+            page,
+            Phase::SessionCheck,
+            &pb.session_check,
+            ctx,
+            opts,
+        )
+        .await
+        {
+            Ok(mut s) => steps.append(&mut s),
+            Err(mut e) => {
+                steps.append(&mut e.steps);
+                e.steps = std::mem::take(steps);
+                e.reason = format!("still not logged in after the login steps: {}", e.reason);
+                return Err(as_login(e));
+            }
+        }
+        let state = bctx.cookies().await?;
+        self.keep(&integ.key, state, true);
+        tracing::info!(integration = %integ.key, "logged in");
+        Ok(())
+    }
+}

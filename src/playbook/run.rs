@@ -1,0 +1,975 @@
+//! The runner: executes a playbook's steps on a browser [`Page`], with evidence,
+//! per-step records and redaction. Knows nothing about sessions or retries (see
+//! `driver`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use super::model::{
+    ActionName, Condition, Expectation, ExtractFrom, LocatorTpl, Playbook, ScreenshotPolicy, Step,
+    StepKind, Template, WaitState,
+};
+use super::redact::Redactor;
+use super::template::{Context, PlaybookRunError, Rendered, TemplateEnv};
+use crate::audit::evidence::EvidenceStore;
+use crate::browser::{self, BrowserError, DialogPolicy, Locator, Page};
+
+/// Called with every step record as soon as it exists (progress output, logs).
+pub type StepObserver = Arc<dyn Fn(&StepRecord) + Send + Sync>;
+
+/// How a run keeps evidence and reports progress.
+#[derive(Clone, Default)]
+pub struct RunOptions {
+    /// Where screenshots go; without it none are taken.
+    pub evidence: Option<Arc<EvidenceStore>>,
+    pub on_step: Option<StepObserver>,
+}
+
+impl fmt::Debug for RunOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RunOptions")
+            .field("evidence", &self.evidence)
+            .field("on_step", &self.on_step.is_some())
+            .finish()
+    }
+}
+
+/// Which list of steps a step belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    SessionCheck,
+    Login,
+    Precondition,
+    Steps,
+    Verify,
+}
+
+impl Phase {
+    /// Phases whose failure is an answer ("not logged in", "not done yet"), not an error:
+    /// no failure screenshot, outcome `not_met`.
+    fn failure_is_answer(self) -> bool {
+        matches!(self, Phase::SessionCheck | Phase::Precondition)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum StepOutcome {
+    Ok,
+    /// A session check or precondition step that did not hold.
+    NotMet {
+        reason: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// What one step did. Every text in it is redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub at: DateTime<Utc>,
+    pub phase: Phase,
+    /// Keyword and redacted summary: `click text=Send invite`.
+    pub step: String,
+    pub file: String,
+    pub line: usize,
+    /// Page URL after the step.
+    pub url: Option<String>,
+    pub duration_ms: u64,
+    /// SHA-256 of the evidence screenshot.
+    pub screenshot: Option<String>,
+    pub outcome: StepOutcome,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionStatus {
+    Done,
+    /// The precondition held: nothing was changed.
+    AlreadyDone,
+}
+
+/// The result of one action.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActionOutcome {
+    pub status: ActionStatus,
+    pub outputs: BTreeMap<String, String>,
+    /// Rows emitted by `emit` (list_users).
+    pub records: Vec<BTreeMap<String, String>>,
+    pub steps: Vec<StepRecord>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunErrorKind {
+    /// A browser operation failed (timeout, navigation, action).
+    Browser,
+    /// Chromium died or its connection dropped: retry on a fresh browser.
+    Crashed,
+    /// A template or a rendered locator is wrong (a playbook bug).
+    Playbook,
+    /// A `fail` step ran, or an `extract` pattern did not match.
+    Failed,
+}
+
+/// A failed step: where, what, why, and the evidence. Every text in it is redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunError {
+    /// `playbooks/acme.yaml:42`.
+    pub step_file_line: String,
+    pub phase: Phase,
+    /// Keyword and summary of the failed step.
+    pub step: String,
+    pub locator: Option<String>,
+    pub url: Option<String>,
+    pub reason: String,
+    /// SHA-256 of the failure screenshot.
+    pub screenshot: Option<String>,
+    pub screenshot_path: Option<PathBuf>,
+    pub kind: RunErrorKind,
+    /// Every step record of the run up to and including the failed one.
+    #[serde(skip)]
+    pub steps: Vec<StepRecord>,
+}
+
+impl RunError {
+    pub fn is_crash(&self) -> bool {
+        self.kind == RunErrorKind::Crashed
+    }
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.step_file_line)?;
+        if self.phase == Phase::Verify {
+            f.write_str("verify failed: ")?;
+        }
+        write!(f, "{}: {}", self.step, self.reason)?;
+        if let Some(u) = self.url.as_deref().filter(|u| !self.reason.contains(*u)) {
+            write!(f, " (at {u})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RunError {}
+
+/// Why a step failed, before the evidence is gathered.
+struct Failure {
+    reason: String,
+    locator: Option<String>,
+    kind: RunErrorKind,
+}
+
+impl Failure {
+    fn browser(e: BrowserError, locator: Option<&Locator>) -> Failure {
+        Failure {
+            kind: if e.is_crash() || matches!(e, BrowserError::Closed) {
+                RunErrorKind::Crashed
+            } else {
+                RunErrorKind::Browser
+            },
+            reason: e.to_string(),
+            locator: locator.map(|l| l.source().to_owned()),
+        }
+    }
+    fn playbook(reason: String, locator: Option<String>) -> Failure {
+        Failure {
+            reason,
+            locator,
+            kind: RunErrorKind::Playbook,
+        }
+    }
+}
+
+/// Runs one step list (login, session_check) outside an action.
+pub async fn run_phase(
+    playbook: &Playbook,
+    env: &TemplateEnv,
+    page: &Page,
+    phase: Phase,
+    steps: &[Step],
+    ctx: &mut Context,
+    opts: &RunOptions,
+) -> Result<Vec<StepRecord>, RunError> {
+    let mut ex = Exec::new(playbook, env, page, ctx, opts);
+    ex.phase = phase;
+    match ex.run_steps(steps, None).await {
+        Ok(()) => Ok(ex.steps),
+        Err(mut e) => {
+            e.steps = ex.steps;
+            Err(e)
+        }
+    }
+}
+
+/// Adds `user.app_roles` (the user's SCIM roles and groups mapped through the
+/// playbook's `roles`) unless the caller set it.
+pub fn add_app_roles(playbook: &Playbook, ctx: &mut Context) {
+    if ctx.user.extra.contains_key("app_roles") {
+        return;
+    }
+    let mut names = ctx.user.roles.clone();
+    names.extend(ctx.user.groups.iter().cloned());
+    let mapping = playbook.map_roles_detailed(&names);
+    if !mapping.unmapped.is_empty() {
+        tracing::info!(unmapped = ?mapping.unmapped, "roles and groups with no app role in the playbook");
+    }
+    ctx.user
+        .extra
+        .insert("app_roles".into(), serde_json::json!(mapping.app_roles));
+}
+
+/// Runs an action: precondition (all steps succeed → `AlreadyDone`), steps, verify.
+pub async fn run_action(
+    playbook: &Playbook,
+    env: &TemplateEnv,
+    page: &Page,
+    action: ActionName,
+    ctx: &mut Context,
+    opts: &RunOptions,
+) -> Result<ActionOutcome, RunError> {
+    let Some(act) = playbook.action(action) else {
+        return Err(RunError {
+            step_file_line: playbook.source_file.clone(),
+            phase: Phase::Steps,
+            step: action.to_string(),
+            locator: None,
+            url: None,
+            reason: format!("the playbook has no `{action}` action"),
+            screenshot: None,
+            screenshot_path: None,
+            kind: RunErrorKind::Playbook,
+            steps: Vec::new(),
+        });
+    };
+    add_app_roles(playbook, ctx);
+    let mut ex = Exec::new(playbook, env, page, ctx, opts);
+    let result = ex.action(act).await;
+    match result {
+        Ok(status) => Ok(ActionOutcome {
+            status,
+            outputs: ex.ctx.outputs.clone(),
+            records: std::mem::take(&mut ex.records),
+            steps: std::mem::take(&mut ex.steps),
+        }),
+        Err(mut e) => {
+            e.steps = std::mem::take(&mut ex.steps);
+            Err(e)
+        }
+    }
+}
+
+struct Exec<'a> {
+    pb: &'a Playbook,
+    env: &'a TemplateEnv,
+    page: &'a Page,
+    ctx: &'a mut Context,
+    opts: &'a RunOptions,
+    redactor: Redactor,
+    phase: Phase,
+    records: Vec<BTreeMap<String, String>>,
+    steps: Vec<StepRecord>,
+}
+
+impl<'a> Exec<'a> {
+    fn new(
+        pb: &'a Playbook,
+        env: &'a TemplateEnv,
+        page: &'a Page,
+        ctx: &'a mut Context,
+        opts: &'a RunOptions,
+    ) -> Self {
+        let redactor = ctx.redactor();
+        Exec {
+            pb,
+            env,
+            page,
+            ctx,
+            opts,
+            redactor,
+            phase: Phase::Steps,
+            records: Vec::new(),
+            steps: Vec::new(),
+        }
+    }
+
+    async fn action(&mut self, act: &super::model::Action) -> Result<ActionStatus, RunError> {
+        if let Some(pre) = &act.precondition {
+            self.phase = Phase::Precondition;
+            match self.run_steps(pre, None).await {
+                Ok(()) => return Ok(ActionStatus::AlreadyDone),
+                Err(e) if matches!(e.kind, RunErrorKind::Browser | RunErrorKind::Failed) => {
+                    tracing::debug!(at = %e.step_file_line, "precondition not met, running the action");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.phase = Phase::Steps;
+        self.run_steps(&act.steps, None).await?;
+        if let Some(verify) = &act.verify {
+            self.phase = Phase::Verify;
+            self.run_steps(verify, None).await?;
+        }
+        Ok(ActionStatus::Done)
+    }
+
+    fn run_steps<'s>(
+        &'s mut self,
+        steps: &'s [Step],
+        scope: Option<String>,
+    ) -> BoxFuture<'s, Result<(), RunError>> {
+        Box::pin(async move {
+            for s in steps {
+                self.step(s, scope.as_deref()).await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn timeout(&self, step: &Step) -> Duration {
+        step.timeout_or(&self.pb.defaults)
+    }
+
+    fn render(&mut self, t: &Template) -> Result<Rendered, Failure> {
+        self.env
+            .render(t, self.ctx, &mut self.redactor)
+            .map_err(|e| Failure::playbook(run_error_message(e), None))
+    }
+
+    /// Renders a locator and, inside `for_each`, scopes it to the current row.
+    fn locator(&mut self, l: &LocatorTpl, scope: Option<&str>) -> Result<Locator, Failure> {
+        let r = self
+            .env
+            .render(&l.0, self.ctx, &mut self.redactor)
+            .map_err(|e| Failure::playbook(run_error_message(e), Some(l.source().to_owned())))?;
+        let src = match scope {
+            Some(s) => format!("{s} >> {}", r.text),
+            None => r.text,
+        };
+        Locator::parse(&src)
+            .map_err(|e| Failure::playbook(format!("invalid locator: {e}"), Some(src.clone())))
+    }
+
+    fn want_screenshot(&self, step: &Step) -> bool {
+        if let Some(b) = step.screenshot {
+            return b;
+        }
+        match self.pb.defaults.screenshots {
+            ScreenshotPolicy::Always => true,
+            ScreenshotPolicy::OnFailure => false,
+            ScreenshotPolicy::OnChange => matches!(
+                step.kind,
+                StepKind::Goto { .. }
+                    | StepKind::Fill { .. }
+                    | StepKind::Click { .. }
+                    | StepKind::Select { .. }
+                    | StepKind::Check { .. }
+                    | StepKind::Uncheck { .. }
+                    | StepKind::Press { .. }
+            ),
+        }
+    }
+
+    async fn screenshot(&self) -> Option<(String, PathBuf)> {
+        let store = self.opts.evidence.as_ref()?;
+        match self.page.screenshot().await {
+            Ok(png) => match store.put_png(&png) {
+                Ok(h) => {
+                    let p = store.path_of(&h);
+                    Some((h, p))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not store a screenshot");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "screenshot failed");
+                None
+            }
+        }
+    }
+
+    async fn current_url(&self) -> Option<String> {
+        self.page.url().await.ok().map(|u| self.redactor.redact(&u))
+    }
+
+    fn push(&mut self, rec: StepRecord) {
+        tracing::debug!(
+            step = %rec.step, file = %rec.file, line = rec.line, ms = rec.duration_ms,
+            outcome = ?rec.outcome, "playbook step"
+        );
+        if let Some(cb) = &self.opts.on_step {
+            cb(&rec);
+        }
+        self.steps.push(rec);
+    }
+
+    async fn ok_record(&mut self, step: &Step, summary: &str, at: DateTime<Utc>, t0: Instant) {
+        let screenshot =
+            if self.want_screenshot(step) || matches!(step.kind, StepKind::Screenshot { .. }) {
+                self.screenshot().await.map(|(h, _)| h)
+            } else {
+                None
+            };
+        let rec = StepRecord {
+            at,
+            phase: self.phase,
+            step: self.redactor.redact(summary),
+            file: self.pb.source_file.clone(),
+            line: step.line,
+            url: self.current_url().await,
+            duration_ms: ms(t0),
+            screenshot,
+            outcome: StepOutcome::Ok,
+        };
+        self.push(rec);
+    }
+
+    async fn fail(
+        &mut self,
+        step: &Step,
+        summary: &str,
+        at: DateTime<Utc>,
+        t0: Instant,
+        f: Failure,
+    ) -> RunError {
+        let crashed = f.kind == RunErrorKind::Crashed;
+        let shot = if crashed || self.phase.failure_is_answer() {
+            None
+        } else {
+            self.screenshot().await
+        };
+        let url = if crashed {
+            None
+        } else {
+            self.current_url().await
+        };
+        let reason = self.redactor.redact(&f.reason);
+        let summary = self.redactor.redact(summary);
+        let outcome = if self.phase.failure_is_answer() {
+            StepOutcome::NotMet {
+                reason: reason.clone(),
+            }
+        } else {
+            StepOutcome::Failed {
+                reason: reason.clone(),
+            }
+        };
+        self.push(StepRecord {
+            at,
+            phase: self.phase,
+            step: summary.clone(),
+            file: self.pb.source_file.clone(),
+            line: step.line,
+            url: url.clone(),
+            duration_ms: ms(t0),
+            screenshot: shot.as_ref().map(|(h, _)| h.clone()),
+            outcome,
+        });
+        RunError {
+            step_file_line: format!("{}:{}", self.pb.source_file, step.line),
+            phase: self.phase,
+            step: summary,
+            locator: f.locator.map(|l| self.redactor.redact(&l)),
+            url,
+            reason,
+            screenshot: shot.as_ref().map(|(h, _)| h.clone()),
+            screenshot_path: shot.map(|(_, p)| p),
+            kind: f.kind,
+            steps: Vec::new(),
+        }
+    }
+
+    async fn step(&mut self, step: &Step, scope: Option<&str>) -> Result<(), RunError> {
+        let at = Utc::now();
+        let t0 = Instant::now();
+        let mut summary = initial_summary(step);
+        match &step.kind {
+            StepKind::If { cond, then, else_ } | StepKind::Unless { cond, then, else_ } => {
+                let invert = matches!(step.kind, StepKind::Unless { .. });
+                let held = match self.condition(cond, scope, &mut summary).await {
+                    Ok(v) => v != invert,
+                    Err(f) => return Err(self.fail(step, &summary, at, t0, f).await),
+                };
+                summary.push_str(if held { " → then" } else { " → else" });
+                self.ok_record(step, &summary, at, t0).await;
+                let branch = if held { then } else { else_ };
+                self.run_steps(branch, scope.map(str::to_owned)).await
+            }
+            StepKind::ForEach { rows, steps } => {
+                let rows_loc = match self.locator(rows, scope) {
+                    Ok(l) => l,
+                    Err(f) => return Err(self.fail(step, &summary, at, t0, f).await),
+                };
+                let n = match self.page.count(&rows_loc).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let f = Failure::browser(e, Some(&rows_loc));
+                        return Err(self.fail(step, &summary, at, t0, f).await);
+                    }
+                };
+                summary = format!(
+                    "for_each {rows_loc}: {n} row{}",
+                    if n == 1 { "" } else { "s" }
+                );
+                self.ok_record(step, &summary, at, t0).await;
+                let start_outputs = self.ctx.outputs.clone();
+                for i in 0..n {
+                    // Each row starts from the outputs before the loop.
+                    self.ctx.outputs = start_outputs.clone();
+                    let row = format!("{} >> nth={i}", rows_loc.source());
+                    self.run_steps(steps, Some(row)).await?;
+                }
+                Ok(())
+            }
+            StepKind::Paginate {
+                next,
+                max_pages,
+                steps,
+            } => {
+                let next_loc = match self.locator(next, scope) {
+                    Ok(l) => l,
+                    Err(f) => return Err(self.fail(step, &summary, at, t0, f).await),
+                };
+                summary = format!("paginate page 1 (next: {next_loc})");
+                self.ok_record(step, &summary, at, t0).await;
+                for page_no in 1..=*max_pages {
+                    self.run_steps(steps, scope.map(str::to_owned)).await?;
+                    let at = Utc::now();
+                    let t0 = Instant::now();
+                    let summary = format!("paginate next {next_loc} → page {}", page_no + 1);
+                    let more = match self.page.enabled_now(&next_loc).await {
+                        Ok(m) => m,
+                        Err(e) => {
+                            let f = Failure::browser(e, Some(&next_loc));
+                            return Err(self.fail(step, &summary, at, t0, f).await);
+                        }
+                    };
+                    if !more {
+                        break;
+                    }
+                    if page_no == *max_pages {
+                        tracing::warn!(max_pages, file = %self.pb.source_file, line = step.line,
+                            "paginate stopped at max_pages with a next page still there");
+                        break;
+                    }
+                    if let Err(e) = self.page.click(&next_loc, self.timeout(step)).await {
+                        let f = Failure::browser(e, Some(&next_loc));
+                        return Err(self.fail(step, &summary, at, t0, f).await);
+                    }
+                    self.ok_record(step, &summary, at, t0).await;
+                }
+                Ok(())
+            }
+            StepKind::Call { name } => {
+                let Some(sub) = self.pb.subroutines.get(name) else {
+                    let f = Failure::playbook(format!("no subroutine `{name}`"), None);
+                    return Err(self.fail(step, &summary, at, t0, f).await);
+                };
+                self.ok_record(step, &summary, at, t0).await;
+                self.run_steps(sub, scope.map(str::to_owned)).await
+            }
+            _ => match self.simple(step, scope, &mut summary).await {
+                Ok(()) => {
+                    self.ok_record(step, &summary, at, t0).await;
+                    Ok(())
+                }
+                Err(f) => Err(self.fail(step, &summary, at, t0, f).await),
+            },
+        }
+    }
+
+    async fn condition(
+        &mut self,
+        cond: &Condition,
+        scope: Option<&str>,
+        summary: &mut String,
+    ) -> Result<bool, Failure> {
+        let kw = summary.split(' ').next().unwrap_or("if").to_owned();
+        match cond {
+            Condition::Exists(l) | Condition::NotExists(l) => {
+                let loc = self.locator(l, scope)?;
+                let not = matches!(cond, Condition::NotExists(_));
+                *summary = format!("{kw} {} {loc}", if not { "not_exists" } else { "exists" });
+                let there = self
+                    .page
+                    .exists_now(&loc)
+                    .await
+                    .map_err(|e| Failure::browser(e, Some(&loc)))?;
+                Ok(there != not)
+            }
+            Condition::Value(t) => {
+                let r = self.render(t)?;
+                *summary = format!("{kw} value {}", shown(&r));
+                Ok(r.is_truthy())
+            }
+        }
+    }
+
+    /// Steps that do one thing.
+    async fn simple(
+        &mut self,
+        step: &Step,
+        scope: Option<&str>,
+        summary: &mut String,
+    ) -> Result<(), Failure> {
+        let t = self.timeout(step);
+        let page = self.page;
+        let b = |loc: &Locator| {
+            let loc = loc.clone();
+            move |e: BrowserError| Failure::browser(e, Some(&loc))
+        };
+        match &step.kind {
+            StepKind::Goto { url } => {
+                let u = self.render(url)?;
+                *summary = if u.sensitive {
+                    format!("goto {}", super::redact::REDACTED)
+                } else {
+                    format!("goto {}", u.text)
+                };
+                page.goto(&u.text, t)
+                    .await
+                    .map_err(|e| Failure::browser(e, None))
+            }
+            StepKind::Fill {
+                into,
+                value,
+                sensitive,
+            } => {
+                let loc = self.locator(into, scope)?;
+                *summary = format!("fill {loc}");
+                let v = self.render(value)?;
+                if *sensitive {
+                    self.redactor.add(&v.text);
+                }
+                page.fill(&loc, &v.text, t).await.map_err(b(&loc))
+            }
+            StepKind::Click { on } => {
+                let loc = self.locator(on, scope)?;
+                *summary = format!("click {loc}");
+                page.click(&loc, t).await.map_err(b(&loc))
+            }
+            StepKind::Select { in_, options } => {
+                let loc = self.locator(in_, scope)?;
+                let mut opts = Vec::with_capacity(options.len());
+                for o in options {
+                    opts.push(self.render(o)?);
+                }
+                *summary = format!(
+                    "select {loc} = {}",
+                    opts.iter().map(shown).collect::<Vec<_>>().join(", ")
+                );
+                let refs: Vec<&str> = opts.iter().map(|o| o.text.as_str()).collect();
+                page.select(&loc, &refs, t).await.map_err(b(&loc))
+            }
+            StepKind::Check { on } => {
+                let loc = self.locator(on, scope)?;
+                *summary = format!("check {loc}");
+                page.check(&loc, t).await.map_err(b(&loc))
+            }
+            StepKind::Uncheck { on } => {
+                let loc = self.locator(on, scope)?;
+                *summary = format!("uncheck {loc}");
+                page.uncheck(&loc, t).await.map_err(b(&loc))
+            }
+            StepKind::Press { key, on } => {
+                let loc = match on {
+                    Some(l) => Some(self.locator(l, scope)?),
+                    None => None,
+                };
+                *summary = match &loc {
+                    Some(l) => format!("press {key} on {l}"),
+                    None => format!("press {key}"),
+                };
+                page.press(loc.as_ref(), key, t)
+                    .await
+                    .map_err(|e| Failure::browser(e, loc.as_ref()))
+            }
+            StepKind::Expect(e) => self.expect(e, scope, t, summary).await,
+            StepKind::WaitFor { state, on } => {
+                let loc = self.locator(on, scope)?;
+                let (name, st) = match state {
+                    WaitState::Visible => ("visible", browser::WaitState::Visible),
+                    WaitState::Hidden => ("hidden", browser::WaitState::Hidden),
+                    WaitState::Attached => ("attached", browser::WaitState::Attached),
+                    WaitState::Detached => ("detached", browser::WaitState::Detached),
+                };
+                *summary = format!("wait_for {name} {loc}");
+                page.wait_for(&loc, st, t).await.map_err(b(&loc))
+            }
+            StepKind::Extract(xs) => {
+                *summary = format!(
+                    "extract {}",
+                    xs.iter()
+                        .map(|x| x.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                for x in xs {
+                    let (raw, loc) = match &x.from {
+                        ExtractFrom::Url => (
+                            page.url().await.map_err(|e| Failure::browser(e, None))?,
+                            None,
+                        ),
+                        from => {
+                            let loc = match (&x.locator, scope) {
+                                (Some(l), _) => self.locator(l, scope)?,
+                                (None, Some(row)) => Locator::parse(row).map_err(|e| {
+                                    Failure::playbook(format!("invalid locator: {e}"), None)
+                                })?,
+                                (None, None) => {
+                                    return Err(Failure::playbook(
+                                        format!("extract `{}` needs a locator", x.name),
+                                        None,
+                                    ));
+                                }
+                            };
+                            let v = match from {
+                                ExtractFrom::Attribute(name) => page
+                                    .attribute(&loc, name, t)
+                                    .await
+                                    .map_err(b(&loc))?
+                                    .ok_or_else(|| Failure {
+                                        reason: format!(
+                                            "extract `{}`: {loc} has no attribute `{name}`",
+                                            x.name
+                                        ),
+                                        locator: Some(loc.source().to_owned()),
+                                        kind: RunErrorKind::Failed,
+                                    })?,
+                                // `text` gives a form field's value too.
+                                _ => page.text(&loc, t).await.map_err(b(&loc))?,
+                            };
+                            (v, Some(loc))
+                        }
+                    };
+                    let value = match &x.pattern {
+                        Some(p) => match p.extract(&raw) {
+                            Some(v) => v.to_owned(),
+                            None => {
+                                return Err(Failure {
+                                    reason: format!(
+                                        "extract `{}`: pattern `{}` does not match {:?}",
+                                        x.name,
+                                        p.regex.as_str(),
+                                        truncate(&raw, 120)
+                                    ),
+                                    locator: loc.map(|l| l.source().to_owned()),
+                                    kind: RunErrorKind::Failed,
+                                });
+                            }
+                        },
+                        None => raw,
+                    };
+                    self.ctx.outputs.insert(x.name.clone(), value);
+                }
+                Ok(())
+            }
+            StepKind::AcceptDialog { text } => {
+                let policy = match text {
+                    Some(t) => DialogPolicy::AcceptWithText(self.render(t)?.text),
+                    None => DialogPolicy::Accept,
+                };
+                page.arm_dialog(policy);
+                Ok(())
+            }
+            StepKind::DismissDialog => {
+                page.arm_dialog(DialogPolicy::Dismiss);
+                Ok(())
+            }
+            StepKind::Screenshot { .. } => Ok(()), // taken by the record
+            StepKind::Emit { .. } => {
+                self.records.push(self.ctx.outputs.clone());
+                Ok(())
+            }
+            StepKind::Set(entries) => {
+                for (name, tpl) in entries {
+                    let v = self.render(tpl)?;
+                    self.ctx.outputs.insert(name.clone(), v.text);
+                }
+                Ok(())
+            }
+            StepKind::Fail { message } => {
+                let m = self.render(message)?;
+                Err(Failure {
+                    reason: m.text,
+                    locator: None,
+                    kind: RunErrorKind::Failed,
+                })
+            }
+            StepKind::If { .. }
+            | StepKind::Unless { .. }
+            | StepKind::ForEach { .. }
+            | StepKind::Paginate { .. }
+            | StepKind::Call { .. } => Ok(()), // handled in `step`
+        }
+    }
+
+    async fn expect(
+        &mut self,
+        e: &Expectation,
+        scope: Option<&str>,
+        t: Duration,
+        summary: &mut String,
+    ) -> Result<(), Failure> {
+        let page = self.page;
+        match e {
+            Expectation::Visible(l) => {
+                let loc = self.locator(l, scope)?;
+                *summary = format!("expect visible {loc}");
+                page.expect_visible(&loc, t)
+                    .await
+                    .map_err(|e| Failure::browser(e, Some(&loc)))
+            }
+            Expectation::Hidden(l) => {
+                let loc = self.locator(l, scope)?;
+                *summary = format!("expect hidden {loc}");
+                page.expect_hidden(&loc, t)
+                    .await
+                    .map_err(|e| Failure::browser(e, Some(&loc)))
+            }
+            Expectation::Text { text, in_ } => {
+                let r = self.render(text)?;
+                // Inside a row, a text without `in` is looked for in the row.
+                let loc = match (in_, scope) {
+                    (Some(l), _) => Some(self.locator(l, scope)?),
+                    (None, Some(row)) => Locator::parse(row).ok(),
+                    (None, None) => None,
+                };
+                *summary = match &loc {
+                    Some(l) => format!("expect text {} in {l}", shown(&r)),
+                    None => format!("expect text {}", shown(&r)),
+                };
+                page.expect_text(loc.as_ref(), &r.text, t)
+                    .await
+                    .map_err(|e| Failure::browser(e, loc.as_ref()))
+            }
+            Expectation::Url(p) => {
+                *summary = format!("expect url /{}/", p.regex.as_str());
+                page.expect_url(p.regex.as_str(), t)
+                    .await
+                    .map_err(|e| Failure::browser(e, None))
+            }
+        }
+    }
+}
+
+/// The step before anything is rendered: keyword and its source argument.
+fn initial_summary(step: &Step) -> String {
+    let kw = step.kind.keyword();
+    match &step.kind {
+        StepKind::Goto { url } => format!("{kw} {}", url.source),
+        StepKind::Fill { into: l, .. }
+        | StepKind::Click { on: l }
+        | StepKind::Check { on: l }
+        | StepKind::Uncheck { on: l }
+        | StepKind::Select { in_: l, .. }
+        | StepKind::WaitFor { on: l, .. }
+        | StepKind::ForEach { rows: l, .. } => format!("{kw} {}", l.source()),
+        StepKind::Call { name } | StepKind::Emit { name } => format!("{kw} {name}"),
+        StepKind::Screenshot { name: Some(n) } => format!("{kw} {n}"),
+        StepKind::Set(entries) => format!(
+            "{kw} {}",
+            entries
+                .iter()
+                .map(|(k, _)| k.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        StepKind::Fail { message } => format!("{kw} {}", message.source),
+        _ => kw.to_owned(),
+    }
+}
+
+/// A rendered value as it may be shown: quoted, or `[REDACTED]`.
+fn shown(r: &Rendered) -> String {
+    if r.sensitive {
+        super::redact::REDACTED.to_owned()
+    } else {
+        format!("{:?}", truncate(&r.text, 120))
+    }
+}
+
+fn run_error_message(e: PlaybookRunError) -> String {
+    match e {
+        PlaybookRunError::Template { message, .. } => format!("template: {message}"),
+        PlaybookRunError::Locator { message, .. } => format!("locator: {message}"),
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+fn ms(t0: Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(phase: Phase, reason: &str, url: Option<&str>) -> RunError {
+        RunError {
+            step_file_line: "playbooks/acme.yaml:42".into(),
+            phase,
+            step: "click text=Send invite".into(),
+            locator: Some("text=Send invite".into()),
+            url: url.map(str::to_owned),
+            reason: reason.into(),
+            screenshot: None,
+            screenshot_path: None,
+            kind: RunErrorKind::Browser,
+            steps: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn run_error_display_is_one_line_with_position_step_and_url() {
+        let e = err(
+            Phase::Steps,
+            "timed out after 15s waiting for text=Send invite to be visible at http://x/new: 0 matches",
+            Some("http://x/new"),
+        );
+        assert_eq!(
+            e.to_string(),
+            "playbooks/acme.yaml:42: click text=Send invite: timed out after 15s waiting for text=Send invite to be visible at http://x/new: 0 matches"
+        );
+        let e = err(Phase::Verify, "boom", Some("http://x/y"));
+        assert_eq!(
+            e.to_string(),
+            "playbooks/acme.yaml:42: verify failed: click text=Send invite: boom (at http://x/y)"
+        );
+    }
+
+    #[test]
+    fn summaries_hide_sensitive_values() {
+        let r = Rendered {
+            text: "hunter2".into(),
+            sensitive: true,
+        };
+        assert_eq!(shown(&r), "[REDACTED]");
+        let r = Rendered {
+            text: "Editor".into(),
+            sensitive: false,
+        };
+        assert_eq!(shown(&r), "\"Editor\"");
+    }
+}

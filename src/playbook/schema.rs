@@ -1,0 +1,424 @@
+//! JSON Schema of the playbook file format, generated with schemars from
+//! types that mirror the YAML surface (the loader itself walks a node tree
+//! so that it can report every mistake at once; tests keep the two in step).
+
+#![allow(dead_code)] // these types exist only to describe the format
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+
+/// The JSON Schema for playbook files (draft 2020-12), for editors such as
+/// yaml-language-server (`# yaml-language-server: $schema=…`).
+pub fn json_schema() -> serde_json::Value {
+    let schema = schemars::schema_for!(PlaybookDoc);
+    serde_json::to_value(&schema).unwrap_or(serde_json::Value::Null)
+}
+
+/// An Usher playbook: how to log in to one app and one action per lifecycle task.
+#[derive(JsonSchema)]
+#[schemars(title = "Usher playbook")]
+#[serde(deny_unknown_fields)]
+struct PlaybookDoc {
+    /// Name of the app.
+    app: String,
+    /// Format version; must be 1.
+    #[schemars(range(min = 1, max = 1))]
+    version: u32,
+    defaults: Option<DefaultsDoc>,
+    /// Steps run when `session_check` fails.
+    #[schemars(length(min = 1))]
+    login: Vec<StepDoc>,
+    /// Steps that succeed when the kept session is still logged in.
+    #[schemars(length(min = 1))]
+    session_check: Vec<StepDoc>,
+    /// Reusable step sequences, run with `call: NAME`.
+    subroutines: Option<BTreeMap<String, Vec<StepDoc>>>,
+    actions: ActionsDoc,
+    /// SCIM role or group name → app role (or list of app roles).
+    roles: Option<BTreeMap<String, RoleTargetDoc>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct DefaultsDoc {
+    /// Per-step timeout (default 15s).
+    timeout: Option<DurationDoc>,
+    /// When evidence screenshots are taken (default on_change).
+    screenshots: Option<ScreenshotsDoc>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum ScreenshotsDoc {
+    OnChange,
+    Always,
+    OnFailure,
+}
+
+/// A duration: a whole number with a unit: 500ms, 15s, 2m.
+struct DurationDoc;
+
+impl JsonSchema for DurationDoc {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]{1,9}(ms|s|m)$",
+            "description": "A whole number with a unit: 500ms, 15s, 2m."
+        })
+    }
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ActionsDoc {
+    create_user: Option<ActionDoc>,
+    update_user: Option<ActionDoc>,
+    deactivate_user: Option<ActionDoc>,
+    reactivate_user: Option<ActionDoc>,
+    delete_user: Option<ActionDoc>,
+    set_roles: Option<ActionDoc>,
+    list_users: Option<ActionDoc>,
+    rotate_password: Option<ActionDoc>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ActionDoc {
+    /// If these steps succeed, the work is already done and the action is skipped.
+    precondition: Option<Vec<StepDoc>>,
+    #[schemars(length(min = 1))]
+    steps: Vec<StepDoc>,
+    /// Read-back: confirms the app now shows what was asked.
+    verify: Option<Vec<StepDoc>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum RoleTargetDoc {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Keys every step may carry besides its step keyword.
+#[derive(JsonSchema)]
+struct CommonDoc {
+    /// Overrides `defaults.timeout` for this step.
+    timeout: Option<DurationDoc>,
+    /// Label for logs and evidence.
+    name: Option<String>,
+    /// Force (true) or suppress (false) the evidence screenshot of this step.
+    screenshot: Option<bool>,
+}
+
+/// One step: a map with exactly one step keyword.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum StepDoc {
+    Goto(GotoStep),
+    Fill(FillStep),
+    Click(ClickStep),
+    Select(SelectStep),
+    Check(CheckStep),
+    Uncheck(UncheckStep),
+    Press(PressStep),
+    Expect(ExpectStep),
+    WaitFor(WaitForStep),
+    Extract(ExtractStep),
+    AcceptDialog(AcceptDialogStep),
+    DismissDialog(DismissDialogStep),
+    Screenshot(ScreenshotStep),
+    If(IfStep),
+    Unless(UnlessStep),
+    ForEach(ForEachStep),
+    Paginate(PaginateStep),
+    Call(CallStep),
+    Emit(EmitStep),
+    Set(SetStep),
+    Fail(FailStep),
+}
+
+macro_rules! step_doc {
+    ($name:ident, $key:literal, $ty:ty, $doc:literal) => {
+        #[derive(JsonSchema)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            #[doc = $doc]
+            #[serde(rename = $key)]
+            arg: $ty,
+            #[serde(flatten)]
+            common: CommonDoc,
+        }
+    };
+}
+
+step_doc!(GotoStep, "goto", String, "Open this URL (template).");
+step_doc!(FillStep, "fill", FillDoc, "Type a value into a field.");
+step_doc!(
+    ClickStep,
+    "click",
+    ClickDoc,
+    "Click an element: a locator, or {on: locator}."
+);
+step_doc!(
+    SelectStep,
+    "select",
+    SelectDoc,
+    "Choose option(s) of a <select>."
+);
+step_doc!(CheckStep, "check", String, "Tick a checkbox (locator).");
+step_doc!(
+    UncheckStep,
+    "uncheck",
+    String,
+    "Untick a checkbox (locator)."
+);
+step_doc!(
+    PressStep,
+    "press",
+    PressDoc,
+    "Press a key, optionally on an element."
+);
+step_doc!(
+    ExpectStep,
+    "expect",
+    ExpectDoc,
+    "Wait until the page shows this, or fail."
+);
+step_doc!(
+    WaitForStep,
+    "wait_for",
+    WaitForDoc,
+    "Wait until an element reaches a state."
+);
+step_doc!(ExtractStep, "extract", BTreeMap<String, ExtractionDoc>, "Read values into outputs.NAME.");
+step_doc!(
+    AcceptDialogStep,
+    "accept_dialog",
+    Option<AcceptDialogDoc>,
+    "Accept the next dialog (typing `text` into a prompt)."
+);
+step_doc!(
+    DismissDialogStep,
+    "dismiss_dialog",
+    Option<EmptyDoc>,
+    "Dismiss the next dialog."
+);
+step_doc!(
+    ForEachStep,
+    "for_each",
+    ForEachDoc,
+    "Run steps once per row; locators inside are scoped to the row."
+);
+step_doc!(
+    PaginateStep,
+    "paginate",
+    PaginateDoc,
+    "Run steps on each page, clicking `next` until it is gone."
+);
+step_doc!(CallStep, "call", String, "Run a subroutine.");
+step_doc!(
+    EmitStep,
+    "emit",
+    String,
+    "Append the current outputs as one record (list_users only)."
+);
+step_doc!(SetStep, "set", BTreeMap<String, String>, "Set outputs.NAME to a template's value.");
+step_doc!(
+    FailStep,
+    "fail",
+    String,
+    "Fail the action with this message (template)."
+);
+
+/// Take an evidence screenshot (`screenshot: {}` or `screenshot: {name: …}`).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ScreenshotStep {
+    screenshot: Option<ScreenshotDoc>,
+    timeout: Option<DurationDoc>,
+    name: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ScreenshotDoc {
+    name: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct IfStep {
+    /// Condition: {exists: LOC} | {not_exists: LOC} | {value: TEMPLATE}.
+    #[serde(rename = "if")]
+    cond: ConditionDoc,
+    then: Vec<StepDoc>,
+    #[serde(rename = "else")]
+    else_: Option<Vec<StepDoc>>,
+    #[serde(flatten)]
+    common: CommonDoc,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UnlessStep {
+    /// Condition, inverted: {exists: LOC} | {not_exists: LOC} | {value: TEMPLATE}.
+    unless: ConditionDoc,
+    then: Vec<StepDoc>,
+    #[serde(rename = "else")]
+    else_: Option<Vec<StepDoc>>,
+    #[serde(flatten)]
+    common: CommonDoc,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+enum ConditionDoc {
+    Exists(String),
+    NotExists(String),
+    Value(String),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct FillDoc {
+    /// Locator of the field.
+    into: String,
+    /// Template of the value.
+    value: String,
+    /// Treat the value as secret (automatic for secret.* and totp()).
+    sensitive: Option<bool>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum ClickDoc {
+    Locator(String),
+    On(ClickOnDoc),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ClickOnDoc {
+    on: String,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SelectDoc {
+    #[serde(rename = "in")]
+    in_: String,
+    option: OneOrManyDoc,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum OneOrManyDoc {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PressDoc {
+    /// Key name: Enter, Tab, a, Control+A.
+    key: String,
+    on: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+enum ExpectDoc {
+    Visible {
+        visible: String,
+        timeout: Option<DurationDoc>,
+    },
+    Hidden {
+        hidden: String,
+        timeout: Option<DurationDoc>,
+    },
+    Text {
+        text: String,
+        #[serde(rename = "in")]
+        in_: Option<String>,
+        timeout: Option<DurationDoc>,
+    },
+    Url {
+        /// Regular expression the current URL must match.
+        url: String,
+        timeout: Option<DurationDoc>,
+    },
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+enum WaitForDoc {
+    Visible {
+        visible: String,
+        timeout: Option<DurationDoc>,
+    },
+    Hidden {
+        hidden: String,
+        timeout: Option<DurationDoc>,
+    },
+    Attached {
+        attached: String,
+        timeout: Option<DurationDoc>,
+    },
+    Detached {
+        detached: String,
+        timeout: Option<DurationDoc>,
+    },
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ExtractionDoc {
+    from: ExtractFromDoc,
+    locator: Option<String>,
+    /// Attribute name (from: attribute).
+    name: Option<String>,
+    /// Regular expression; keeps the first capture group.
+    pattern: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum ExtractFromDoc {
+    Text,
+    Attribute,
+    Url,
+    Value,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AcceptDialogDoc {
+    text: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct EmptyDoc {}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct ForEachDoc {
+    /// Locator matching every row.
+    rows: String,
+    steps: Vec<StepDoc>,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct PaginateDoc {
+    /// Locator of the "next page" control.
+    next: String,
+    #[schemars(range(min = 1, max = 10000))]
+    max_pages: u32,
+    steps: Vec<StepDoc>,
+}

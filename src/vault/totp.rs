@@ -1,0 +1,290 @@
+//! TOTP (RFC 6238) codes from a base32 seed or an `otpauth://` URI.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use totp_rs::{Algorithm, Builder, Secret as TotpSecret, Totp};
+
+use super::VaultError;
+use crate::clock::Clock;
+
+/// A code that expires in less than this is not used: the next period's code is,
+/// so that a login never races the boundary.
+pub const TOTP_MIN_REMAINING_SECS: u64 = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpAlgorithm {
+    Sha1,
+    Sha256,
+    Sha512,
+}
+
+/// How to compute codes for one account. Debug shows the parameters, never the seed.
+#[derive(Clone)]
+pub struct TotpSpec {
+    totp: Totp,
+}
+
+impl fmt::Debug for TotpSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TotpSpec")
+            .field("digits", &self.digits())
+            .field("period", &self.period())
+            .field("algorithm", &self.algorithm())
+            .finish()
+    }
+}
+
+impl TotpSpec {
+    /// A base32 seed (spaces, dashes, padding and case ignored; 6 digits, 30 s, SHA-1)
+    /// or an `otpauth://totp/…?secret=…&digits=…&period=…&algorithm=…` URI.
+    /// Short (80-bit) seeds are accepted: many apps issue them.
+    pub fn parse(src: &str) -> Result<TotpSpec, VaultError> {
+        let src = src.trim();
+        let totp = if src
+            .get(..10)
+            .is_some_and(|p| p.eq_ignore_ascii_case("otpauth://"))
+        {
+            // The error text of the URL parser may quote the URI (and so the seed).
+            Totp::from_url_unchecked(src)
+                .map_err(|_| VaultError::Totp("not a valid otpauth:// TOTP URI".into()))?
+        } else {
+            let clean: String = src
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '='))
+                .map(|c| c.to_ascii_uppercase())
+                .collect();
+            if clean.is_empty() {
+                return Err(VaultError::Totp("empty seed".into()));
+            }
+            let secret = TotpSecret::try_from_base32(&clean)
+                .map_err(|_| VaultError::Totp("seed is not valid base32".into()))?;
+            Builder::new()
+                .with_secret(secret)
+                .with_skew(1)
+                .build_noncompliant()
+        };
+        let spec = TotpSpec { totp };
+        if !(6..=9).contains(&spec.digits()) {
+            return Err(VaultError::Totp(format!(
+                "{} digits (6 to 9 supported)",
+                spec.digits()
+            )));
+        }
+        if spec.period() == 0 {
+            return Err(VaultError::Totp("period 0".into()));
+        }
+        Ok(spec)
+    }
+
+    pub fn digits(&self) -> u8 {
+        self.totp.digits()
+    }
+
+    /// Seconds per code.
+    pub fn period(&self) -> u64 {
+        self.totp.step()
+    }
+
+    pub fn algorithm(&self) -> TotpAlgorithm {
+        match self.totp.algorithm() {
+            Algorithm::SHA256 => TotpAlgorithm::Sha256,
+            Algorithm::SHA512 => TotpAlgorithm::Sha512,
+            _ => TotpAlgorithm::Sha1,
+        }
+    }
+
+    /// The code valid at `unix_time` (seconds).
+    pub fn code_at(&self, unix_time: u64) -> String {
+        self.totp.generate(unix_time).to_string()
+    }
+
+    /// The time step (counter) a login at `unix_time` should use: the current one, or the
+    /// next one when the current code expires in under [`TOTP_MIN_REMAINING_SECS`].
+    pub fn step_for_login(&self, unix_time: u64) -> u64 {
+        let p = self.period();
+        let step = unix_time / p;
+        let remaining = p - unix_time % p;
+        if remaining < TOTP_MIN_REMAINING_SECS {
+            step + 1
+        } else {
+            step
+        }
+    }
+
+    /// The code of a time step.
+    pub fn code_for_step(&self, step: u64) -> String {
+        self.code_at(step.saturating_mul(self.period()))
+    }
+
+    /// The code to type now (see [`Self::step_for_login`]).
+    pub fn current_code(&self, clock: &dyn Clock) -> String {
+        self.code_for_step(self.step_for_login(unix_now(clock)))
+    }
+}
+
+fn unix_now(clock: &dyn Clock) -> u64 {
+    u64::try_from(clock.now().timestamp()).unwrap_or(0)
+}
+
+/// Remembers the last time step used per seed, so that two logins in one window do not
+/// send the same code (apps accept a code once, and count a reuse as a failed attempt).
+#[derive(Clone, Default)]
+pub struct TotpTracker {
+    // Keyed by the seed's SHA-256, so the map itself holds no secret.
+    used: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl fmt::Debug for TotpTracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TotpTracker")
+    }
+}
+
+impl TotpTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A code for a login now that no earlier call used. After the step chosen by
+    /// [`TotpSpec::step_for_login`] was used, the following step is taken (verifiers
+    /// accept one step of skew); when that one is used too, this fails with the wait.
+    pub fn code(&self, seed: &str, clock: &dyn Clock) -> Result<String, VaultError> {
+        let spec = TotpSpec::parse(seed)?;
+        let now = unix_now(clock);
+        let wanted = spec.step_for_login(now);
+        let key = crate::browser::sha256_hex(seed.trim().as_bytes());
+        let mut used = self
+            .used
+            .lock()
+            .map_err(|_| VaultError::Totp("tracker poisoned".into()))?;
+        let step = match used.get(&key) {
+            Some(&last) if last >= wanted => last + 1,
+            _ => wanted,
+        };
+        if step > now / spec.period() + 1 {
+            let wait = (step - 1) * spec.period() - now;
+            return Err(VaultError::Totp(format!(
+                "no unused code window left; the next one opens in {wait}s"
+            )));
+        }
+        used.insert(key, step);
+        Ok(spec.code_for_step(step))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, TimeZone, Utc};
+
+    struct At(i64);
+    impl Clock for At {
+        fn now(&self) -> DateTime<Utc> {
+            Utc.timestamp_opt(self.0, 0)
+                .single()
+                .unwrap_or_else(Utc::now)
+        }
+    }
+
+    fn b32(ascii: &str) -> String {
+        // RFC 4648 base32 without padding, to express the RFC 6238 seeds.
+        const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+        let mut out = String::new();
+        let (mut buf, mut bits) = (0u32, 0);
+        for b in ascii.bytes() {
+            buf = (buf << 8) | u32::from(b);
+            bits += 8;
+            while bits >= 5 {
+                out.push(A[((buf >> (bits - 5)) & 31) as usize] as char);
+                bits -= 5;
+            }
+        }
+        if bits > 0 {
+            out.push(A[((buf << (5 - bits)) & 31) as usize] as char);
+        }
+        out
+    }
+
+    fn uri(seed: &str, alg: &str) -> String {
+        format!(
+            "otpauth://totp/Test:ops@example.com?secret={}&digits=8&period=30&algorithm={alg}&issuer=Test",
+            b32(seed)
+        )
+    }
+
+    const SEED20: &str = "12345678901234567890";
+    const SEED32: &str = "12345678901234567890123456789012";
+    const SEED64: &str = "1234567890123456789012345678901234567890123456789012345678901234";
+
+    #[test]
+    fn rfc6238_vectors() {
+        let sha1 = TotpSpec::parse(&uri(SEED20, "SHA1")).expect("sha1");
+        let sha256 = TotpSpec::parse(&uri(SEED32, "SHA256")).expect("sha256");
+        let sha512 = TotpSpec::parse(&uri(SEED64, "SHA512")).expect("sha512");
+        assert_eq!(sha256.algorithm(), TotpAlgorithm::Sha256);
+        assert_eq!(sha512.algorithm(), TotpAlgorithm::Sha512);
+        assert_eq!((sha1.digits(), sha1.period()), (8, 30));
+        let table: [(u64, &str, &str, &str); 6] = [
+            (59, "94287082", "46119246", "90693936"),
+            (1111111109, "07081804", "68084774", "25091201"),
+            (1111111111, "14050471", "67062674", "99943326"),
+            (1234567890, "89005924", "91819424", "93441116"),
+            (2000000000, "69279037", "90698825", "38618901"),
+            (20000000000, "65353130", "77737706", "47863826"),
+        ];
+        for (t, a, b, c) in table {
+            assert_eq!(sha1.code_at(t), a, "sha1 at {t}");
+            assert_eq!(sha256.code_at(t), b, "sha256 at {t}");
+            assert_eq!(sha512.code_at(t), c, "sha512 at {t}");
+        }
+    }
+
+    #[test]
+    fn base32_seed_80_bit_and_defaults() {
+        // 80-bit seed (16 base32 chars), as many apps issue; lower case and spaces ok.
+        let s = TotpSpec::parse("jbsw y3dp ehpk 3pxp").expect("80-bit seed");
+        assert_eq!((s.digits(), s.period()), (6, 30));
+        assert_eq!(s.algorithm(), TotpAlgorithm::Sha1);
+        assert_eq!(s.code_at(59).len(), 6);
+        assert!(TotpSpec::parse("not base32 !").is_err());
+        assert!(TotpSpec::parse("").is_err());
+        assert!(!format!("{s:?}").contains("JBSW"));
+    }
+
+    #[test]
+    fn current_code_skips_a_window_about_to_close() {
+        let s = TotpSpec::parse("JBSWY3DPEHPK3PXP").expect("seed");
+        // Windows start at multiples of 30: 999_999_990 is one.
+        // 25 s into a window: 5 s left, the current code is used.
+        assert_eq!(s.current_code(&At(1_000_000_015)), s.code_at(1_000_000_015));
+        // 26 s in: 4 s left, the next window's code is used.
+        assert_eq!(s.current_code(&At(1_000_000_016)), s.code_at(1_000_000_020));
+        assert_eq!(s.current_code(&At(1_000_000_019)), s.code_at(1_000_000_020));
+        assert_ne!(s.code_at(1_000_000_019), s.code_at(1_000_000_020));
+    }
+
+    #[test]
+    fn tracker_never_reuses_a_window() {
+        let t = TotpTracker::new();
+        let s = TotpSpec::parse("JBSWY3DPEHPK3PXP").expect("seed");
+        let clock = At(1_000_000_000); // 10 s into a window (20 s left)
+        let first = t.code("JBSWY3DPEHPK3PXP", &clock).expect("first");
+        assert_eq!(first, s.code_at(1_000_000_000));
+        let second = t.code("JBSWY3DPEHPK3PXP", &clock).expect("second");
+        assert_eq!(second, s.code_at(1_000_000_020));
+        let third = t
+            .code("JBSWY3DPEHPK3PXP", &clock)
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            third.as_deref().is_some_and(|m| m.contains("opens in 20s")),
+            "{third:?}"
+        );
+        // Next window: the step after the last used one.
+        let later = At(1_000_000_040);
+        let fourth = t.code("JBSWY3DPEHPK3PXP", &later).expect("fourth");
+        assert_eq!(fourth, s.code_at(1_000_000_050));
+    }
+}
