@@ -335,6 +335,16 @@ fn list_document(resources: Vec<Value>, total: usize, start_index: usize) -> Val
     })
 }
 
+/// A discovery array (schemas, resource types) as a ListResponse with absolute locations.
+fn discovery_list(all: Value, base: &str) -> Response {
+    let items: Vec<Value> = protocol::schema::with_base(all, base)
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let n = items.len();
+    scim_json(StatusCode::OK, &list_document(items, n, 1))
+}
+
 async fn resource_types(
     State(state): State<Arc<ScimState>>,
     Path(gw): Path<String>,
@@ -342,10 +352,10 @@ async fn resource_types(
 ) -> ApiResult {
     state.authorize(&gw, &headers)?;
     let base = base_url(&headers, &gw);
-    let all = protocol::schema::with_base(protocol::schema::resource_types_json(), &base);
-    let items: Vec<Value> = all.as_array().cloned().unwrap_or_default();
-    let n = items.len();
-    Ok(scim_json(StatusCode::OK, &list_document(items, n, 1)))
+    Ok(discovery_list(
+        protocol::schema::resource_types_json(),
+        &base,
+    ))
 }
 
 async fn resource_type(
@@ -372,10 +382,7 @@ async fn schemas(
 ) -> ApiResult {
     state.authorize(&gw, &headers)?;
     let base = base_url(&headers, &gw);
-    let all = protocol::schema::with_base(protocol::schema::schemas_json(), &base);
-    let items: Vec<Value> = all.as_array().cloned().unwrap_or_default();
-    let n = items.len();
-    Ok(scim_json(StatusCode::OK, &list_document(items, n, 1)))
+    Ok(discovery_list(protocol::schema::schemas_json(), &base))
 }
 
 async fn schema(
@@ -1066,7 +1073,17 @@ async fn delete(
 // ---------------------------------------------------------------- handlers
 
 macro_rules! resource_handlers {
-    ($rt:expr, $list:ident, $get:ident, $create:ident, $replace:ident, $patch:ident, $delete:ident) => {
+    ($rt:expr, $list:ident, $search:ident, $get:ident, $create:ident, $replace:ident, $patch:ident, $delete:ident) => {
+        async fn $search(
+            State(s): State<Arc<ScimState>>,
+            Path(gw): Path<String>,
+            req: Request<Body>,
+        ) -> ApiResult {
+            s.authorize(&gw, req.headers())?;
+            let headers = req.headers().clone();
+            let params = search_params(read_json(&s, req).await?)?;
+            list(&s, &gw, $rt, &headers, params).await
+        }
         async fn $list(
             State(s): State<Arc<ScimState>>,
             Path(gw): Path<String>,
@@ -1118,31 +1135,10 @@ macro_rules! resource_handlers {
     };
 }
 
-async fn search_users(
-    State(s): State<Arc<ScimState>>,
-    Path(gw): Path<String>,
-    req: Request<Body>,
-) -> ApiResult {
-    s.authorize(&gw, req.headers())?;
-    let headers = req.headers().clone();
-    let params = search_params(read_json(&s, req).await?)?;
-    list(&s, &gw, ResourceType::User, &headers, params).await
-}
-
-async fn search_groups(
-    State(s): State<Arc<ScimState>>,
-    Path(gw): Path<String>,
-    req: Request<Body>,
-) -> ApiResult {
-    s.authorize(&gw, req.headers())?;
-    let headers = req.headers().clone();
-    let params = search_params(read_json(&s, req).await?)?;
-    list(&s, &gw, ResourceType::Group, &headers, params).await
-}
-
 resource_handlers!(
     ResourceType::User,
     list_users,
+    search_users,
     get_user,
     create_user,
     replace_user,
@@ -1152,6 +1148,7 @@ resource_handlers!(
 resource_handlers!(
     ResourceType::Group,
     list_groups,
+    search_groups,
     get_group,
     create_group,
     replace_group,
