@@ -23,7 +23,11 @@ setup = function(thread) thread:set("tid", n); n = n + 1 end
 request = function()
   counter = counter + 1
   local body = string.format('{"schemas":["urn:ietf:params:scim:schemas:core:2.0:User"],"userName":"load-%s-%d-%d@bench.example","name":{"givenName":"Load","familyName":"Test"},"emails":[{"value":"load-%d-%d@bench.example","type":"work","primary":true}],"active":true}', run_id, tid, counter, tid, counter)
-  return wrk.format("POST", nil, {["Content-Type"] = "application/scim+json"}, body)
+  -- An explicit header table replaces wrk's -H headers, so carry them over.
+  local headers = {}
+  for k, v in pairs(wrk.headers) do headers[k] = v end
+  headers["Content-Type"] = "application/scim+json"
+  return wrk.format("POST", nil, headers, body)
 end
 LUA
 cat > "$WORK/get.lua" <<'LUA'
@@ -41,7 +45,8 @@ wrk_run() { # lua url -> prints "rps p50 p99" (ms)
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
-  [ -z "$non2xx" ] || echo "bench: warning: $non2xx non-2xx answers" >&2
+  # A figure over failed requests would be a lie: stop instead.
+  [ -z "$non2xx" ] || { echo "bench: $non2xx non-2xx answers from $url; see the server log" >&2; return 1; }
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
 }
 to_ms() { # wrk prints 812.00us / 1.23ms / 1.02s
@@ -83,10 +88,12 @@ for i in range(1, n + 1):
     if r.status != 201: sys.exit(f"seeding failed: {r.status}")
 PY
   sed -e "s/seed_users/$SEED/; s#users_path#\"/scim/v2/bench/Users\"#" "$WORK/get.lua" > "$WORK/get-$name.lua"
-  read -r rps p50 p99 < <(wrk_run "$WORK/get-$name.lua" "$root/Users")
+  figures=$(wrk_run "$WORK/get-$name.lua" "$root/Users") || exit 1
+  read -r rps p50 p99 <<< "$figures"
   echo "$name filtered_get rps=$rps p50=${p50}ms p99=${p99}ms (connections=$CONNS, ${SEED} users)"
   sed -e "s/run_id/\"$name$$\"/" "$WORK/post.lua" > "$WORK/post-$name.lua"
-  read -r rps p50 p99 < <(wrk_run "$WORK/post-$name.lua" "$root/Users")
+  figures=$(wrk_run "$WORK/post-$name.lua" "$root/Users") || exit 1
+  read -r rps p50 p99 <<< "$figures"
   echo "$name post_create rps=$rps p50=${p50}ms p99=${p99}ms (connections=$CONNS, each with job + audit event)"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
