@@ -105,3 +105,6 @@ if [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
   bench_db postgres "${PG_ADMIN%/*}/$DBN"
   psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DBN WITH (FORCE)" >/dev/null
 fi
+
+# Playbooks in real Chromium against the fixture apps (release build).
+cargo run --release -q --example bench_playbooks

@@ -1,0 +1,97 @@
+//! Playbook benchmark (run by `scripts/bench.sh`): wall time of `create_user` on each
+//! fixture app with a warm session (median of 10), and 20 creates with 1, 2 and 4
+//! browser contexts in parallel. Prints one line per figure.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use usher::playbook::{self, ActionName, Driver, DriverConfig, RunOptions, UserContext};
+use usher::vault::Secret;
+use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
+
+fn user(email: &str) -> UserContext {
+    UserContext::from_scim(&serde_json::json!({
+        "userName": email,
+        "name": { "givenName": "Bench", "familyName": "User" },
+        "emails": [{ "value": email, "type": "work", "primary": true }],
+        "active": true,
+        "roles": [{ "value": "Engineering" }],
+    }))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(kind, opts.clone()).await?;
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))?;
+    let pb = Arc::new(playbook::load_str(rel, &text).map_err(|e| anyhow::anyhow!("{e}"))?);
+    for contexts in [1usize, 2, 4] {
+        let driver = Driver::new(DriverConfig {
+            max_contexts: contexts,
+            ..DriverConfig::default()
+        });
+        let secret = Secret::new(
+            opts.admin_username.clone(),
+            opts.admin_password.clone(),
+            Some(&opts.totp_seed),
+        )?;
+        let integ = driver.integration(name, name, app.base_url(), pb.clone(), Arc::new(secret))?;
+        let run = |email: String| {
+            let (driver, integ) = (&driver, &integ);
+            async move {
+                driver
+                    .run(
+                        integ,
+                        ActionName::CreateUser,
+                        user(&email),
+                        &RunOptions::default(),
+                    )
+                    .await
+            }
+        };
+        // Warm up: browser start and login.
+        run(format!("warm-{contexts}@bench.test")).await?;
+        if contexts == 1 {
+            let mut times = Vec::new();
+            for i in 0..10 {
+                let t = Instant::now();
+                run(format!("serial-{i}@bench.test")).await?;
+                times.push(ms(t.elapsed()));
+            }
+            times.sort_by(f64::total_cmp);
+            println!(
+                "{name} create_user_warm median={:.0}ms min={:.0}ms max={:.0}ms (n=10)",
+                (times[4] + times[5]) / 2.0,
+                times[0],
+                times[9]
+            );
+        }
+        let t = Instant::now();
+        let results = futures::future::join_all(
+            (0..20).map(|i| run(format!("par{contexts}-{i}@bench.test"))),
+        )
+        .await;
+        let wall = t.elapsed();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        anyhow::ensure!(failed == 0, "{failed} of 20 creates failed");
+        println!(
+            "{name} create_user_x20 contexts={contexts} wall={:.0}ms per_user={:.0}ms",
+            ms(wall),
+            ms(wall) / 20.0
+        );
+        driver.shutdown().await?;
+    }
+    app.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    bench_app(AppKind::Classic, "classic", "playbooks/classic.yaml").await?;
+    bench_app(AppKind::Spa, "spa", "playbooks/spa.yaml").await?;
+    Ok(())
+}
