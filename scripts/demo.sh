@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install-deps.sh
-cargo build --release -q --bin usher --bin usher-fixture-apps
+cargo build --release -q --workspace --bins
 TARGET="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/release"
 WORK="$(mktemp -d)"; PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"' EXIT INT TERM
