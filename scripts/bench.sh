@@ -17,8 +17,8 @@ PG_ADMIN=${USHER_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
 
 cat > "$WORK/post.lua" <<'LUA'
 local counter = 0
-local tid = 0
 local n = 0
+-- `tid` is a global each thread gets from setup (a local here would shadow it).
 setup = function(thread) thread:set("tid", n); n = n + 1 end
 request = function()
   counter = counter + 1
