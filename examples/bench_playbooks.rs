@@ -76,8 +76,16 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
         )
         .await;
         let wall = t.elapsed();
-        let failed = results.iter().filter(|r| r.is_err()).count();
-        anyhow::ensure!(failed == 0, "{failed} of 20 creates failed");
+        let failures: Vec<String> = results
+            .iter()
+            .filter_map(|r| r.as_ref().err().map(|e| e.to_string()))
+            .collect();
+        anyhow::ensure!(
+            failures.is_empty(),
+            "{} of 20 creates failed: {}",
+            failures.len(),
+            failures.join(" | ")
+        );
         println!(
             "{name} create_user_x20 contexts={contexts} wall={:.0}ms per_user={:.0}ms",
             ms(wall),

@@ -98,8 +98,11 @@ PY
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
+# BENCH_ONLY=scim or BENCH_ONLY=playbooks runs one half.
+if [ "${BENCH_ONLY:-all}" != playbooks ]; then
 bench_db sqlite "sqlite://$WORK/bench.db"
-if [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
+fi
+if [ "${BENCH_ONLY:-all}" != playbooks ] && [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
   DBN="usher_bench_$$"
   psql "$PG_ADMIN" -qc "CREATE DATABASE $DBN" >/dev/null
   bench_db postgres "${PG_ADMIN%/*}/$DBN"
@@ -107,4 +110,6 @@ if [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
 fi
 
 # Playbooks in real Chromium against the fixture apps (release build).
-cargo run --release -q --example bench_playbooks
+if [ "${BENCH_ONLY:-all}" != scim ]; then
+  cargo run --release -q --example bench_playbooks
+fi

@@ -890,9 +890,10 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
     );
     let stored = state.store.create_resource(gw, rt, &write, &event).await?;
     let base = base_url(&headers, gw);
+    // A brand-new user is in no group yet (its id did not exist), so no look-up.
     let v = project(
         &Projection::parse(None, None, kind)?,
-        &render_one(state, &stored, &base).await?,
+        &render(&stored, &base, None),
         kind,
     );
     let location = format!("{base}{}/{}", kind.endpoint(), stored.id);

@@ -437,10 +437,17 @@ impl Store {
                 (format!(" AND {c} = $3"), Some(v))
             }
         };
+        // A look-up returns a row or two: ordering them in SQL would tempt the planner
+        // into the (integration, type, created_at) index and a scan of every row.
+        let order = if value.is_some() {
+            ""
+        } else {
+            " ORDER BY created_at, id"
+        };
         let sql = format!(
-            "SELECT {RESOURCE_COLUMNS} FROM scim_resources WHERE integration_id = $1 AND resource_type = $2{cond} ORDER BY created_at, id"
+            "SELECT {RESOURCE_COLUMNS} FROM scim_resources WHERE integration_id = $1 AND resource_type = $2{cond}{order}"
         );
-        on_backend!(self, |_w, r| {
+        let mut found: Vec<StoredResource> = on_backend!(self, |_w, r| {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(integration_id)
                 .bind(rt.as_str());
@@ -448,8 +455,14 @@ impl Store {
                 q = q.bind(v.as_str());
             }
             let rows = q.fetch_all(r).await?;
-            rows.iter().map(resource_from_row).collect()
-        })
+            rows.iter()
+                .map(resource_from_row)
+                .collect::<Result<_, StoreError>>()
+        })?;
+        if value.is_some() {
+            found.sort_by(|a, b| (&a.created_at, &a.id).cmp(&(&b.created_at, &b.id)));
+        }
+        Ok(found)
     }
 
     /// Replaces a resource's body if it still has `expected_version`; records a job and an event.

@@ -315,12 +315,11 @@ fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
             if copy_tree(&from, &to).is_err() && !to.exists() {
                 continue;
             }
-        } else if meta.is_file() {
-            if let Err(e) = std::fs::copy(&from, &to) {
-                if e.kind() != std::io::ErrorKind::PermissionDenied {
-                    return Err(e);
-                }
-            }
+        } else if meta.is_file()
+            && let Err(e) = std::fs::copy(&from, &to)
+            && e.kind() != std::io::ErrorKind::PermissionDenied
+        {
+            return Err(e);
         }
     }
     Ok(())
