@@ -1160,13 +1160,7 @@ impl Page {
                 serde_json::json!({"text": true}),
                 "to be attached (text)",
                 timeout,
-                |p| {
-                    if p.count > 0 {
-                        Ok(())
-                    } else {
-                        Err("0 matches".into())
-                    }
-                },
+                attached,
             )
             .await?;
         Ok(p.text.unwrap_or_default())
@@ -1185,13 +1179,7 @@ impl Page {
                 serde_json::json!({"attr": name}),
                 "to be attached (attribute)",
                 timeout,
-                |p| {
-                    if p.count > 0 {
-                        Ok(())
-                    } else {
-                        Err("0 matches".into())
-                    }
-                },
+                attached,
             )
             .await?;
         Ok(p.attr)
@@ -1279,6 +1267,15 @@ impl Page {
                 call: "Page.captureScreenshot".into(),
                 message: format!("invalid base64: {e}"),
             })
+    }
+}
+
+/// Wait condition of reads (`text`, `attribute`): at least one match exists.
+fn attached(p: &Probe) -> Result<(), String> {
+    if p.count > 0 {
+        Ok(())
+    } else {
+        Err("0 matches".into())
     }
 }
 
