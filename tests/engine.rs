@@ -37,19 +37,41 @@ fn repo() -> std::path::PathBuf {
 }
 
 async fn rig(db: Db, kind: AppKind, integration_extra: &str, opts: FixtureOptions) -> Rig {
+    rig_full(db, kind, integration_extra, opts, RigExtra::default()).await
+}
+
+#[derive(Default)]
+struct RigExtra {
+    /// Top-level configuration lines (webhooks).
+    top: String,
+    max_attempts: Option<u32>,
+    /// A playbook file instead of the bundled one.
+    playbook: Option<std::path::PathBuf>,
+}
+
+async fn rig_full(
+    db: Db,
+    kind: AppKind,
+    integration_extra: &str,
+    opts: FixtureOptions,
+    extra: RigExtra,
+) -> Rig {
     let app = RunningApp::start(kind, opts.clone())
         .await
         .expect("fixture app");
     let db = TestDb::new(db).await;
     let token = format!("engine-test-{}", uuid::Uuid::new_v4().simple());
     let evidence = tempfile::tempdir().expect("tempdir");
-    let playbook = match kind {
-        AppKind::Classic => "playbooks/classic.yaml",
-        AppKind::Spa => "playbooks/spa.yaml",
+    let playbook = match (&extra.playbook, kind) {
+        (Some(p), _) => p.display().to_string(),
+        (None, AppKind::Classic) => "playbooks/classic.yaml".into(),
+        (None, AppKind::Spa) => "playbooks/spa.yaml".into(),
     };
     let text = format!(
-        "listen: 127.0.0.1:0\ndatabase: {db}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 12\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n{integration_extra}",
+        "listen: 127.0.0.1:0\ndatabase: {db}\n{top}engine:\n  workers: 2\n  lease: 10s\n  max_attempts: {attempts}\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n{integration_extra}",
         db = db.url,
+        top = extra.top,
+        attempts = extra.max_attempts.unwrap_or(12),
         ev = evidence.path().display(),
         base = app.base_url(),
         hash = hex::encode(hash_token(&token)),
@@ -457,6 +479,171 @@ async fn faults_are_retried_and_audited_with_evidence() {
     }
     store.verify_audit_chain().await.expect("chain intact");
     rig.stop().await;
+}
+
+/// A playbook that lacks an action a change needs: the failure names the action — in
+/// the SCIM answer in sync mode, in the state extension and the audit trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_action_is_reported_not_dropped() {
+    let classic = std::fs::read_to_string(repo().join("playbooks/classic.yaml")).expect("read");
+    let start = classic.find("  set_roles:").expect("set_roles");
+    let end = classic.find("  deactivate_user:").expect("deactivate_user");
+    let without = format!("{}{}", &classic[..start], &classic[end..]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("no-set-roles.yaml");
+    std::fs::write(&path, without).expect("write");
+    let rig = rig_full(
+        Db::Sqlite,
+        AppKind::Classic,
+        "    mode: sync\n",
+        FixtureOptions::default(),
+        RigExtra { playbook: Some(path), ..Default::default() },
+    )
+    .await;
+    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("noroles-ed", "Ed", "Po"))).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let (s, v) = rig
+        .call(Method::PATCH, &format!("/Users/{id}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
+            {"op": "add", "path": "roles", "value": [{"value": "Engineering"}]}
+        ]})))
+        .await;
+    assert_eq!(s, 502, "{v}");
+    let detail = v["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("set_roles"), "{detail}");
+    assert_eq!(v["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    let st = rig.state(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    assert!(st["reason"].as_str().unwrap_or_default().contains("set_roles"), "{st}");
+    let store = &rig.running.as_ref().expect("running").store;
+    let failed: Vec<_> = store.audit_events(Some("acme"), 1000).await.expect("events")
+        .into_iter().filter(|e| e.event_type == "job.failed").collect();
+    assert_eq!(failed.len(), 1, "failed at once, no retries: {failed:?}");
+    assert_eq!(failed[0].detail["attempt"], json!(1));
+    rig.stop().await;
+}
+
+/// A webhook receiver on a loopback port that keeps what it gets.
+async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
+    let got: Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let keep = keep.clone();
+            async move {
+                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                if let Ok(mut g) = keep.lock() {
+                    g.push((h("usher-event"), h("usher-signature"), body));
+                }
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (format!("http://{addr}/hook"), got)
+}
+
+/// Failed jobs and recoveries reach the webhooks, signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_and_recoveries_reach_webhooks_signed() {
+    let (url, got) = receiver().await;
+    let secret = "whsec-engine-test-0123456789";
+    // SAFETY: set once, before the configuration is read; no other test reads it.
+    unsafe { std::env::set_var("USHER_TEST_WEBHOOK_SECRET", secret) };
+    let opts = FixtureOptions { fail_rate: 1.0, ..Default::default() };
+    let rig = rig_full(
+        Db::Sqlite,
+        AppKind::Classic,
+        "",
+        opts,
+        RigExtra {
+            top: format!("webhooks:\n  - url: {url}\n    secret: ${{USHER_TEST_WEBHOOK_SECRET}}\n"),
+            max_attempts: Some(2),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("hook-fa", "Fa", "Il"))).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let st = rig.settled(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    // The app recovers; an operator runs the job again.
+    rig.app.set_fail_rate(0.0);
+    let store = &rig.running.as_ref().expect("running").store;
+    let job = store.list_jobs(&usher::store::JobFilter { resource_id: Some(&id), limit: 10, ..Default::default() })
+        .await.expect("jobs").into_iter().find(|j| j.status == "failed").expect("failed job");
+    let ev = usher::audit::NewEvent {
+        actor: usher::audit::Actor::Admin("test".into()),
+        event_type: "job.requeued",
+        target: Some(id.clone()),
+        integration_id: Some("acme".into()),
+        detail: json!({"job": job.id}),
+    };
+    assert!(store.requeue_job(job.id, &ev).await.expect("requeue"));
+    let st = rig.settled(&id).await;
+    assert_eq!(st["state"], "provisioned", "{st}");
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = got.lock().map(|g| g.clone()).unwrap_or_default();
+        if seen.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let types: Vec<&str> = seen.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types, ["job.failed", "job.recovered"], "{seen:?}");
+    for (_, sig, body) in &seen {
+        let t: i64 = sig
+            .strip_prefix("t=")
+            .and_then(|r| r.split(',').next())
+            .and_then(|t| t.parse().ok())
+            .expect("timestamp");
+        assert_eq!(sig, &usher::engine::sign(secret.as_bytes(), t, body), "signature checks");
+        let v: Value = serde_json::from_str(body).expect("json");
+        assert_eq!(v["user"], json!(id));
+        assert!(!body.contains("correct horse"), "no secret in a webhook");
+    }
+    rig.stop().await;
+}
+
+/// `mode: sync` with every worker busy answers 429 with Retry-After.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_mode_sheds_load_with_429() {
+    let opts = FixtureOptions { slow_rate: 1.0, slow_ms: 700, ..Default::default() };
+    let rig = rig(Db::Sqlite, AppKind::Classic, "    mode: sync\n    concurrency: 1\n", opts).await;
+    let rig = Arc::new(rig);
+    let mut calls = Vec::new();
+    for n in 0..4 {
+        let r = rig.clone();
+        calls.push(tokio::spawn(async move {
+            let req = r.client.post(format!("{}/Users", r.root)).bearer_auth(&r.token)
+                .header("content-type", "application/scim+json")
+                .body(okta_user(&format!("busy-{n}"), "B", "U").to_string());
+            let resp = req.send().await.expect("post");
+            (resp.status().as_u16(), resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned))
+        }));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut answers = Vec::new();
+    for c in calls {
+        answers.push(c.await.expect("join"));
+    }
+    assert!(answers.iter().any(|(s, _)| *s == 201), "{answers:?}");
+    let shed: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert!(!shed.is_empty(), "{answers:?}");
+    for (_, ra) in shed {
+        let secs: u64 = ra.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+        assert!((1..=60).contains(&secs));
+    }
+    if let Ok(rig) = Arc::try_unwrap(rig) {
+        rig.stop().await;
+    }
 }
 
 macro_rules! on_both_databases {

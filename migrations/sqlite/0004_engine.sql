@@ -42,3 +42,6 @@ CREATE TABLE webhook_deliveries (
     created_at     TEXT NOT NULL
 );
 CREATE INDEX webhook_deliveries_ready ON webhook_deliveries (status, run_after);
+
+-- "Did this user's last job fail?" (recoveries) without walking the whole trail.
+CREATE INDEX audit_events_target ON audit_events (target, seq);

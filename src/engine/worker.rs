@@ -346,14 +346,13 @@ impl Shared {
                 }
             }
         };
-        let was_failed = match self
+        let was_failed = self
             .store
-            .get_resource(&job.integration_id, ResourceType::User, &job.resource_id)
+            .last_job_outcome(&job.integration_id, &job.resource_id)
             .await
-        {
-            Ok(Some(r)) => r.provisioning.state == "failed",
-            _ => false,
-        };
+            .ok()
+            .flatten()
+            .is_some_and(|t| t == kinds::JOB_FAILED);
         let event = self.event(claimed, kind, detail.clone());
         let prov_ref = prov
             .as_ref()

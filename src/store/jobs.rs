@@ -334,6 +334,23 @@ impl Store {
         .transpose()
     }
 
+    /// The newest job outcome event (`job.succeeded` / `job.failed`) of a resource.
+    pub async fn last_job_outcome(
+        &self,
+        integration_id: &str,
+        resource_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        on_backend!(self, |_w, r| {
+            Ok(sqlx::query_scalar(
+                "SELECT event_type FROM audit_events WHERE target = $1 AND integration_id = $2 AND event_type IN ('job.succeeded', 'job.failed') ORDER BY seq DESC LIMIT 1",
+            )
+            .bind(resource_id)
+            .bind(integration_id)
+            .fetch_optional(r)
+            .await?)
+        })
+    }
+
     /// True when some job of the resource other than `except` has started a run.
     pub async fn resource_was_attempted(
         &self,
