@@ -714,3 +714,7 @@ impl Store {
         }
     }
 }
+
+// After the macros above, which it uses.
+mod vault;
+pub use vault::{VaultExpect, VaultRow, VaultWrite};
