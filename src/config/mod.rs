@@ -48,7 +48,19 @@ pub struct Config {
     #[serde(default)]
     pub scim: ScimSettings,
     #[serde(default)]
+    pub vault: VaultSettings,
+    #[serde(default)]
     pub integrations: Vec<IntegrationConfig>,
+}
+
+/// Where the vault key comes from when neither `USHER_VAULT_KEY` nor
+/// `USHER_VAULT_KEY_FILE` is set. The key itself is never written in this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// A file holding the key: base64 of 32 bytes (`usher vault keygen --out FILE`).
+    #[serde(default, deserialize_with = "de_opt_expanded_path")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Limits of the SCIM service shared by all gateways.
@@ -207,6 +219,10 @@ fn de_expanded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 
 fn de_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
     de_expanded(d).map(PathBuf::from)
+}
+
+fn de_opt_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    de_expanded(d).map(|p| Some(PathBuf::from(p)))
 }
 
 fn de_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -430,6 +446,27 @@ integrations:
             expand_env("${X}-${X}", |_| Some("v".into())).as_deref(),
             Ok("v-v")
         );
+    }
+
+    #[test]
+    fn vault_key_file_setting() {
+        let c =
+            Config::parse("c.yaml", "vault:\n  key_file: /etc/usher/vault.key\n").expect("loads");
+        assert_eq!(
+            c.vault.key_file.as_deref(),
+            Some(Path::new("/etc/usher/vault.key"))
+        );
+        assert!(
+            Config::parse("c.yaml", "")
+                .expect("loads")
+                .vault
+                .key_file
+                .is_none()
+        );
+        let e = Config::parse("c.yaml", "vault:\n  key: abc\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2:3: unknown field `key`"), "{e}");
     }
 
     #[test]
