@@ -7,7 +7,9 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use super::{EntryInfo, Secret, TotpSpec, Vault, VaultError, VaultKey, check_entry_name};
+use super::{
+    EntryInfo, Secret, TotpAlgorithm, TotpSpec, Vault, VaultError, VaultKey, check_entry_name,
+};
 
 /// Where secret values are read from.
 pub enum SecretInput {
@@ -123,10 +125,14 @@ pub async fn import_otpauth(
     let spec = TotpSpec::parse(uri)?;
     vault.set_totp(name, uri).await?;
     Ok(format!(
-        "{name}: TOTP set ({} digits, every {} s, {:?})",
+        "{name}: TOTP set ({} digits, every {} s, {})",
         spec.digits(),
         spec.period(),
-        spec.algorithm()
+        match spec.algorithm() {
+            TotpAlgorithm::Sha1 => "SHA1",
+            TotpAlgorithm::Sha256 => "SHA256",
+            TotpAlgorithm::Sha512 => "SHA512",
+        }
     ))
 }
 
