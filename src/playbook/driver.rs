@@ -499,8 +499,17 @@ impl Driver {
                         integ.pending_login.store(true, Ordering::SeqCst);
                     }
                     Err(e) if e.is_crash() => return Err(e),
-                    Err(_) => {
+                    Err(e) => {
                         ctx.secret = current;
+                        let mut first = first;
+                        let second = match e.run_error() {
+                            Some(r) => format!("{}: {}", r.step_file_line, r.reason),
+                            None => e.to_string(),
+                        };
+                        first.reason = format!(
+                            "{}; the pending password of an unfinished rotation failed too ({second})",
+                            first.reason
+                        );
                         return Err(DriverError::Login(first));
                     }
                 }
