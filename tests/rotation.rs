@@ -227,8 +227,7 @@ async fn rotation_refused_by_the_app_keeps_the_old_password() {
 
     let e = vault::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
         .await
-        .err()
-        .expect("the app refused");
+        .expect_err("the app refused");
     assert!(matches!(e, RotateError::NotChanged(_)), "{e}");
     let msg = e.to_string();
     assert!(msg.starts_with("the app kept the old password"), "{msg}");

@@ -126,8 +126,7 @@ async fn refusals(kind: Db) {
     let e = vault(&store, 2)
         .get("acme-admin")
         .await
-        .err()
-        .expect("wrong key refused");
+        .expect_err("wrong key refused");
     assert_eq!(
         e.to_string(),
         format!(
@@ -157,7 +156,7 @@ async fn refusals(kind: Db) {
         .vault_put(&tampered, VaultExpect::Any, &event())
         .await
         .expect("tamper");
-    let e = v.get("acme-admin").await.err().expect("tamper detected");
+    let e = v.get("acme-admin").await.expect_err("tamper detected");
     assert!(matches!(e, VaultError::Decrypt { .. }), "{e}");
     assert!(e.to_string().contains("altered"), "{e}");
 
@@ -185,7 +184,7 @@ async fn refusals(kind: Db) {
         .vault_put(&moved, VaultExpect::Any, &event())
         .await
         .expect("move");
-    let e = v.get("other-app").await.err().expect("moved entry refused");
+    let e = v.get("other-app").await.expect_err("moved entry refused");
     assert_eq!(
         e.to_string(),
         format!(
@@ -235,7 +234,7 @@ async fn rekey(kind: Db) {
                 .expose_secret(),
             format!("{PW}-{i}")
         );
-        let e = old.get(&name).await.err().expect("old key no longer reads");
+        let e = old.get(&name).await.expect_err("old key no longer reads");
         assert!(matches!(e, VaultError::UnknownKey { .. }), "{e}");
     }
     assert!(

@@ -573,7 +573,7 @@ mod tests {
         let w = seal(&key, "acme-admin", &secret()).expect("seal");
 
         let other = Keyring::new(VaultKey::from_bytes([2u8; 32]));
-        let e = open(&other, &row_of(&w)).err().expect("wrong key refused");
+        let e = open(&other, &row_of(&w)).expect_err("wrong key refused");
         assert!(matches!(e, VaultError::UnknownKey { .. }));
         assert!(e.to_string().contains("(wrong key?)"), "{e}");
         assert!(e.to_string().contains(key.id()), "{e}");
@@ -582,7 +582,7 @@ mod tests {
         for i in [0, w.ciphertext.len() / 2, w.ciphertext.len() - 1] {
             let mut r = row_of(&w);
             r.ciphertext[i] ^= 0x01;
-            let e = open(&keys, &r).err().expect("flipped byte detected");
+            let e = open(&keys, &r).expect_err("flipped byte detected");
             assert!(matches!(e, VaultError::Decrypt { .. }), "{e}");
         }
         let mut r = row_of(&w);
@@ -591,7 +591,7 @@ mod tests {
 
         let mut r = row_of(&w);
         r.name = "other-app".into();
-        let e = open(&keys, &r).err().expect("moved entry refused");
+        let e = open(&keys, &r).expect_err("moved entry refused");
         assert_eq!(
             e.to_string(),
             format!(
