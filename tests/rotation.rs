@@ -242,3 +242,61 @@ async fn rotation_refused_by_the_app_keeps_the_old_password() {
     s.vault.begin_rotation(NAME, &p).await.expect("begin again");
     s.driver.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_vault_rotate_rotates_through_the_integration_playbook() {
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("start app");
+    let db = TestDb::new(Db::Sqlite).await;
+    let key = VaultKey::generate();
+    let key_b64 = key.to_base64().as_str().to_owned();
+    let store = open_store(&db.url).await;
+    let vault = Vault::new(store, Keyring::new(key));
+    let secret = Secret::new(
+        opts.admin_username.clone(),
+        opts.admin_password.clone(),
+        Some(&opts.totp_seed),
+    )
+    .expect("secret");
+    vault.set(NAME, &secret).await.expect("set");
+
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("usher.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database: {}\nintegrations:\n  - id: acme\n    name: Acme Admin\n    app: Acme\n    playbook: {}\n    base_url: {}\n    service_account: {NAME}\n    scim_token_sha256: '{}'\n",
+            db.url,
+            repo("playbooks/classic.yaml").display(),
+            app.base_url(),
+            "0".repeat(64),
+        ),
+    )
+    .expect("config");
+    let cfg = config.display().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(["vault", "rotate", "--integration", "acme", "-c", &cfg])
+            .env("USHER_VAULT_KEY", key_b64)
+            .env_remove("USHER_VAULT_KEY_FILE")
+            .output()
+            .expect("run usher")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        format!("{NAME}: password rotated in Acme Admin and in the vault")
+    );
+    let new = vault.get(NAME).await.expect("get");
+    let pw = new.password.expose_secret();
+    assert_ne!(pw, opts.admin_password);
+    assert_eq!(app.admin_password(), pw);
+    assert!(!stdout.contains(pw) && !stderr.contains(pw));
+    assert!(!stderr.contains(&opts.admin_password));
+}
