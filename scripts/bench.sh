@@ -98,11 +98,12 @@ PY
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
-# BENCH_ONLY=scim or BENCH_ONLY=playbooks runs one half.
-if [ "${BENCH_ONLY:-all}" != playbooks ]; then
+# BENCH_ONLY=scim, BENCH_ONLY=playbooks or BENCH_ONLY=engine runs one part.
+ONLY="${BENCH_ONLY:-all}"
+if [ "$ONLY" = all ] || [ "$ONLY" = scim ]; then
 bench_db sqlite "sqlite://$WORK/bench.db"
 fi
-if [ "${BENCH_ONLY:-all}" != playbooks ] && [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
+if { [ "$ONLY" = all ] || [ "$ONLY" = scim ]; } && [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
   DBN="usher_bench_$$"
   psql "$PG_ADMIN" -qc "CREATE DATABASE $DBN" >/dev/null
   bench_db postgres "${PG_ADMIN%/*}/$DBN"
@@ -110,6 +111,11 @@ if [ "${BENCH_ONLY:-all}" != playbooks ] && [ "${BENCH_SKIP_PG:-0}" != 1 ]; then
 fi
 
 # Playbooks in real Chromium against the fixture apps (release build).
-if [ "${BENCH_ONLY:-all}" != scim ]; then
+if [ "$ONLY" = all ] || [ "$ONLY" = playbooks ]; then
   cargo run --release -q --example bench_playbooks
+fi
+
+# The engine end to end: SCIM POST → account in the app; joiners per minute.
+if [ "$ONLY" = all ] || [ "$ONLY" = engine ]; then
+  cargo run --release -q --example bench_engine
 fi

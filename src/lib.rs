@@ -2,14 +2,18 @@
 //!
 //! The modules follow the design's picture: `scim` receives the IdP's requests,
 //! `store` keeps desired state, jobs and the `audit` trail durably; the engine,
-//! playbooks, browser and vault join later.
+//! `engine` joins them: it runs each job through the integration's `playbook` in the
+//! `browser`, with the service account's secrets from the `vault`; `web` serves the
+//! pages people open (invite claims).
 
 pub mod audit;
 pub mod browser;
 pub mod clock;
 pub mod config;
+pub mod engine;
 pub mod playbook;
 pub mod scim;
 pub mod server;
 pub mod store;
 pub mod vault;
+pub mod web;

@@ -8,6 +8,13 @@ use rand::RngCore;
 
 use usher::config::{Config, hash_token};
 
+mod demo;
+
+/// Secrets of the integrations' service accounts for `usher serve`.
+async fn serve_secrets(_config: &Config) -> anyhow::Result<usher::engine::Secrets> {
+    Ok(usher::engine::Secrets::Fixed(Default::default()))
+}
+
 #[derive(Parser)]
 #[command(
     name = "usher",
@@ -51,6 +58,28 @@ enum Command {
     Vault {
         #[command(subcommand)]
         command: VaultCommand,
+    },
+    /// Provisioning jobs: list, show, retry, cancel.
+    Jobs {
+        #[arg(
+            long,
+            short,
+            default_value = "usher.yaml",
+            env = "USHER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+    /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
+    Demo {
+        /// Address of the SCIM gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Folder for the demo's database, configuration and evidence.
+        #[arg(long, default_value = "usher-demo")]
+        dir: PathBuf,
     },
 }
 
@@ -117,6 +146,29 @@ enum VaultCommand {
         #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
         config: PathBuf,
     },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Newest jobs first.
+    List {
+        #[arg(long)]
+        integration: Option<String>,
+        /// pending, staged, running, succeeded, failed, cancelled, superseded.
+        #[arg(long)]
+        status: Option<String>,
+        /// Jobs of one SCIM user or group id.
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One job with its outcome and its audit events.
+    Show { id: i64 },
+    /// Run a failed or cancelled job again.
+    Retry { id: i64 },
+    /// Cancel a job that has not started.
+    Cancel { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -200,9 +252,17 @@ fn init_tracing() {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
-            let running = usher::server::start(&config).await?;
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
+            let setup = usher::server::EngineSetup {
+                config_dir: path
+                    .parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default(),
+                secrets: serve_secrets(&config).await?,
+                driver: usher::playbook::DriverConfig::default(),
+            };
+            let running = usher::server::start_with(&config, config.listen, Some(setup)).await?;
             eprintln!(
                 "usher: serving {} gateway(s) on http://{}",
                 config.integrations.len(),
@@ -251,6 +311,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Playbook { command } => return playbook_command(command).await,
         Command::Vault { command } => vault_command(command).await?,
+        Command::Jobs { config, command } => return jobs_command(&config, command).await,
+        Command::Demo { listen, dir } => return demo::run(listen, &dir).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -400,6 +462,133 @@ async fn rotate_command(
         ),
     }
     Ok(())
+}
+
+async fn open_store(config: &Config) -> anyhow::Result<usher::store::Store> {
+    Ok(usher::store::Store::connect(
+        &config.database,
+        std::sync::Arc::new(usher::clock::SystemClock),
+    )
+    .await?)
+}
+
+fn operator() -> usher::audit::Actor {
+    let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    usher::audit::Actor::Admin(format!("cli:{who}"))
+}
+
+async fn jobs_command(path: &std::path::Path, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let config = Config::load(path)?;
+    let store = open_store(&config).await?;
+    let code = match command {
+        JobsCommand::List {
+            integration,
+            status,
+            resource,
+            limit,
+        } => {
+            let jobs = store
+                .list_jobs(&usher::store::JobFilter {
+                    integration_id: integration.as_deref(),
+                    resource_id: resource.as_deref(),
+                    status: status.as_deref(),
+                    limit,
+                })
+                .await?;
+            println!(
+                "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  last error",
+                "job", "integration", "status", "op", "resource", "try", "updated"
+            );
+            for j in jobs {
+                println!(
+                    "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  {}",
+                    j.id,
+                    j.integration_id,
+                    j.status,
+                    j.operation,
+                    j.resource_id,
+                    j.attempts,
+                    &j.updated_at[..j.updated_at.len().min(19)],
+                    j.last_error.as_deref().unwrap_or("")
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        JobsCommand::Show { id } => match store.job(id).await? {
+            None => {
+                eprintln!("usher: no job {id}");
+                ExitCode::from(1)
+            }
+            Some(j) => {
+                let events: Vec<serde_json::Value> = store
+                    .audit_events(Some(&j.integration_id), 100_000)
+                    .await?
+                    .into_iter()
+                    .filter(|e| {
+                        e.detail.get("job").and_then(serde_json::Value::as_i64) == Some(id)
+                    })
+                    .map(|e| {
+                        serde_json::json!({"seq": e.seq, "at": e.at, "type": e.event_type, "actor": e.actor, "detail": e.detail})
+                    })
+                    .collect();
+                let out = serde_json::json!({
+                    "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type,
+                    "resource": j.resource_id, "operation": j.operation, "status": j.status,
+                    "attempts": j.attempts, "run_after": j.run_after, "lease_owner": j.lease_owner,
+                    "lease_until": j.lease_until, "last_error": j.last_error,
+                    "superseded_by": j.superseded_by, "created_at": j.created_at,
+                    "updated_at": j.updated_at, "outcome": j.outcome, "events": events,
+                });
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                ExitCode::SUCCESS
+            }
+        },
+        JobsCommand::Retry { id } | JobsCommand::Cancel { id } => {
+            let retry = matches!(command, JobsCommand::Retry { .. });
+            let Some(j) = store.job(id).await? else {
+                eprintln!("usher: no job {id}");
+                store.close().await;
+                return Ok(ExitCode::from(1));
+            };
+            let event = usher::audit::NewEvent {
+                actor: operator(),
+                event_type: if retry {
+                    usher::audit::kinds::JOB_REQUEUED
+                } else {
+                    usher::audit::kinds::JOB_CANCELLED
+                },
+                target: Some(j.resource_id.clone()),
+                integration_id: Some(j.integration_id.clone()),
+                detail: serde_json::json!({"job": id, "was": j.status}),
+            };
+            let done = if retry {
+                store.requeue_job(id, &event).await?
+            } else {
+                store.cancel_job(id, &event).await?
+            };
+            if done {
+                println!(
+                    "job {id}: {}",
+                    if retry { "queued again" } else { "cancelled" }
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "usher: job {id} is {}; only {} jobs can be {}",
+                    j.status,
+                    if retry {
+                        "failed or cancelled"
+                    } else {
+                        "pending or staged"
+                    },
+                    if retry { "retried" } else { "cancelled" }
+                );
+                ExitCode::from(1)
+            }
+        }
+    };
+    store.close().await;
+    Ok(code)
 }
 
 async fn playbook_command(command: PlaybookCommand) -> anyhow::Result<ExitCode> {

@@ -14,13 +14,17 @@ use tower_http::trace::TraceLayer;
 
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::scim::{self, Gateway, ScimState};
+use crate::engine::{self, Engine, EngineError, EngineParams, Secrets};
+use crate::playbook::DriverConfig;
+use crate::scim::{self, Gateway, ScimState, StagedHook};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("cannot open the database: {0}")]
     Store(#[from] StoreError),
+    #[error("cannot start the engine: {0}")]
+    Engine(#[from] EngineError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -34,32 +38,56 @@ pub enum ServeError {
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Store,
+    pub engine: Option<Engine>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
 
+/// How long running jobs get to finish at shutdown before they are released.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 impl Running {
-    /// Stops accepting, lets requests in flight finish, closes the store.
+    /// Stops accepting, lets requests in flight finish, stops the engine (running jobs
+    /// finish or are released), closes the store.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(());
+        if let Some(e) = self.engine {
+            e.shutdown(SHUTDOWN_GRACE).await;
+        }
         let r = self.task.await.unwrap_or(Ok(()));
         self.store.close().await;
         Ok(r?)
     }
 }
 
-/// The whole HTTP application over a store.
-pub fn app(config: &Config, store: Store) -> Router {
+/// What the engine needs beyond the configuration file.
+pub struct EngineSetup {
+    /// Playbook paths are relative to it (the configuration file's folder).
+    pub config_dir: std::path::PathBuf,
+    pub secrets: Secrets,
+    pub driver: DriverConfig,
+}
+
+/// The whole HTTP application over a store. `public_url` is where claim links point.
+pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
     let gateways = config
         .integrations
         .iter()
         .filter_map(Gateway::from_config)
         .collect();
-    let scim_state = ScimState::new(store, gateways, config.scim.clone());
+    let on_staged = staged_hook(config, store.clone(), public_url);
+    let scim_state = ScimState::with_engine(
+        store.clone(),
+        gateways,
+        config.scim.clone(),
+        config.engine.sync_timeout,
+        Some(on_staged),
+    );
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(scim::router(scim_state))
+        .merge(crate::web::router(store))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -95,21 +123,98 @@ fn canonicalise_scim_path(mut req: Request<axum::body::Body>) -> Request<axum::b
     req
 }
 
-/// Opens the store, binds the listener and serves until `shutdown`.
+/// Tells the webhooks about a staged joiner and their claim link; logs the link for
+/// operators (it is a capability, so at info level only its path).
+fn staged_hook(config: &Config, store: Store, public_url: &str) -> StagedHook {
+    let webhooks = config.webhooks.clone();
+    let public_url = public_url.trim_end_matches('/').to_owned();
+    Arc::new(
+        move |gateway: &str, user_id: &str, user_name: &str, token: &str| {
+            let claim_url = format!("{public_url}/claim/{token}");
+            tracing::info!(
+                gateway,
+                user = user_id,
+                "joiner staged until they claim access"
+            );
+            let body = serde_json::json!({
+                "type": "invite.staged",
+                "id": uuid::Uuid::now_v7().to_string(),
+                "at": crate::clock::format_time(chrono::Utc::now()),
+                "integration": gateway,
+                "user": user_id,
+                "userName": user_name,
+                "claim_url": claim_url,
+            })
+            .to_string();
+            let targets: Vec<String> = webhooks
+                .iter()
+                .filter(|w| engine::webhook_wants(w, "invite.staged"))
+                .map(|w| w.url.clone())
+                .collect();
+            let store = store.clone();
+            tokio::spawn(async move {
+                for url in targets {
+                    if let Err(e) = store.enqueue_webhook(&url, "invite.staged", &body).await {
+                        tracing::warn!(error = %e, "queueing an invite webhook failed");
+                    }
+                }
+            });
+        },
+    )
+}
+
+/// Opens the store, binds the listener and serves until `shutdown` (gateway only).
 pub async fn start(config: &Config) -> Result<Running, ServeError> {
     start_on(config, config.listen).await
 }
 
 /// Same as `start` on another address (tests pass port 0).
 pub async fn start_on(config: &Config, addr: SocketAddr) -> Result<Running, ServeError> {
+    start_with(config, addr, None).await
+}
+
+/// Gateway and, with `engine`, the provisioning engine (`engine.workers` workers).
+pub async fn start_with(
+    config: &Config,
+    addr: SocketAddr,
+    engine_setup: Option<EngineSetup>,
+) -> Result<Running, ServeError> {
     let store = Store::connect(&config.database, Arc::new(SystemClock)).await?;
+    // Playbooks are checked before anything listens: a broken one stops the start.
+    let engine_parts = match engine_setup {
+        Some(setup) if config.engine.workers > 0 && !config.integrations.is_empty() => {
+            let playbooks = engine::load_playbooks(config, &setup.config_dir)?;
+            Some((setup, playbooks))
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let engine = match engine_parts {
+        Some((setup, playbooks)) => Some(
+            Engine::start(EngineParams {
+                store: store.clone(),
+                settings: config.engine.clone(),
+                integrations: config.integrations.clone(),
+                playbooks,
+                secrets: setup.secrets,
+                webhooks: config.webhooks.clone(),
+                evidence_dir: engine::evidence_dir(config),
+                driver: setup.driver,
+            })
+            .await?,
+        ),
+        None => None,
+    };
     // Outside the router, so that the rewritten path is the one routed.
     let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
-        app(config, store.clone()),
+        app(config, store.clone(), &public_url),
         canonicalise_scim_path,
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -127,6 +232,7 @@ pub async fn start_on(config: &Config, addr: SocketAddr) -> Result<Running, Serv
     Ok(Running {
         addr,
         store,
+        engine,
         shutdown: tx,
         task,
     })

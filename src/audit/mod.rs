@@ -61,6 +61,16 @@ pub mod kinds {
     pub const SCIM_REPLACE: &str = "scim.replace";
     pub const SCIM_PATCH: &str = "scim.patch";
     pub const SCIM_DELETE: &str = "scim.delete";
+    /// A job's run ended well: the app shows the desired state.
+    pub const JOB_SUCCEEDED: &str = "job.succeeded";
+    /// A run failed and will be tried again.
+    pub const JOB_RETRY: &str = "job.retry";
+    /// The last attempt failed, or the failure cannot be retried.
+    pub const JOB_FAILED: &str = "job.failed";
+    pub const JOB_CANCELLED: &str = "job.cancelled";
+    pub const JOB_REQUEUED: &str = "job.requeued";
+    /// A staged joiner claimed access at their link.
+    pub const INVITE_CLAIMED: &str = "invite.claimed";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
@@ -51,6 +52,73 @@ pub struct Config {
     pub vault: VaultSettings,
     #[serde(default)]
     pub integrations: Vec<IntegrationConfig>,
+    #[serde(default)]
+    pub engine: EngineSettings,
+    /// Where failed jobs and recoveries are sent.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookConfig>,
+    /// The URL people reach Usher at, for claim links (`invites: on_claim`). Default:
+    /// `http://{listen}`.
+    #[serde(default, deserialize_with = "de_opt_expanded")]
+    pub public_url: Option<String>,
+}
+
+/// The provisioning engine: workers, leases, retries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Jobs run at once by this process (each in its own browser context). 0 = no engine
+    /// (a gateway-only process).
+    pub workers: usize,
+    /// How long a claimed job is held without a heartbeat before another worker may take it.
+    #[serde(deserialize_with = "de_duration")]
+    pub lease: Duration,
+    /// Runs of a job before it is `failed` (transient errors only; others fail at once).
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with ±25 % jitter, up to `backoff_max`.
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub backoff_max: Duration,
+    /// How often an idle worker looks for jobs written by other processes.
+    #[serde(deserialize_with = "de_duration")]
+    pub poll: Duration,
+    /// In `mode: sync`, how long a SCIM write waits for its job before answering.
+    #[serde(deserialize_with = "de_duration")]
+    pub sync_timeout: Duration,
+    /// Where screenshots (evidence) are kept. Default: `evidence/` beside the database
+    /// for SQLite, else `./evidence`.
+    #[serde(deserialize_with = "de_opt_expanded_path")]
+    pub evidence_dir: Option<PathBuf>,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            workers: 4,
+            lease: Duration::from_secs(60),
+            max_attempts: 6,
+            backoff_base: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(600),
+            poll: Duration::from_millis(500),
+            sync_timeout: Duration::from_secs(50),
+            evidence_dir: None,
+        }
+    }
+}
+
+/// A webhook: JSON POSTs signed with HMAC-SHA256 of the secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    #[serde(deserialize_with = "de_expanded")]
+    pub url: String,
+    /// The signing secret; must come from the environment (`${VAR}`).
+    #[serde(deserialize_with = "de_webhook_secret")]
+    pub secret: TokenFromEnv,
+    /// Event types sent (default: `job.failed`, `job.recovered`, `invite.staged`).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// Where the vault key comes from when neither `USHER_VAULT_KEY` nor
@@ -114,6 +182,27 @@ pub struct IntegrationConfig {
     pub invites: Invites,
     #[serde(default)]
     pub patch_response: PatchResponse,
+    /// Jobs of this integration running at once, across every Usher process.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// What a SCIM DELETE does in the app.
+    #[serde(default)]
+    pub leavers: Leavers,
+}
+
+fn default_concurrency() -> usize {
+    2
+}
+
+/// What a SCIM DELETE of a user does in the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Leavers {
+    /// `delete_user`.
+    #[default]
+    Delete,
+    /// `deactivate_user`: the account stays, without access (apps that keep history).
+    Deactivate,
 }
 
 /// When the IdP gets its answer for a write.
@@ -147,9 +236,17 @@ pub enum PatchResponse {
     Resource,
 }
 
-/// A token read from the environment; its value is only ever hashed.
+/// A token read from the environment; its value is only ever hashed (or, for a webhook
+/// secret, used as an HMAC key).
 #[derive(Clone)]
 pub struct TokenFromEnv(String);
+
+impl TokenFromEnv {
+    /// The value, for keyed hashing only.
+    pub fn expose_for_signing(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
 
 impl std::fmt::Debug for TokenFromEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -217,12 +314,54 @@ fn de_expanded<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)
 }
 
-fn de_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
-    de_expanded(d).map(PathBuf::from)
+fn de_opt_expanded<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    de_expanded(d).map(Some)
 }
 
 fn de_opt_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
-    de_expanded(d).map(|p| Some(PathBuf::from(p)))
+    de_expanded(d).map(|s| Some(PathBuf::from(s)))
+}
+
+/// `500ms`, `30s`, `10m`, `1h`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    match unit.trim() {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.saturating_mul(60))),
+        "h" => Some(Duration::from_secs(n.saturating_mul(3600))),
+        _ => None,
+    }
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = de_expanded(d)?;
+    parse_duration(&s).ok_or_else(|| {
+        serde::de::Error::custom(format!("`{s}` is not a duration like 500ms, 30s, 10m"))
+    })
+}
+
+fn de_webhook_secret<'de, D: Deserializer<'de>>(d: D) -> Result<TokenFromEnv, D::Error> {
+    let raw = String::deserialize(d)?;
+    if !var_pattern().is_match(&raw) {
+        return Err(serde::de::Error::custom(
+            "webhook secret must not be written in the file: use ${VARIABLE}",
+        ));
+    }
+    let value = expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)?;
+    if value.len() < 16 {
+        return Err(serde::de::Error::custom(
+            "webhook secret is shorter than 16 characters",
+        ));
+    }
+    Ok(TokenFromEnv(value))
+}
+
+fn de_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+    de_expanded(d).map(PathBuf::from)
 }
 
 fn de_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -339,6 +478,19 @@ impl Config {
                     i.id
                 )));
             }
+        }
+        for i in &self.integrations {
+            if i.concurrency == 0 {
+                return Err(semantic(format!(
+                    "integration `{}`: concurrency must be at least 1",
+                    i.id
+                )));
+            }
+        }
+        if self.engine.max_attempts == 0 || self.engine.lease < Duration::from_secs(2) {
+            return Err(semantic(
+                "engine.max_attempts must be at least 1 and engine.lease at least 2s".into(),
+            ));
         }
         if self.scim.max_body_bytes < 1024 {
             return Err(semantic("scim.max_body_bytes must be at least 1024".into()));

@@ -395,12 +395,15 @@ impl Driver {
         if let Some(state) = &kept {
             bctx.set_cookies(state).await?;
         }
-        let checked = if kept.is_some() {
-            self.session_check(integ, page, &mut ctx, opts, &mut steps)
+        // A failed check is looked at twice before logging in: an error page from a
+        // flaky app is not a lost session, and each login spends a single-use TOTP code.
+        let checked = kept.is_some()
+            && (self
+                .session_check(integ, page, &mut ctx, opts, &mut steps)
                 .await?
-        } else {
-            false
-        };
+                || self
+                    .session_check(integ, page, &mut ctx, opts, &mut steps)
+                    .await?);
         if !checked {
             self.login(integ, bctx, &mut ctx, opts, &mut steps, generation)
                 .await?;

@@ -4,7 +4,7 @@ use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{IntegrationConfig, Mode, PatchResponse};
+use crate::config::{IntegrationConfig, Invites, Mode, PatchResponse};
 
 /// What the SCIM layer knows of an integration.
 #[derive(Debug, Clone)]
@@ -14,6 +14,9 @@ pub struct Gateway {
     pub token_sha256: [u8; 32],
     pub mode: Mode,
     pub patch_response: PatchResponse,
+    pub invites: Invites,
+    /// Jobs the integration runs at once (sync mode sheds load above it).
+    pub concurrency: usize,
 }
 
 impl Gateway {
@@ -24,6 +27,8 @@ impl Gateway {
             token_sha256: i.token_hash()?,
             mode: i.mode,
             patch_response: i.patch_response,
+            invites: i.invites,
+            concurrency: i.concurrency,
         })
     }
 
@@ -63,6 +68,8 @@ mod tests {
             token_sha256: crate::config::hash_token(token),
             mode: Mode::Async,
             patch_response: PatchResponse::NoContent,
+            invites: Invites::Immediate,
+            concurrency: 2,
         }
     }
 

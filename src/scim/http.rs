@@ -17,7 +17,7 @@ use super::protocol::{
     self, Filter, PatchRequest, Projection, ResourceKind, ScimError, ScimType, SortSpec, WriteMode,
 };
 use crate::audit::{self, Actor, NewEvent};
-use crate::config::{PatchResponse, ScimSettings};
+use crate::config::{Invites, Mode, PatchResponse, ScimSettings};
 use crate::store::{LookupColumn, ResourceType, ResourceWrite, Store, StoreError, StoredResource};
 
 const SCIM_CONTENT_TYPE: &str = "application/scim+json";
@@ -31,7 +31,14 @@ pub struct ScimState {
     pub settings: ScimSettings,
     in_flight: Arc<Semaphore>,
     resource_locks: ResourceLocks,
+    /// `mode: sync`: how long a write waits for its job.
+    pub sync_timeout: std::time::Duration,
+    /// Called when a joiner is staged (`invites: on_claim`) with their claim token.
+    pub on_staged: Option<StagedHook>,
 }
+
+/// Told about each staged joiner: (gateway id, user id, userName, claim token).
+pub type StagedHook = Arc<dyn Fn(&str, &str, &str, &str) + Send + Sync>;
 
 /// One async mutex per resource being written, so that concurrent writes to the same
 /// resource in this process queue instead of racing; across processes the store's
@@ -68,6 +75,28 @@ impl ScimState {
             settings,
             in_flight,
             resource_locks: ResourceLocks::default(),
+            sync_timeout: std::time::Duration::from_secs(50),
+            on_staged: None,
+        })
+    }
+
+    /// Same, with the engine-facing settings.
+    pub fn with_engine(
+        store: Store,
+        gateways: Vec<Gateway>,
+        settings: ScimSettings,
+        sync_timeout: std::time::Duration,
+        on_staged: Option<StagedHook>,
+    ) -> Arc<ScimState> {
+        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
+        Arc::new(ScimState {
+            store,
+            gateways: gateways.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            settings,
+            in_flight,
+            resource_locks: ResourceLocks::default(),
+            sync_timeout,
+            on_staged,
         })
     }
 
@@ -88,6 +117,10 @@ pub enum ApiError {
     Unauthorized,
     PreconditionFailed,
     Overloaded,
+    /// `mode: sync` and the integration's workers are all busy.
+    Busy {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 
@@ -172,6 +205,20 @@ impl IntoResponse for ApiError {
                 );
                 r.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                r
+            }
+            ApiError::Busy { retry_after_secs } => {
+                let mut r = scim_json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    &error_document(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        None,
+                        "this integration's workers are all busy; retry later",
+                    ),
+                );
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    r.headers_mut().insert(header::RETRY_AFTER, v);
+                }
                 r
             }
             ApiError::Internal(detail) => {
@@ -826,6 +873,7 @@ fn write_of(rt: ResourceType, mut data: Value) -> Result<ResourceWrite, ApiError
         display_name,
         members,
         data,
+        claim_token: None,
     })
 }
 
@@ -880,7 +928,11 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
     if !normalized.ignored.is_empty() {
         tracing::info!(gateway = gw, ignored = ?normalized.ignored, "ignored unknown attributes");
     }
-    let write = write_of(rt, normalized.resource)?;
+    let mut write = write_of(rt, normalized.resource)?;
+    admit_sync_write(state, &gateway).await?;
+    if rt == ResourceType::User && gateway.invites == Invites::OnClaim {
+        write.claim_token = Some(new_claim_token());
+    }
     let event = audit_event(
         &gateway,
         audit::kinds::SCIM_CREATE,
@@ -888,7 +940,16 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
         None,
         name_detail(rt, &write.data),
     );
-    let stored = state.store.create_resource(gw, rt, &write, &event).await?;
+    let mut stored = state.store.create_resource(gw, rt, &write, &event).await?;
+    if let (Some(token), Some(hook)) = (write.claim_token.as_deref(), &state.on_staged) {
+        let name = write.data["userName"].as_str().unwrap_or_default();
+        hook(gw, &stored.id, name, token);
+    }
+    if await_job(state, &gateway, &stored.id, stored.version).await? {
+        if let Some(fresh) = state.store.get_resource(gw, rt, &stored.id).await? {
+            stored = fresh;
+        }
+    }
     let base = base_url(&headers, gw);
     // A brand-new user is in no group yet (its id did not exist), so no look-up.
     let v = project(
@@ -918,6 +979,7 @@ async fn replace(
     let wanted = if_match(&headers)?;
     let body = read_json(state, req).await?;
     let normalized = protocol::normalize_input(kind, body, WriteMode::Replace)?;
+    admit_sync_write(state, &gateway).await?;
     let _guard = state.resource_locks.lock(format!("{gw}/{id}")).await;
     let mut attempts = 0;
     loop {
@@ -946,6 +1008,7 @@ async fn replace(
             .await
         {
             Ok(updated) => {
+                let updated = settle(state, &gateway, updated).await?;
                 let base = base_url(&headers, gw);
                 let v = render_one(state, &updated, &base).await?;
                 let v = project(&Projection::parse(None, None, kind)?, &v, kind);
@@ -982,6 +1045,7 @@ async fn patch(
         )
     })?;
     let projection = params.projection(kind)?;
+    admit_sync_write(state, &gateway).await?;
     let _guard = state.resource_locks.lock(format!("{gw}/{id}")).await;
     let mut attempts = 0;
     loop {
@@ -1014,7 +1078,7 @@ async fn patch(
                 .update_resource(gw, rt, id, current.version, &write, "patch", &event)
                 .await
             {
-                Ok(updated) => updated,
+                Ok(updated) => settle(state, &gateway, updated).await?,
                 Err(StoreError::VersionConflict)
                     if wanted.is_none() && attempts < MAX_WRITE_RETRIES =>
                 {
@@ -1061,13 +1125,116 @@ async fn delete(
             return Err(ApiError::PreconditionFailed);
         }
     }
+    admit_sync_write(state, &gateway).await?;
     let event = audit_event(&gateway, audit::kinds::SCIM_DELETE, rt, Some(id), json!({}));
     match state.store.delete_resource(gw, rt, id, &event).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT.into_response()),
+        Ok(version) => {
+            await_job(state, &gateway, id, version).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         Err(StoreError::NotFound) => {
             Err(ScimError::not_found(format!("{} {id} not found", kind.name())).into())
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------- sync mode
+
+/// A claim token: 32 random bytes, URL-safe.
+fn new_claim_token() -> String {
+    use base64::Engine as _;
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// `mode: sync` sheds load: when as many jobs of the integration are queued or running
+/// as it has workers, a new write would wait behind them, so the IdP is told to come
+/// back (429 with Retry-After) rather than left to time out.
+async fn admit_sync_write(state: &ScimState, gateway: &Gateway) -> Result<(), ApiError> {
+    if gateway.mode != Mode::Sync {
+        return Ok(());
+    }
+    let queued = state.store.queued_jobs(&gateway.id).await?;
+    let slots = gateway.concurrency.max(1) as i64;
+    if queued >= slots {
+        return Err(ApiError::Busy {
+            retry_after_secs: (5 * (queued / slots + 1)).min(60) as u64,
+        });
+    }
+    Ok(())
+}
+
+/// In sync mode, waits for the write's job and re-reads the resource with its state.
+async fn settle(
+    state: &ScimState,
+    gateway: &Gateway,
+    written: crate::store::StoredResource,
+) -> Result<crate::store::StoredResource, ApiError> {
+    if !await_job(state, gateway, &written.id, written.version).await? {
+        return Ok(written);
+    }
+    Ok(state
+        .store
+        .get_resource(&gateway.id, written.resource_type, &written.id)
+        .await?
+        .unwrap_or(written))
+}
+
+/// In sync mode, waits until the job of the write of `resource_id` at `version` has
+/// ended (following the job that covered it), up to the sync timeout. True when it
+/// succeeded; a failed job is a 502 carrying the reason; a timeout answers as async
+/// does (the state extension says `pending`).
+async fn await_job(
+    state: &ScimState,
+    gateway: &Gateway,
+    resource_id: &str,
+    version: i64,
+) -> Result<bool, ApiError> {
+    if gateway.mode != Mode::Sync {
+        return Ok(false);
+    }
+    let Some(mut job_id) = state
+        .store
+        .job_for_write(&gateway.id, resource_id, version)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let deadline = tokio::time::Instant::now() + state.sync_timeout;
+    loop {
+        let changed = state.store.jobs_changed();
+        let Some(job) = state.store.job(job_id).await? else {
+            return Ok(false);
+        };
+        match job.status.as_str() {
+            "superseded" if job.superseded_by.is_some() => {
+                job_id = job.superseded_by.unwrap_or(job_id);
+                continue;
+            }
+            "succeeded" => return Ok(true),
+            "failed" => {
+                return Err(ScimError::new(
+                    502,
+                    None,
+                    format!(
+                        "the app did not accept the change: {}",
+                        job.last_error.as_deref().unwrap_or("unknown error")
+                    ),
+                )
+                .into());
+            }
+            "staged" | "cancelled" | "superseded" => return Ok(false),
+            _ => {}
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                tracing::info!(gateway = %gateway.id, job = job_id, "sync write answered before its job ended");
+                return Ok(false);
+            }
+        }
     }
 }
 

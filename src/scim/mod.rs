@@ -10,7 +10,7 @@ mod auth;
 mod http;
 
 pub use auth::Gateway;
-pub use http::{ScimState, router};
+pub use http::{ScimState, StagedHook, router};
 
 /// Rewrites the endpoint segment of a SCIM path to its canonical case
 /// (`/scim/v2/g/users/1` → `/scim/v2/g/Users/1`): some IdP test suites vary it, and

@@ -90,6 +90,8 @@ pub struct ResourceWrite {
     pub external_id: Option<String>,
     /// Member ids for Groups (`None` for Users).
     pub members: Option<Vec<String>>,
+    /// On create only: stage the joiner's job until this token is claimed (invites: on_claim).
+    pub claim_token: Option<String>,
 }
 
 /// Columns a list can be narrowed by in SQL; the rest of a filter runs in memory.
@@ -130,6 +132,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     clock: Arc<dyn Clock>,
+    /// Woken when jobs are queued or end in this process (workers, sync waiters).
+    jobs_changed: Arc<tokio::sync::Notify>,
 }
 
 /// Expands `$body` once per backend with `$w` bound to the pool writes go to and
@@ -252,10 +256,15 @@ macro_rules! append_audit {
     }};
 }
 
+/// Inserts a job (`pending`, or `staged` with a claim token) and evaluates to its id.
 macro_rules! insert_job {
     ($tx:expr, $now:expr, $integration:expr, $rt:expr, $id:expr, $op:expr, $version:expr) => {
-        sqlx::query(
-            "INSERT INTO jobs (integration_id, resource_type, resource_id, operation, resource_version, status, attempts, run_after, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $6)",
+        insert_job!($tx, $now, $integration, $rt, $id, $op, $version, None::<&str>)
+    };
+    ($tx:expr, $now:expr, $integration:expr, $rt:expr, $id:expr, $op:expr, $version:expr, $claim:expr) => {{
+        let claim: Option<&str> = $claim;
+        let job_id: i64 = sqlx::query_scalar(
+            "INSERT INTO jobs (integration_id, resource_type, resource_id, operation, resource_version, status, attempts, run_after, created_at, updated_at, claim_token) VALUES ($1, $2, $3, $4, $5, $7, 0, $6, $6, $6, $8) RETURNING id",
         )
         .bind($integration)
         .bind($rt.as_str())
@@ -263,9 +272,12 @@ macro_rules! insert_job {
         .bind($op)
         .bind($version)
         .bind($now)
-        .execute(&mut *$tx)
-        .await?
-    };
+        .bind(if claim.is_some() { "staged" } else { "pending" })
+        .bind(claim)
+        .fetch_one(&mut *$tx)
+        .await?;
+        job_id
+    }};
 }
 
 macro_rules! set_members {
@@ -322,7 +334,21 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
         };
-        Ok(Store { backend, clock })
+        Ok(Store {
+            backend,
+            clock,
+            jobs_changed: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Resolves at the next job change in this process (other processes are seen by
+    /// polling). Create it before looking, so that no change is missed.
+    pub fn jobs_changed(&self) -> tokio::sync::futures::OwnedNotified {
+        self.jobs_changed.clone().notified_owned()
+    }
+
+    pub(crate) fn wake_job_watchers(&self) {
+        self.jobs_changed.notify_waiters();
     }
 
     fn is_pg(&self) -> bool {
@@ -372,7 +398,26 @@ impl Store {
                     if let Some(members) = &write.members {
                         set_members!(tx, integration_id, &id, members);
                     }
-                    insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64);
+                    if let Some(token) = write.claim_token.as_deref() {
+                        sqlx::query(
+                            "UPDATE scim_resources SET prov_state = 'staged' WHERE id = $1",
+                        )
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                        insert_job!(
+                            tx,
+                            &now,
+                            integration_id,
+                            rt,
+                            &id,
+                            "create",
+                            1i64,
+                            Some(token)
+                        );
+                    } else {
+                        insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64);
+                    }
                     let mut event = event.clone();
                     event.target = Some(id.clone());
                     append_audit!(tx, is_pg, &now, &event);
@@ -382,6 +427,7 @@ impl Store {
             }
         });
         result?;
+        self.wake_job_watchers();
         Ok(StoredResource {
             id,
             integration_id: integration_id.to_string(),
@@ -391,7 +437,11 @@ impl Store {
             modified_at: now,
             data: write.data.clone(),
             provisioning: ProvisioningState {
-                state: "pending".into(),
+                state: if write.claim_token.is_some() {
+                    "staged".into()
+                } else {
+                    "pending".into()
+                },
                 ..Default::default()
             },
         })
@@ -529,16 +579,18 @@ impl Store {
             tx.commit().await?;
             Ok(row)
         })
+        .inspect(|_| self.wake_job_watchers())
     }
 
-    /// Deletes a resource; a deleted user also leaves every group it was in.
+    /// Deletes a resource; a deleted user also leaves every group it was in. Returns the
+    /// version the delete's job carries.
     pub async fn delete_resource(
         &self,
         integration_id: &str,
         rt: ResourceType,
         id: &str,
         event: &NewEvent,
-    ) -> Result<(), StoreError> {
+    ) -> Result<i64, StoreError> {
         let now = self.now();
         let is_pg = self.is_pg();
         on_backend!(self, |w, _r| {
@@ -597,10 +649,21 @@ impl Store {
                         .await?;
                 }
             }
-            insert_job!(tx, &now, integration_id, rt, id, "delete", version + 1);
+            let job_id = insert_job!(tx, &now, integration_id, rt, id, "delete", version + 1);
+            // A leaver supersedes whatever of theirs is still queued or staged.
+            sqlx::query(
+                "UPDATE jobs SET status = 'superseded', superseded_by = $1, updated_at = $2 WHERE integration_id = $3 AND resource_id = $4 AND status IN ('pending', 'staged') AND id < $1",
+            )
+            .bind(job_id)
+            .bind(&now)
+            .bind(integration_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
             append_audit!(tx, is_pg, &now, event);
             tx.commit().await?;
-            Ok(())
+            self.wake_job_watchers();
+            Ok(version + 1)
         })
     }
 
@@ -715,6 +778,8 @@ impl Store {
     }
 }
 
-// After the macros above, which it uses.
+// After the macros above, which they use.
+mod jobs;
 mod vault;
+pub use jobs::{ClaimedJob, JobFilter, JobFinish, JobRow, WebhookDelivery};
 pub use vault::{VaultExpect, VaultRow, VaultWrite};

@@ -1,0 +1,98 @@
+//! `usher demo`: the bundled "Acme Admin" app, a SCIM gateway for it, the engine and
+//! SQLite, all in one process, with the commands to try it printed.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use rand::RngCore;
+use usher::config::{Config, hash_token};
+use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
+
+const PLAYBOOK: &str = include_str!("../playbooks/classic.yaml");
+
+pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(dir.join("playbooks"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", dir.display()))?;
+    std::fs::write(dir.join("playbooks/acme.yaml"), PLAYBOOK)?;
+
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .context("cannot start the demo app")?;
+
+    let mut bytes = [0u8; 24];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = hex::encode(bytes);
+    let db = dir.join("usher.db");
+    let text = format!(
+        "listen: {listen}\n\
+         database: sqlite://{db}\n\
+         engine:\n  workers: 2\n  backoff_base: 2s\n\
+         integrations:\n\
+         \x20 - id: acme-demo\n\
+         \x20   name: Acme Admin (demo)\n\
+         \x20   app: Acme Admin\n\
+         \x20   playbook: playbooks/acme.yaml\n\
+         \x20   base_url: {base}\n\
+         \x20   service_account: acme-admin\n\
+         \x20   scim_token_sha256: {hash}\n",
+        db = db.display(),
+        base = app.base_url(),
+        hash = hex::encode(hash_token(&token)),
+    );
+    std::fs::write(dir.join("usher.yaml"), &text)?;
+    let config = Config::parse(&dir.join("usher.yaml").display().to_string(), &text)?;
+
+    let secret = usher::vault::Secret::new(
+        opts.admin_username.clone(),
+        opts.admin_password.clone(),
+        Some(&opts.totp_seed),
+    )?;
+    let mut secrets = HashMap::new();
+    secrets.insert("acme-admin".to_string(), Arc::new(secret));
+    let setup = usher::server::EngineSetup {
+        config_dir: dir.clone(),
+        secrets: usher::engine::Secrets::Fixed(secrets),
+        driver: usher::playbook::DriverConfig::default(),
+    };
+    let running = usher::server::start_with(&config, listen, Some(setup)).await?;
+    let scim = format!("http://{}/scim/v2/acme-demo", running.addr);
+    println!("Usher demo is running (Ctrl-C to stop).");
+    println!();
+    println!("  admin app:   {}/admin/users", app.base_url());
+    println!(
+        "               sign in as {} / {} (TOTP seed {})",
+        opts.admin_username, opts.admin_password, opts.totp_seed
+    );
+    println!("  SCIM URL:    {scim}");
+    println!("  SCIM token:  {token}");
+    println!("  data:        {}", dir.display());
+    println!();
+    println!("Provision a user:");
+    println!();
+    println!(
+        "  curl -s -X POST {scim}/Users \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n    -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"ada@example.com\",\"name\":{{\"givenName\":\"Ada\",\"familyName\":\"Lovelace\"}},\"emails\":[{{\"value\":\"ada@example.com\",\"type\":\"work\",\"primary\":true}}],\"active\":true}}'"
+    );
+    println!();
+    println!("Then watch it arrive in the admin app, and follow it with:");
+    println!();
+    println!(
+        "  curl -s '{scim}/Users?filter=userName%20eq%20%22ada@example.com%22&attributes=urn:usher:params:scim:schemas:extension:provisioning:2.0:User' -H 'Authorization: Bearer {token}'"
+    );
+    println!(
+        "  usher jobs list --config {}",
+        dir.join("usher.yaml").display()
+    );
+    println!();
+    usher::server::shutdown_signal().await;
+    running.shutdown().await?;
+    app.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}

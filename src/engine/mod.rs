@@ -1,0 +1,211 @@
+//! The provisioning engine: the one place where SCIM and the browser meet.
+//!
+//! Workers claim jobs from the store (with a lease and heartbeats), compare the user's
+//! desired state with what the app is known to have, run the playbook actions that
+//! close the gap through the driver (one shared Chromium), confirm each write by
+//! read-back, and record the outcome, the evidence and the audit event. Transient
+//! failures are retried with exponential backoff and jitter; permanent ones fail at once.
+
+mod plan;
+mod webhook;
+mod worker;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::audit::evidence::EvidenceStore;
+use crate::config::{Config, EngineSettings, IntegrationConfig, WebhookConfig};
+use crate::playbook::{self, Driver, DriverConfig, DriverError, Playbook};
+use crate::store::Store;
+use crate::vault::Secret;
+
+pub use plan::{AccountState, plan};
+pub use webhook::{SIGNATURE_HEADER, sign, wants as webhook_wants};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Playbook(String),
+    #[error("integration `{integration}`: no secret named `{name}` for its service account")]
+    NoSecret { integration: String, name: String },
+    #[error("evidence folder {path}: {reason}")]
+    Evidence { path: String, reason: String },
+    #[error(transparent)]
+    Driver(#[from] DriverError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Where service-account secrets come from.
+#[derive(Clone)]
+pub enum Secrets {
+    /// Fixed secrets by service-account name (tests, `usher demo`).
+    Fixed(HashMap<String, Arc<Secret>>),
+}
+
+impl Secrets {
+    async fn get(&self, name: &str) -> Option<Arc<Secret>> {
+        match self {
+            Secrets::Fixed(m) => m.get(name).cloned(),
+        }
+    }
+}
+
+/// One integration as the engine runs it.
+pub(crate) struct EngineIntegration {
+    pub config: IntegrationConfig,
+    pub playbook: Arc<Playbook>,
+    pub driver: playbook::Integration,
+}
+
+/// Loads each integration's playbook (relative to `config_dir`), reporting every error.
+pub fn load_playbooks(
+    config: &Config,
+    config_dir: &Path,
+) -> Result<HashMap<String, Arc<Playbook>>, EngineError> {
+    let mut out = HashMap::new();
+    let mut errors = Vec::new();
+    for i in &config.integrations {
+        let path = resolve(config_dir, &i.playbook);
+        match playbook::load_file(&path) {
+            Ok(pb) => {
+                out.insert(i.id.clone(), Arc::new(pb));
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(EngineError::Playbook(errors.join("\n")))
+    }
+}
+
+fn resolve(dir: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// The evidence folder: the configured one, else `evidence/` beside a SQLite database,
+/// else `./evidence`.
+pub fn evidence_dir(config: &Config) -> PathBuf {
+    if let Some(d) = &config.engine.evidence_dir {
+        return d.clone();
+    }
+    let db = config.database.as_str();
+    if let Some(path) = db
+        .strip_prefix("sqlite://")
+        .or_else(|| db.strip_prefix("sqlite:"))
+    {
+        let path = path.split('?').next().unwrap_or(path);
+        if let Some(parent) = Path::new(path).parent() {
+            return parent.join("evidence");
+        }
+    }
+    PathBuf::from("evidence")
+}
+
+/// Everything the engine needs to start.
+pub struct EngineParams {
+    pub store: Store,
+    pub settings: EngineSettings,
+    pub integrations: Vec<IntegrationConfig>,
+    pub playbooks: HashMap<String, Arc<Playbook>>,
+    pub secrets: Secrets,
+    pub webhooks: Vec<WebhookConfig>,
+    pub evidence_dir: PathBuf,
+    pub driver: DriverConfig,
+}
+
+/// The running engine: workers, the webhook sender, one Chromium.
+pub struct Engine {
+    shared: Arc<worker::Shared>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts `settings.workers` workers and the webhook sender.
+    pub async fn start(p: EngineParams) -> Result<Engine, EngineError> {
+        let evidence = EvidenceStore::new(&p.evidence_dir).map_err(|e| EngineError::Evidence {
+            path: p.evidence_dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut dcfg = p.driver;
+        dcfg.max_contexts = dcfg.max_contexts.max(p.settings.workers.max(1));
+        let driver = Arc::new(Driver::new(dcfg));
+        let mut integrations = HashMap::new();
+        for cfg in p.integrations {
+            let Some(pb) = p.playbooks.get(&cfg.id).cloned() else {
+                return Err(EngineError::Playbook(format!(
+                    "integration `{}` has no loaded playbook",
+                    cfg.id
+                )));
+            };
+            let secret =
+                p.secrets
+                    .get(&cfg.service_account)
+                    .await
+                    .ok_or_else(|| EngineError::NoSecret {
+                        integration: cfg.id.clone(),
+                        name: cfg.service_account.clone(),
+                    })?;
+            let di = driver.integration(
+                cfg.id.clone(),
+                cfg.name.clone(),
+                cfg.base_url.clone(),
+                pb.clone(),
+                secret,
+            )?;
+            integrations.insert(
+                cfg.id.clone(),
+                Arc::new(EngineIntegration {
+                    config: cfg,
+                    playbook: pb,
+                    driver: di,
+                }),
+            );
+        }
+        let shared = Arc::new(worker::Shared::new(
+            p.store,
+            driver,
+            integrations,
+            p.settings.clone(),
+            Arc::new(evidence),
+            p.webhooks,
+            p.secrets,
+        ));
+        let mut tasks = Vec::new();
+        for n in 0..p.settings.workers {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { s.worker_loop(n).await }));
+        }
+        if !shared.webhooks.is_empty() {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { webhook::sender_loop(s).await }));
+        }
+        tracing::info!(workers = p.settings.workers, "provisioning engine started");
+        Ok(Engine { shared, tasks })
+    }
+
+    /// Chromium's pid (tests).
+    pub async fn browser_pid(&self) -> Option<u32> {
+        self.shared.driver.browser_pid().await
+    }
+
+    /// Graceful stop: no new claims; running jobs get `grace` to finish, then they are
+    /// released for another worker; Chromium is closed.
+    pub async fn shutdown(self, grace: std::time::Duration) {
+        self.shared.stop(grace);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Err(e) = self.shared.driver.shutdown().await {
+            tracing::warn!(error = %e, "closing Chromium failed");
+        }
+        tracing::info!("provisioning engine stopped");
+    }
+}

@@ -1,0 +1,733 @@
+//! Workers: claim, run, confirm, record.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+use super::plan::{self, AccountState};
+use super::{EngineIntegration, Secrets};
+use crate::audit::evidence::EvidenceStore;
+use crate::audit::{Actor, NewEvent, kinds};
+use crate::config::{EngineSettings, WebhookConfig};
+use crate::playbook::{
+    ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
+    RunOptions, UserContext,
+};
+use crate::store::{ClaimedJob, JobFinish, ResourceType, Store, StoreError};
+
+/// State shared by the workers of one engine.
+pub(crate) struct Shared {
+    pub store: Store,
+    pub driver: Arc<Driver>,
+    pub integrations: HashMap<String, Arc<EngineIntegration>>,
+    order: Vec<String>,
+    next: AtomicUsize,
+    pub settings: EngineSettings,
+    evidence: Arc<EvidenceStore>,
+    pub webhooks: Vec<WebhookConfig>,
+    #[allow(dead_code)] // read when secrets are refreshed per job
+    secrets: Secrets,
+    process: String,
+    stopping: AtomicBool,
+    stop_tx: watch::Sender<bool>,
+    /// Fires when running jobs must be released (end of the shutdown grace).
+    abort_tx: watch::Sender<bool>,
+}
+
+/// Why a run failed, and whether another attempt may help.
+struct Failure {
+    message: String,
+    transient: bool,
+    detail: Value,
+}
+
+impl Failure {
+    fn permanent(message: impl Into<String>) -> Failure {
+        let message = message.into();
+        Failure {
+            detail: json!({ "reason": message }),
+            message,
+            transient: false,
+        }
+    }
+
+    fn from_driver(action: ActionName, e: &DriverError) -> Failure {
+        let (transient, detail) = match e.run_error() {
+            Some(re) => (re.kind != RunErrorKind::Playbook, run_error_detail(re)),
+            None => (
+                !matches!(e, DriverError::Playbook(_)),
+                json!({ "reason": e.to_string() }),
+            ),
+        };
+        let mut detail = detail;
+        if let Value::Object(m) = &mut detail {
+            m.insert("action".into(), json!(action.as_str()));
+        }
+        Failure {
+            message: format!("{action}: {e}"),
+            transient,
+            detail,
+        }
+    }
+}
+
+fn run_error_detail(e: &RunError) -> Value {
+    json!({
+        "step": e.step,
+        "at": e.step_file_line,
+        "phase": e.phase,
+        "reason": e.reason,
+        "url": e.url,
+        "screenshot": e.screenshot,
+        "kind": e.kind,
+    })
+}
+
+/// What one action did, for the job's outcome and the audit event.
+fn action_record(action: ActionName, out: &ActionOutcome, verified: &str, ms: u128) -> Value {
+    let screenshots: Vec<&str> = out
+        .steps
+        .iter()
+        .filter_map(|s| s.screenshot.as_deref())
+        .collect();
+    json!({
+        "action": action.as_str(),
+        "status": match out.status { ActionStatus::Done => "done", ActionStatus::AlreadyDone => "already_done" },
+        "verified": verified,
+        "steps": out.steps.len(),
+        "screenshots": screenshots,
+        "duration_ms": ms as u64,
+    })
+}
+
+impl Shared {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        driver: Arc<Driver>,
+        integrations: HashMap<String, Arc<EngineIntegration>>,
+        settings: EngineSettings,
+        evidence: Arc<EvidenceStore>,
+        webhooks: Vec<WebhookConfig>,
+        secrets: Secrets,
+    ) -> Shared {
+        let mut order: Vec<String> = integrations.keys().cloned().collect();
+        order.sort();
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "usher".into());
+        let process = format!(
+            "{host}:{}:{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        Shared {
+            store,
+            driver,
+            integrations,
+            order,
+            next: AtomicUsize::new(0),
+            settings,
+            evidence,
+            webhooks,
+            secrets,
+            process,
+            stopping: AtomicBool::new(false),
+            stop_tx: watch::channel(false).0,
+            abort_tx: watch::channel(false).0,
+        }
+    }
+
+    pub fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.stop_tx.send(true);
+        let abort = self.abort_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let _ = abort.send(true);
+        });
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop_tx.subscribe()
+    }
+
+    pub async fn worker_loop(self: Arc<Self>, n: usize) {
+        let owner = format!("{}/w{n}", self.process);
+        let mut stop = self.stop_tx.subscribe();
+        while !self.is_stopping() {
+            let changed = self.store.jobs_changed();
+            match self.claim_any(&owner).await {
+                Ok(Some(claimed)) => {
+                    self.run_claimed(claimed).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "claiming a job failed"),
+            }
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    async fn claim_any(&self, owner: &str) -> Result<Option<ClaimedJob>, StoreError> {
+        if self.order.is_empty() {
+            return Ok(None);
+        }
+        // Start at a different integration each time, so that a busy one does not
+        // starve the others.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..self.order.len() {
+            let id = &self.order[(start + k) % self.order.len()];
+            let Some(integ) = self.integrations.get(id) else {
+                continue;
+            };
+            let limit = integ.config.concurrency as i64;
+            if let Some(c) = self
+                .store
+                .claim_job(id, limit, owner, self.settings.lease)
+                .await?
+            {
+                return Ok(Some(c));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Runs a claimed job with a heartbeat; releases it when the shutdown grace ends.
+    async fn run_claimed(&self, claimed: ClaimedJob) {
+        let lost = Arc::new(AtomicBool::new(false));
+        let hb = {
+            let store = self.store.clone();
+            let (id, owner, lease) = (claimed.job.id, claimed.owner.clone(), self.settings.lease);
+            let lost = lost.clone();
+            tokio::spawn(async move {
+                let every = lease / 3;
+                loop {
+                    tokio::time::sleep(every).await;
+                    match store.heartbeat(id, &owner, lease).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            tracing::warn!(job = id, "lease lost: another worker took the job");
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Err(e) => tracing::warn!(job = id, error = %e, "heartbeat failed"),
+                    }
+                }
+            })
+        };
+        let mut abort = self.abort_tx.subscribe();
+        let job_id = claimed.job.id;
+        tokio::select! {
+            _ = self.run_job(&claimed) => {}
+            _ = async { while !*abort.borrow_and_update() { if abort.changed().await.is_err() { break; } } } => {
+                tracing::warn!(job = job_id, "shutting down: releasing the running job");
+                let event = self.event(&claimed, kinds::JOB_RETRY, json!({
+                    "job": job_id, "attempt": claimed.job.attempts,
+                    "error": {"reason": "Usher shut down while the job ran"},
+                }));
+                let _ = self.store.finish_job(&claimed, &JobFinish::Retry {
+                    run_after: crate::clock::format_time(chrono::Utc::now()),
+                    error: "released at shutdown".into(),
+                }, &json!({}), None, &event).await;
+            }
+        }
+        hb.abort();
+    }
+
+    fn event(&self, claimed: &ClaimedJob, kind: &'static str, detail: Value) -> NewEvent {
+        NewEvent {
+            actor: Actor::System,
+            event_type: kind,
+            target: Some(claimed.job.resource_id.clone()),
+            integration_id: Some(claimed.job.integration_id.clone()),
+            detail,
+        }
+    }
+
+    async fn run_job(&self, claimed: &ClaimedJob) {
+        let job = &claimed.job;
+        let Some(integ) = self.integrations.get(&job.integration_id).cloned() else {
+            return;
+        };
+        if job.resource_type == ResourceType::Group.as_str() {
+            let r = self
+                .store
+                .expand_group_job(claimed, |users| {
+                    self.event(
+                        claimed,
+                        kinds::JOB_SUCCEEDED,
+                        json!({"job": job.id, "group": job.resource_id, "queued_users": users}),
+                    )
+                })
+                .await;
+            match r {
+                Ok(users) => {
+                    tracing::info!(
+                        job = job.id,
+                        users = users.len(),
+                        "group change queued for its members"
+                    );
+                }
+                Err(e) => tracing::warn!(job = job.id, error = %e, "expanding a group job failed"),
+            }
+            return;
+        }
+        let started = Instant::now();
+        let mut records: Vec<Value> = Vec::new();
+        let result = self.reconcile_user(&integ, claimed, &mut records).await;
+        let user_name = match &result {
+            Ok((name, _)) | Err((name, _)) => name.clone(),
+        };
+        let attempt = job.attempts;
+        let base = json!({
+            "job": job.id,
+            "attempt": attempt,
+            "operation": job.operation,
+            "userName": user_name,
+            "actions": records,
+            "duration_ms": started.elapsed().as_millis() as u64,
+        });
+        let (finish, kind, prov, detail) = match result {
+            Ok((_, deleted)) => {
+                let state = if deleted {
+                    "deprovisioned"
+                } else {
+                    "provisioned"
+                };
+                (
+                    JobFinish::Succeeded,
+                    kinds::JOB_SUCCEEDED,
+                    Some((state.to_string(), None)),
+                    base,
+                )
+            }
+            Err((_, f)) => {
+                let mut detail = base;
+                if let Value::Object(m) = &mut detail {
+                    m.insert("error".into(), f.detail.clone());
+                }
+                if f.transient && (attempt as u32) < self.settings.max_attempts {
+                    let delay = self.backoff(attempt as u32);
+                    let run_after = crate::clock::format_time(
+                        chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    );
+                    if let Value::Object(m) = &mut detail {
+                        m.insert("retry_in_ms".into(), json!(delay.as_millis() as u64));
+                    }
+                    (
+                        JobFinish::Retry {
+                            run_after,
+                            error: f.message.clone(),
+                        },
+                        kinds::JOB_RETRY,
+                        Some((
+                            "pending".to_string(),
+                            Some(format!("attempt {attempt} failed, retrying: {}", f.message)),
+                        )),
+                        detail,
+                    )
+                } else {
+                    (
+                        JobFinish::Failed {
+                            error: f.message.clone(),
+                        },
+                        kinds::JOB_FAILED,
+                        Some(("failed".to_string(), Some(f.message.clone()))),
+                        detail,
+                    )
+                }
+            }
+        };
+        let was_failed = self
+            .store
+            .last_job_outcome(&job.integration_id, &job.resource_id)
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|t| t == kinds::JOB_FAILED);
+        let event = self.event(claimed, kind, detail.clone());
+        let prov_ref = prov.as_ref().map(|(s, r)| (s.as_str(), r.as_deref()));
+        match self
+            .store
+            .finish_job(claimed, &finish, &detail, prov_ref, &event)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::warn!(
+                    job = job.id,
+                    "the job's lease was lost before it ended; its outcome is not recorded"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(job = job.id, error = %e, "recording the end of a job failed");
+                return;
+            }
+        }
+        match &finish {
+            JobFinish::Succeeded => {
+                tracing::info!(job = job.id, integration = %job.integration_id, "job succeeded");
+                if was_failed {
+                    self.notify("job.recovered", claimed, &detail).await;
+                }
+            }
+            JobFinish::Retry { error, .. } => {
+                tracing::warn!(job = job.id, attempt, error = %error, "job failed; will retry");
+            }
+            JobFinish::Failed { error } => {
+                tracing::error!(job = job.id, attempt, error = %error, "job failed");
+                self.notify("job.failed", claimed, &detail).await;
+            }
+        }
+    }
+
+    /// Exponential backoff with ±25 % jitter.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = self.settings.backoff_base.as_millis() as f64;
+        let exp = base * 2f64.powi(attempt.saturating_sub(1).min(20) as i32);
+        let capped = exp.min(self.settings.backoff_max.as_millis() as f64);
+        let jitter = rand::rng().random_range(0.75..1.25);
+        Duration::from_millis((capped * jitter) as u64)
+    }
+
+    async fn notify(&self, event_type: &str, claimed: &ClaimedJob, detail: &Value) {
+        for w in &self.webhooks {
+            if !super::webhook::wants(w, event_type) {
+                continue;
+            }
+            let body = json!({
+                "type": event_type,
+                "id": uuid::Uuid::now_v7().to_string(),
+                "at": crate::clock::format_time(chrono::Utc::now()),
+                "integration": claimed.job.integration_id,
+                "user": claimed.job.resource_id,
+                "job": claimed.job.id,
+                "detail": detail,
+            });
+            if let Err(e) = self
+                .store
+                .enqueue_webhook(&w.url, event_type, &body.to_string())
+                .await
+            {
+                tracing::warn!(error = %e, "queueing a webhook failed");
+            }
+        }
+    }
+
+    /// Brings the app in line with the user's desired state. Returns the userName and
+    /// whether the user is gone; on failure, the userName and why.
+    async fn reconcile_user(
+        &self,
+        integ: &EngineIntegration,
+        claimed: &ClaimedJob,
+        records: &mut Vec<Value>,
+    ) -> Result<(Option<String>, bool), (Option<String>, Failure)> {
+        let job = &claimed.job;
+        let store_err = |e: StoreError| Failure {
+            message: format!("database: {e}"),
+            transient: true,
+            detail: json!({"reason": format!("database: {e}")}),
+        };
+        let resource = self
+            .store
+            .get_resource(&job.integration_id, ResourceType::User, &job.resource_id)
+            .await
+            .map_err(|e| (None, store_err(e)))?;
+        let desired_user = match &resource {
+            Some(r) => {
+                let groups = self
+                    .store
+                    .groups_of(&job.integration_id, &[r.id.as_str()])
+                    .await
+                    .map_err(|e| (None, store_err(e)))?;
+                let mut data = r.data.clone();
+                if let Value::Object(m) = &mut data {
+                    let gs: Vec<Value> = groups
+                        .get(&r.id)
+                        .map(|v| {
+                            v.iter()
+                                .map(|(id, name)| json!({"value": id, "display": name}))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    m.insert("groups".into(), Value::Array(gs));
+                }
+                Some(UserContext::from_scim(&data))
+            }
+            None => None,
+        };
+        let desired = desired_user
+            .as_ref()
+            .map(|u| AccountState::desired(u, &integ.playbook));
+        let (mut app_id, mut known) = match self
+            .store
+            .app_account(&job.integration_id, &job.resource_id)
+            .await
+            .map_err(|e| (None, store_err(e)))?
+        {
+            Some((id, state)) => (id, AccountState::from_json(&state)),
+            None => (None, None),
+        };
+        let user_name = desired
+            .as_ref()
+            .and_then(|d| d.user_name.clone())
+            .or_else(|| known.as_ref().and_then(|k| k.user_name.clone()));
+        let fail = |f: Failure| (user_name.clone(), f);
+        let mut adopted = false;
+        // A few rounds at most: each action changes the known state, and the plan is
+        // made again from it (an adopted account then gets its update and roles).
+        for _round in 0..8 {
+            let actions = plan::plan(known.as_ref(), desired.as_ref(), integ.config.leavers);
+            let Some(&action) = actions.first() else {
+                break;
+            };
+            let missing = plan::missing_actions(&integ.playbook, &[action], adopted);
+            if !missing.is_empty() {
+                return Err(fail(Failure::permanent(format!(
+                    "the playbook of `{}` has no `{action}` action, so this change cannot be made in the app",
+                    integ.config.id
+                ))));
+            }
+            if !integ.playbook.actions.contains_key(&action) {
+                // Best effort on an adopted account: take the desired state as known.
+                known = plan::after(action, known.as_ref(), desired.as_ref());
+                continue;
+            }
+            let mut user = desired_user.clone().unwrap_or_else(|| {
+                user_from_state(known.as_ref().unwrap_or(&AccountState::default()))
+            });
+            user.app_id = app_id.clone();
+            if action == ActionName::CreateUser {
+                // Idempotence: a retried or interrupted create first looks for the account.
+                let retried = job.attempts > 1
+                    || known.as_ref().is_some_and(|k| k.pending_create)
+                    || self
+                        .store
+                        .resource_was_attempted(&job.integration_id, &job.resource_id, job.id)
+                        .await
+                        .unwrap_or(true);
+                let has_precondition = integ
+                    .playbook
+                    .actions
+                    .get(&action)
+                    .is_some_and(|a| a.precondition.is_some());
+                if retried && !has_precondition {
+                    if let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)? {
+                        adopted = true;
+                        app_id = found.or(app_id);
+                        known = desired.clone().map(|mut d| {
+                            d.attributes_unknown = true;
+                            d.roles_unknown = true;
+                            d
+                        });
+                        self.record(job, app_id.as_deref(), known.as_ref())
+                            .await
+                            .map_err(&fail)?;
+                        continue;
+                    }
+                }
+                // Remember that a create is under way before it starts.
+                let mut intent = desired.clone().unwrap_or_default();
+                intent.pending_create = true;
+                self.store
+                    .record_app_account(
+                        &job.integration_id,
+                        &job.resource_id,
+                        None,
+                        &intent.to_json(),
+                    )
+                    .await
+                    .map_err(|e| fail(store_err(e)))?;
+                if known.is_none() {
+                    known = Some(intent);
+                }
+            }
+            let t0 = Instant::now();
+            let opts = RunOptions {
+                evidence: Some(self.evidence.clone()),
+                on_step: None,
+            };
+            let out = integ
+                .driver_run(&self.driver, action, user.clone(), &opts)
+                .await
+                .map_err(|e| fail(Failure::from_driver(action, &e)))?;
+            if let Some(id) = out.outputs.get("app_id").filter(|s| !s.is_empty()) {
+                app_id = Some(id.clone());
+            }
+            // Read-back: the action's own verify ran inside it; without one, list_users.
+            let has_verify = integ
+                .playbook
+                .actions
+                .get(&action)
+                .is_some_and(|a| a.verify.is_some());
+            let verified = if out.status == ActionStatus::AlreadyDone {
+                "precondition"
+            } else if has_verify {
+                "verify"
+            } else if integ.playbook.actions.contains_key(&ActionName::ListUsers) {
+                let present = self.look_up(integ, &user, records).await.map_err(&fail)?;
+                let want_present = action != ActionName::DeleteUser;
+                if present.is_some() != want_present {
+                    return Err(fail(Failure {
+                        message: format!(
+                            "{action} did not take: list_users {} the account afterwards",
+                            if want_present {
+                                "does not show"
+                            } else {
+                                "still shows"
+                            }
+                        ),
+                        transient: true,
+                        detail: json!({"action": action.as_str(), "reason": "read-back through list_users disagrees"}),
+                    }));
+                }
+                "list_users"
+            } else {
+                "unverified"
+            };
+            records.push(action_record(
+                action,
+                &out,
+                verified,
+                t0.elapsed().as_millis(),
+            ));
+            if action == ActionName::CreateUser && out.status == ActionStatus::AlreadyDone {
+                adopted = true;
+                known = desired.clone().map(|mut d| {
+                    d.attributes_unknown = true;
+                    d.roles_unknown = true;
+                    d
+                });
+            } else {
+                known = plan::after(action, known.as_ref(), desired.as_ref());
+            }
+            match &known {
+                Some(k) => self
+                    .record(job, app_id.as_deref(), Some(k))
+                    .await
+                    .map_err(&fail)?,
+                None => self
+                    .store
+                    .forget_app_account(&job.integration_id, &job.resource_id)
+                    .await
+                    .map_err(|e| fail(store_err(e)))?,
+            }
+        }
+        Ok((user_name, desired.is_none()))
+    }
+
+    async fn record(
+        &self,
+        job: &crate::store::JobRow,
+        app_id: Option<&str>,
+        state: Option<&AccountState>,
+    ) -> Result<(), Failure> {
+        let Some(state) = state else { return Ok(()) };
+        self.store
+            .record_app_account(
+                &job.integration_id,
+                &job.resource_id,
+                app_id,
+                &state.to_json(),
+            )
+            .await
+            .map_err(|e| Failure {
+                message: format!("database: {e}"),
+                transient: true,
+                detail: json!({"reason": format!("database: {e}")}),
+            })
+    }
+
+    /// Runs `list_users` and looks for the user by userName or email. Returns
+    /// `Some(app id if shown)` when found.
+    async fn look_up(
+        &self,
+        integ: &EngineIntegration,
+        user: &UserContext,
+        records: &mut Vec<Value>,
+    ) -> Result<Option<Option<String>>, Failure> {
+        if !integ.playbook.actions.contains_key(&ActionName::ListUsers) {
+            return Ok(None);
+        }
+        let t0 = Instant::now();
+        let opts = RunOptions {
+            evidence: Some(self.evidence.clone()),
+            on_step: None,
+        };
+        let out = integ
+            .driver_run(&self.driver, ActionName::ListUsers, user.clone(), &opts)
+            .await
+            .map_err(|e| Failure::from_driver(ActionName::ListUsers, &e))?;
+        records.push(action_record(
+            ActionName::ListUsers,
+            &out,
+            "read",
+            t0.elapsed().as_millis(),
+        ));
+        let wanted: Vec<String> = [user.user_name.as_deref(), user.email.as_deref()]
+            .into_iter()
+            .flatten()
+            .map(str::to_lowercase)
+            .collect();
+        for rec in &out.records {
+            if rec
+                .values()
+                .any(|v| wanted.contains(&v.trim().to_lowercase()))
+            {
+                let id = ["app_id", "id"]
+                    .iter()
+                    .find_map(|k| rec.get(*k).cloned())
+                    .filter(|s| !s.is_empty());
+                return Ok(Some(id));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// A user context from what the app is known to have (a deleted user's last state).
+fn user_from_state(s: &AccountState) -> UserContext {
+    let mut u = UserContext {
+        user_name: s.user_name.clone(),
+        email: s.email.clone(),
+        given_name: s.given_name.clone(),
+        family_name: s.family_name.clone(),
+        display_name: s.display_name.clone(),
+        title: s.title.clone(),
+        department: s.department.clone(),
+        manager: s.manager.clone(),
+        active: Some(s.active),
+        ..Default::default()
+    };
+    if let Some(e) = &s.email {
+        u.emails.insert("work".into(), e.clone());
+    }
+    u.extra
+        .insert("app_roles".into(), json!(s.app_roles.clone()));
+    u
+}
+
+impl EngineIntegration {
+    async fn driver_run(
+        &self,
+        driver: &Driver,
+        action: ActionName,
+        user: UserContext,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        driver.run(&self.driver, action, user, opts).await
+    }
+}
