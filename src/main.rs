@@ -53,9 +53,21 @@ enum Command {
         #[command(subcommand)]
         command: PlaybookCommand,
     },
+    /// The vault of service-account secrets (values are read from standard input or a
+    /// prompt, never from arguments, and never printed).
+    Vault {
+        #[command(subcommand)]
+        command: VaultCommand,
+    },
     /// Provisioning jobs: list, show, retry, cancel.
     Jobs {
-        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG", global = true)]
+        #[arg(
+            long,
+            short,
+            default_value = "usher.yaml",
+            env = "USHER_CONFIG",
+            global = true
+        )]
         config: PathBuf,
         #[command(subcommand)]
         command: JobsCommand,
@@ -68,6 +80,71 @@ enum Command {
         /// Folder for the demo's database, configuration and evidence.
         #[arg(long, default_value = "usher-demo")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Create or replace an entry. Reads from standard input, one per line (or prompts):
+    /// the password, then the TOTP seed or otpauth:// URI (with --totp), then each
+    /// --extra field's value.
+    Set {
+        /// Entry name: the integrations' `service_account`.
+        name: String,
+        #[arg(long)]
+        username: String,
+        /// Also read a TOTP seed (base32) or an otpauth:// URI.
+        #[arg(long)]
+        totp: bool,
+        /// Also read a value for this extra field (`secret.FIELD` in templates); repeatable.
+        #[arg(long = "extra", value_name = "FIELD")]
+        extras: Vec<String>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Set an entry's TOTP from an otpauth:// URI read from standard input.
+    ImportOtpauth {
+        name: String,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// List entries: names, fields present, key id, last change. Never values.
+    List {
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Delete an entry.
+    Rm {
+        name: String,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Re-encrypt every entry under a new key (then configure that key everywhere).
+    Rekey {
+        /// File with the new key; else USHER_VAULT_NEW_KEY (base64 of 32 bytes).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a new random vault key (base64), or write it to a new file (mode 600).
+    Keygen {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rotate a service account's password in the app (the playbook's rotate_password
+    /// action) and in the vault.
+    Rotate {
+        /// The entry; defaults to the integration's `service_account`.
+        name: Option<String>,
+        /// The integration whose playbook and app to use.
+        #[arg(long)]
+        integration: String,
+        /// Directory for evidence screenshots.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
     },
 }
 
@@ -185,8 +262,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 secrets: serve_secrets(&config).await?,
                 driver: usher::playbook::DriverConfig::default(),
             };
-            let running =
-                usher::server::start_with(&config, config.listen, Some(setup)).await?;
+            let running = usher::server::start_with(&config, config.listen, Some(setup)).await?;
             eprintln!(
                 "usher: serving {} gateway(s) on http://{}",
                 config.integrations.len(),
@@ -234,10 +310,158 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("audit trail intact: {n} event(s) verified");
         }
         Command::Playbook { command } => return playbook_command(command).await,
+        Command::Vault { command } => vault_command(command).await?,
         Command::Jobs { config, command } => return jobs_command(&config, command).await,
         Command::Demo { listen, dir } => return demo::run(listen, &dir).await,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration's store and the vault over it, with the key from the environment
+/// or `vault.key_file`.
+async fn open_vault(config: &std::path::Path) -> anyhow::Result<(Config, usher::vault::Vault)> {
+    use usher::vault::{Keyring, Vault};
+    let c = Config::load(config)?;
+    let keys = Keyring::from_env_or_config(c.vault.key_file.as_deref())?;
+    let store =
+        usher::store::Store::connect(&c.database, std::sync::Arc::new(usher::clock::SystemClock))
+            .await?;
+    let actor =
+        usher::audit::Actor::Admin(std::env::var("USER").unwrap_or_else(|_| "cli".to_owned()));
+    Ok((c, Vault::new(store, keys).with_actor(actor)))
+}
+
+async fn vault_command(command: VaultCommand) -> anyhow::Result<()> {
+    use usher::vault::cli::{self, SecretInput};
+    use usher::vault::{Keyring, Vault};
+    match command {
+        VaultCommand::Set {
+            name,
+            username,
+            totp,
+            extras,
+            config,
+        } => {
+            let (_, vault) = open_vault(&config).await?;
+            let mut input = SecretInput::stdin();
+            println!(
+                "{}",
+                cli::set(&vault, &name, &username, totp, &extras, &mut input).await?
+            );
+        }
+        VaultCommand::ImportOtpauth { name, config } => {
+            let (_, vault) = open_vault(&config).await?;
+            let mut input = SecretInput::stdin();
+            println!("{}", cli::import_otpauth(&vault, &name, &mut input).await?);
+        }
+        VaultCommand::List { config } => {
+            let c = Config::load(&config)?;
+            let store = usher::store::Store::connect(
+                &c.database,
+                std::sync::Arc::new(usher::clock::SystemClock),
+            )
+            .await?;
+            // Listing needs no key: names and field names are stored in the clear.
+            let entries = Vault::entries(&store).await?;
+            println!("{}", cli::format_list(&entries));
+        }
+        VaultCommand::Rm { name, config } => {
+            let (_, vault) = open_vault(&config).await?;
+            if !vault.remove(&name).await? {
+                anyhow::bail!("no vault entry `{name}`");
+            }
+            println!("{name}: removed");
+        }
+        VaultCommand::Rekey {
+            new_key_file,
+            config,
+        } => {
+            let (_, vault) = open_vault(&config).await?;
+            let new_key = Keyring::new_key(|n| std::env::var(n).ok(), new_key_file.as_deref())?;
+            let n = vault.rekey(&new_key).await?;
+            println!(
+                "{n} entr{} re-encrypted from key {} to key {}; configure the new key everywhere now",
+                if n == 1 { "y" } else { "ies" },
+                vault.keys().primary().id(),
+                new_key.id()
+            );
+        }
+        VaultCommand::Keygen { out } => {
+            let (key, text) = cli::keygen(out.as_deref())?;
+            match (text, out) {
+                (Some(text), _) => print!("{}", text.as_str()),
+                (None, Some(path)) => {
+                    println!("wrote vault key {} to {}", key.id(), path.display())
+                }
+                (None, None) => {}
+            }
+        }
+        VaultCommand::Rotate {
+            name,
+            integration,
+            evidence,
+            config,
+        } => rotate_command(name, &integration, evidence, &config).await?,
+    }
+    Ok(())
+}
+
+async fn rotate_command(
+    name: Option<String>,
+    integration: &str,
+    evidence: Option<PathBuf>,
+    config: &std::path::Path,
+) -> anyhow::Result<()> {
+    use std::sync::Arc;
+    use usher::audit::evidence::EvidenceStore;
+    use usher::playbook::{self, Driver, DriverConfig, RunOptions};
+
+    let (c, vault) = open_vault(config).await?;
+    let ic = c
+        .integrations
+        .iter()
+        .find(|i| i.id == integration)
+        .ok_or_else(|| anyhow::anyhow!("no integration `{integration}` in {}", config.display()))?;
+    let name = name.unwrap_or_else(|| ic.service_account.clone());
+    if name != ic.service_account {
+        anyhow::bail!(
+            "integration `{integration}` logs in as `{}`, not `{name}`",
+            ic.service_account
+        );
+    }
+    let pb = match playbook::load_file(&ic.playbook) {
+        Ok(pb) => Arc::new(pb),
+        Err(errs) => anyhow::bail!("{errs}"),
+    };
+    let secret = Arc::new(vault.get(&name).await?);
+    let opts = RunOptions {
+        evidence: match &evidence {
+            Some(dir) => Some(Arc::new(EvidenceStore::new(dir)?)),
+            None => None,
+        },
+        on_step: None,
+    };
+    let driver = Driver::new(DriverConfig::default());
+    let integ = driver.integration(
+        ic.id.clone(),
+        ic.name.clone(),
+        ic.base_url.clone(),
+        pb,
+        secret,
+    )?;
+    let result = usher::vault::rotate_password(&driver, &integ, &vault, &name, &opts).await;
+    if let Err(e) = driver.shutdown().await {
+        tracing::debug!(error = %e, "closing the browser failed");
+    }
+    let rotation = result?;
+    match rotation.recovered_from {
+        None => println!("{name}: password rotated in {} and in the vault", ic.name),
+        Some(e) => println!(
+            "{name}: password rotated in {} and in the vault, although rotate_password reported: {e}",
+            ic.name
+        ),
+    }
+    Ok(())
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<usher::store::Store> {
@@ -343,13 +567,20 @@ async fn jobs_command(path: &std::path::Path, command: JobsCommand) -> anyhow::R
                 store.cancel_job(id, &event).await?
             };
             if done {
-                println!("job {id}: {}", if retry { "queued again" } else { "cancelled" });
+                println!(
+                    "job {id}: {}",
+                    if retry { "queued again" } else { "cancelled" }
+                );
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
                     "usher: job {id} is {}; only {} jobs can be {}",
                     j.status,
-                    if retry { "failed or cancelled" } else { "pending or staged" },
+                    if retry {
+                        "failed or cancelled"
+                    } else {
+                        "pending or staged"
+                    },
                     if retry { "retried" } else { "cancelled" }
                 );
                 ExitCode::from(1)

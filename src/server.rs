@@ -128,33 +128,39 @@ fn canonicalise_scim_path(mut req: Request<axum::body::Body>) -> Request<axum::b
 fn staged_hook(config: &Config, store: Store, public_url: &str) -> StagedHook {
     let webhooks = config.webhooks.clone();
     let public_url = public_url.trim_end_matches('/').to_owned();
-    Arc::new(move |gateway: &str, user_id: &str, user_name: &str, token: &str| {
-        let claim_url = format!("{public_url}/claim/{token}");
-        tracing::info!(gateway, user = user_id, "joiner staged until they claim access");
-        let body = serde_json::json!({
-            "type": "invite.staged",
-            "id": uuid::Uuid::now_v7().to_string(),
-            "at": crate::clock::format_time(chrono::Utc::now()),
-            "integration": gateway,
-            "user": user_id,
-            "userName": user_name,
-            "claim_url": claim_url,
-        })
-        .to_string();
-        let targets: Vec<String> = webhooks
-            .iter()
-            .filter(|w| engine::webhook_wants(w, "invite.staged"))
-            .map(|w| w.url.clone())
-            .collect();
-        let store = store.clone();
-        tokio::spawn(async move {
-            for url in targets {
-                if let Err(e) = store.enqueue_webhook(&url, "invite.staged", &body).await {
-                    tracing::warn!(error = %e, "queueing an invite webhook failed");
+    Arc::new(
+        move |gateway: &str, user_id: &str, user_name: &str, token: &str| {
+            let claim_url = format!("{public_url}/claim/{token}");
+            tracing::info!(
+                gateway,
+                user = user_id,
+                "joiner staged until they claim access"
+            );
+            let body = serde_json::json!({
+                "type": "invite.staged",
+                "id": uuid::Uuid::now_v7().to_string(),
+                "at": crate::clock::format_time(chrono::Utc::now()),
+                "integration": gateway,
+                "user": user_id,
+                "userName": user_name,
+                "claim_url": claim_url,
+            })
+            .to_string();
+            let targets: Vec<String> = webhooks
+                .iter()
+                .filter(|w| engine::webhook_wants(w, "invite.staged"))
+                .map(|w| w.url.clone())
+                .collect();
+            let store = store.clone();
+            tokio::spawn(async move {
+                for url in targets {
+                    if let Err(e) = store.enqueue_webhook(&url, "invite.staged", &body).await {
+                        tracing::warn!(error = %e, "queueing an invite webhook failed");
+                    }
                 }
-            }
-        });
-    })
+            });
+        },
+    )
 }
 
 /// Opens the store, binds the listener and serves until `shutdown` (gateway only).

@@ -151,7 +151,16 @@ impl Rig {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        panic!("jobs of {id} did not end: {:?}", store.list_jobs(&usher::store::JobFilter { resource_id: Some(id), limit: 100, ..Default::default() }).await);
+        panic!(
+            "jobs of {id} did not end: {:?}",
+            store
+                .list_jobs(&usher::store::JobFilter {
+                    resource_id: Some(id),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+        );
     }
 
     async fn wait_for(&self, what: &str, mut ok: impl FnMut(&[AppUser]) -> bool) {
@@ -197,10 +206,20 @@ async fn okta_lifecycle(db: Db) {
     let rig = rig(db, AppKind::Classic, "", FixtureOptions::default()).await;
     let email = "okta-ann@okta.example";
     let (s, v) = rig
-        .call(Method::GET, "/Users?filter=userName%20eq%20%22okta-ann%40okta.example%22&startIndex=1&count=100", None)
+        .call(
+            Method::GET,
+            "/Users?filter=userName%20eq%20%22okta-ann%40okta.example%22&startIndex=1&count=100",
+            None,
+        )
         .await;
     assert_eq!((s, v["totalResults"].as_i64()), (200, Some(0)));
-    let (s, created) = rig.call(Method::POST, "/Users", Some(okta_user("okta-ann", "Ann", "Lee"))).await;
+    let (s, created) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("okta-ann", "Ann", "Lee")),
+        )
+        .await;
     assert_eq!(s, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     let st = rig.settled(&id).await;
@@ -213,47 +232,88 @@ async fn okta_lifecycle(db: Db) {
 
     // Group push: create Engineering and Finance, add Ann to Engineering.
     let (s, eng) = rig
-        .call(Method::POST, "/Groups", Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Engineering", "members": []})))
+        .call(
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Engineering", "members": []})),
+        )
         .await;
     assert_eq!(s, 201, "{eng}");
     let (s, fin) = rig
-        .call(Method::POST, "/Groups", Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Finance", "members": []})))
+        .call(
+            Method::POST,
+            "/Groups",
+            Some(json!({"schemas": [GROUP_SCHEMA], "displayName": "Finance", "members": []})),
+        )
         .await;
     assert_eq!(s, 201, "{fin}");
     let eng = eng["id"].as_str().expect("id").to_string();
     let fin = fin["id"].as_str().expect("id").to_string();
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Groups/{eng}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": id, "display": email}]}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{eng}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": id, "display": email}]}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
-    rig.wait_for("Ann becomes an Editor", |u| user_in_app(u, email).first().is_some_and(|a| a.roles == ["Editor"])).await;
+    rig.wait_for("Ann becomes an Editor", |u| {
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|a| a.roles == ["Editor"])
+    })
+    .await;
     // Mover: Okta's documented combined PATCH moves her from Engineering to Finance.
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Groups/{eng}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "remove", "path": format!("members[value eq \"{id}\"]")}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{eng}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "remove", "path": format!("members[value eq \"{id}\"]")}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Groups/{fin}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "add", "path": "members", "value": [{"value": id, "display": email}]}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{fin}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "members", "value": [{"value": id, "display": email}]}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
-    rig.wait_for("Ann moves to Billing", |u| user_in_app(u, email).first().is_some_and(|a| a.roles == ["Billing"])).await;
+    rig.wait_for("Ann moves to Billing", |u| {
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|a| a.roles == ["Billing"])
+    })
+    .await;
     // Profile update by PUT (Okta AIW apps).
     let mut put = okta_user("okta-ann", "Annabel", "Lee");
     put["id"] = json!(id);
-    let (s, v) = rig.call(Method::PUT, &format!("/Users/{id}"), Some(put)).await;
+    let (s, v) = rig
+        .call(Method::PUT, &format!("/Users/{id}"), Some(put))
+        .await;
     assert_eq!(s, 200, "{v}");
-    rig.wait_for("Ann is renamed", |u| user_in_app(u, email).first().is_some_and(|a| a.given_name == "Annabel")).await;
+    rig.wait_for("Ann is renamed", |u| {
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|a| a.given_name == "Annabel")
+    })
+    .await;
     // Leaver: Okta deactivates.
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Users/{id}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "replace", "value": {"active": false}}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "replace", "value": {"active": false}}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
     let st = rig.settled(&id).await;
@@ -263,13 +323,19 @@ async fn okta_lifecycle(db: Db) {
     assert_eq!(mine.len(), 1, "exactly one account: {users:?}");
     let ann = mine[0];
     assert!(!ann.active, "deactivated: {ann:?}");
-    assert_eq!((ann.given_name.as_str(), ann.family_name.as_str()), ("Annabel", "Lee"));
+    assert_eq!(
+        (ann.given_name.as_str(), ann.family_name.as_str()),
+        ("Annabel", "Lee")
+    );
     assert_eq!(ann.roles, vec!["Billing".to_string()]);
     assert_eq!(users.len(), 1, "nothing else was created: {users:?}");
 
     // The trail: each job's success is audited with its evidence, the chain holds.
     let store = &rig.running.as_ref().expect("running").store;
-    let events = store.audit_events(Some("acme"), 10_000).await.expect("events");
+    let events = store
+        .audit_events(Some("acme"), 10_000)
+        .await
+        .expect("events");
     let succeeded: Vec<&usher::audit::Event> = events
         .iter()
         .filter(|e| e.event_type == "job.succeeded" && e.target.as_deref() == Some(id.as_str()))
@@ -290,7 +356,8 @@ async fn okta_lifecycle(db: Db) {
         .filter_map(|h| h.as_str().map(str::to_owned))
         .collect::<Vec<_>>();
     assert!(!shots.is_empty(), "evidence screenshots are recorded");
-    let evidence = usher::audit::evidence::EvidenceStore::new(rig.evidence.path()).expect("evidence");
+    let evidence =
+        usher::audit::evidence::EvidenceStore::new(rig.evidence.path()).expect("evidence");
     for h in &shots {
         assert!(evidence.path_of(h).exists(), "screenshot {h} is kept");
     }
@@ -323,42 +390,83 @@ async fn entra_lifecycle(db: Db) {
     assert_eq!(s, 201, "{g}");
     let gid = g["id"].as_str().expect("id").to_string();
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Groups/{gid}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "Add", "path": "members", "value": [{"value": id}]}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{gid}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "Add", "path": "members", "value": [{"value": id}]}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
     rig.wait_for("Bo is Editor and Admin", |u| {
-        user_in_app(u, email).first().is_some_and(|b| b.roles == ["Editor", "Admin"])
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|b| b.roles == ["Editor", "Admin"])
     })
     .await;
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Users/{id}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "Replace", "path": "name.familyName", "value": "Chen-Wu"}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "Replace", "path": "name.familyName", "value": "Chen-Wu"}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
-    rig.wait_for("Bo is renamed", |u| user_in_app(u, email).first().is_some_and(|b| b.family_name == "Chen-Wu")).await;
+    rig.wait_for("Bo is renamed", |u| {
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|b| b.family_name == "Chen-Wu")
+    })
+    .await;
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Groups/{gid}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "Remove", "path": "members", "value": [{"value": id}]}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Groups/{gid}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "Remove", "path": "members", "value": [{"value": id}]}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
-    rig.wait_for("Bo is back to Viewer", |u| user_in_app(u, email).first().is_some_and(|b| b.roles == ["Viewer"])).await;
+    rig.wait_for("Bo is back to Viewer", |u| {
+        user_in_app(u, email)
+            .first()
+            .is_some_and(|b| b.roles == ["Viewer"])
+    })
+    .await;
     let (s, _) = rig
-        .call(Method::PATCH, &format!("/Users/{id}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "Replace", "path": "active", "value": "False"}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "Replace", "path": "active", "value": "False"}
+            ]})),
+        )
         .await;
     assert!(s == 200 || s == 204, "{s}");
-    rig.wait_for("Bo is disabled", |u| user_in_app(u, email).first().is_some_and(|b| !b.active)).await;
-    let (s, _) = rig.call(Method::DELETE, &format!("/Users/{id}"), None).await;
+    rig.wait_for("Bo is disabled", |u| {
+        user_in_app(u, email).first().is_some_and(|b| !b.active)
+    })
+    .await;
+    let (s, _) = rig
+        .call(Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(s, 204);
-    rig.wait_for("Bo is deleted", |u| user_in_app(u, email).is_empty()).await;
+    rig.wait_for("Bo is deleted", |u| user_in_app(u, email).is_empty())
+        .await;
     let store = &rig.running.as_ref().expect("running").store;
     for _ in 0..300 {
-        let jobs = store.list_jobs(&usher::store::JobFilter { resource_id: Some(&id), limit: 100, ..Default::default() }).await.expect("jobs");
+        let jobs = store
+            .list_jobs(&usher::store::JobFilter {
+                resource_id: Some(&id),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
         if jobs.iter().all(|j| j.is_terminal()) {
             assert!(jobs.iter().all(|j| j.status != "failed"), "{jobs:?}");
             break;
@@ -373,9 +481,19 @@ async fn entra_lifecycle(db: Db) {
 /// `mode: sync`: the answer waits for the job and tells its real outcome; a change the
 /// playbook cannot make is a SCIM error naming the missing action.
 async fn sync_mode_answers_with_the_outcome(db: Db) {
-    let rig = rig(db, AppKind::Classic, "    mode: sync\n    leavers: deactivate\n", FixtureOptions::default()).await;
+    let rig = rig(
+        db,
+        AppKind::Classic,
+        "    mode: sync\n    leavers: deactivate\n",
+        FixtureOptions::default(),
+    )
+    .await;
     let (s, created) = rig
-        .call(Method::POST, &format!("/Users?attributes={PROV}"), Some(okta_user("sync-cy", "Cy", "Ng")))
+        .call(
+            Method::POST,
+            &format!("/Users?attributes={PROV}"),
+            Some(okta_user("sync-cy", "Cy", "Ng")),
+        )
         .await;
     assert_eq!(s, 201, "{created}");
     // The answer came after the account was confirmed in the app.
@@ -387,7 +505,9 @@ async fn sync_mode_answers_with_the_outcome(db: Db) {
     assert_eq!(st["state"], "provisioned");
     assert_eq!(st["appAccountId"], json!(cy[0].id));
     // leavers: deactivate → DELETE deactivates, and answers once done.
-    let (s, _) = rig.call(Method::DELETE, &format!("/Users/{id}"), None).await;
+    let (s, _) = rig
+        .call(Method::DELETE, &format!("/Users/{id}"), None)
+        .await;
     assert_eq!(s, 204);
     let users = rig.app.users();
     let cy = user_in_app(&users, "sync-cy@okta.example");
@@ -398,28 +518,67 @@ async fn sync_mode_answers_with_the_outcome(db: Db) {
 
 /// `invites: on_claim`: the joiner waits until they claim at their link.
 async fn on_claim_invites_wait_for_the_claim(db: Db) {
-    let rig = rig(db, AppKind::Classic, "    invites: on_claim\n", FixtureOptions::default()).await;
-    let (s, created) = rig.call(Method::POST, "/Users", Some(okta_user("claim-di", "Di", "Ox"))).await;
+    let rig = rig(
+        db,
+        AppKind::Classic,
+        "    invites: on_claim\n",
+        FixtureOptions::default(),
+    )
+    .await;
+    let (s, created) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("claim-di", "Di", "Ox")),
+        )
+        .await;
     assert_eq!(s, 201, "{created}");
     let id = created["id"].as_str().expect("id").to_string();
     assert_eq!(rig.state(&id).await["state"], "staged");
     let store = &rig.running.as_ref().expect("running").store;
-    let token = store.claim_token_of("acme", &id).await.expect("db").expect("staged token");
+    let token = store
+        .claim_token_of("acme", &id)
+        .await
+        .expect("db")
+        .expect("staged token");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(rig.app.users().is_empty(), "nothing before the claim");
     // A GET (mail scanners, previews) does not claim.
-    let page = rig.client.get(format!("{}/claim/{token}", rig.base)).send().await.expect("get");
+    let page = rig
+        .client
+        .get(format!("{}/claim/{token}", rig.base))
+        .send()
+        .await
+        .expect("get");
     assert_eq!(page.status().as_u16(), 200);
-    assert!(page.text().await.unwrap_or_default().contains("Set up my account"));
+    assert!(
+        page.text()
+            .await
+            .unwrap_or_default()
+            .contains("Set up my account")
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(rig.state(&id).await["state"], "staged");
-    let bad = rig.client.post(format!("{}/claim/not-a-real-token-0000000000", rig.base)).send().await.expect("post");
+    let bad = rig
+        .client
+        .post(format!("{}/claim/not-a-real-token-0000000000", rig.base))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(bad.status().as_u16(), 404);
-    let ok = rig.client.post(format!("{}/claim/{token}", rig.base)).send().await.expect("post");
+    let ok = rig
+        .client
+        .post(format!("{}/claim/{token}", rig.base))
+        .send()
+        .await
+        .expect("post");
     assert_eq!(ok.status().as_u16(), 200);
     let st = rig.settled(&id).await;
     assert_eq!(st["state"], "provisioned", "{st}");
-    assert_eq!(user_in_app(&rig.app.users(), "claim-di@okta.example").len(), 1);
+    assert_eq!(
+        user_in_app(&rig.app.users(), "claim-di@okta.example").len(),
+        1
+    );
     rig.stop().await;
 }
 
@@ -439,7 +598,11 @@ async fn faults_are_retried_and_audited_with_evidence() {
     let mut ids = Vec::new();
     for n in 0..8 {
         let (s, v) = rig
-            .call(Method::POST, "/Users", Some(okta_user(&format!("fault-{n}"), "F", &format!("N{n}"))))
+            .call(
+                Method::POST,
+                "/Users",
+                Some(okta_user(&format!("fault-{n}"), "F", &format!("N{n}"))),
+            )
             .await;
         assert_eq!(s, 201, "{v}");
         ids.push(v["id"].as_str().expect("id").to_string());
@@ -459,23 +622,42 @@ async fn faults_are_retried_and_audited_with_evidence() {
         }
     }
     let store = &rig.running.as_ref().expect("running").store;
-    let events = store.audit_events(Some("acme"), 100_000).await.expect("events");
-    let retries: Vec<&usher::audit::Event> =
-        events.iter().filter(|e| e.event_type == "job.retry").collect();
+    let events = store
+        .audit_events(Some("acme"), 100_000)
+        .await
+        .expect("events");
+    let retries: Vec<&usher::audit::Event> = events
+        .iter()
+        .filter(|e| e.event_type == "job.retry")
+        .collect();
     assert!(!retries.is_empty(), "a 20 % failure rate causes retries");
-    let evidence = usher::audit::evidence::EvidenceStore::new(rig.evidence.path()).expect("evidence");
+    let evidence =
+        usher::audit::evidence::EvidenceStore::new(rig.evidence.path()).expect("evidence");
     let with_shot = retries
         .iter()
-        .chain(events.iter().filter(|e| e.event_type == "job.failed").collect::<Vec<_>>().iter())
+        .chain(
+            events
+                .iter()
+                .filter(|e| e.event_type == "job.failed")
+                .collect::<Vec<_>>()
+                .iter(),
+        )
         .filter_map(|e| e.detail["error"]["screenshot"].as_str())
         .collect::<Vec<_>>();
-    assert!(!with_shot.is_empty(), "failures carry screenshots: {retries:?}");
+    assert!(
+        !with_shot.is_empty(),
+        "failures carry screenshots: {retries:?}"
+    );
     for h in with_shot {
         assert!(evidence.path_of(h).exists(), "{h}");
     }
     for e in events.iter().filter(|e| e.event_type == "job.failed") {
         assert!(e.detail["error"]["reason"].as_str().is_some(), "{e:?}");
-        assert_eq!(e.detail["attempt"], json!(12), "failed only after the last attempt: {e:?}");
+        assert_eq!(
+            e.detail["attempt"],
+            json!(12),
+            "failed only after the last attempt: {e:?}"
+        );
     }
     store.verify_audit_chain().await.expect("chain intact");
     rig.stop().await;
@@ -497,27 +679,54 @@ async fn a_missing_action_is_reported_not_dropped() {
         AppKind::Classic,
         "    mode: sync\n",
         FixtureOptions::default(),
-        RigExtra { playbook: Some(path), ..Default::default() },
+        RigExtra {
+            playbook: Some(path),
+            ..Default::default()
+        },
     )
     .await;
-    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("noroles-ed", "Ed", "Po"))).await;
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("noroles-ed", "Ed", "Po")),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     let (s, v) = rig
-        .call(Method::PATCH, &format!("/Users/{id}"), Some(json!({"schemas": [PATCH_OP], "Operations": [
-            {"op": "add", "path": "roles", "value": [{"value": "Engineering"}]}
-        ]})))
+        .call(
+            Method::PATCH,
+            &format!("/Users/{id}"),
+            Some(json!({"schemas": [PATCH_OP], "Operations": [
+                {"op": "add", "path": "roles", "value": [{"value": "Engineering"}]}
+            ]})),
+        )
         .await;
     assert_eq!(s, 502, "{v}");
     let detail = v["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("set_roles"), "{detail}");
-    assert_eq!(v["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
+    assert_eq!(
+        v["schemas"][0],
+        "urn:ietf:params:scim:api:messages:2.0:Error"
+    );
     let st = rig.state(&id).await;
     assert_eq!(st["state"], "failed", "{st}");
-    assert!(st["reason"].as_str().unwrap_or_default().contains("set_roles"), "{st}");
+    assert!(
+        st["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("set_roles"),
+        "{st}"
+    );
     let store = &rig.running.as_ref().expect("running").store;
-    let failed: Vec<_> = store.audit_events(Some("acme"), 1000).await.expect("events")
-        .into_iter().filter(|e| e.event_type == "job.failed").collect();
+    let failed: Vec<_> = store
+        .audit_events(Some("acme"), 1000)
+        .await
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.event_type == "job.failed")
+        .collect();
     assert_eq!(failed.len(), 1, "failed at once, no retries: {failed:?}");
     assert_eq!(failed[0].detail["attempt"], json!(1));
     rig.stop().await;
@@ -532,7 +741,13 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String
         axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
             let keep = keep.clone();
             async move {
-                let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let h = |n: &str| {
+                    headers
+                        .get(n)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
                 if let Ok(mut g) = keep.lock() {
                     g.push((h("usher-event"), h("usher-signature"), body));
                 }
@@ -540,7 +755,9 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
@@ -555,7 +772,10 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
     let secret = "whsec-engine-test-0123456789";
     // SAFETY: set once, before the configuration is read; no other test reads it.
     unsafe { std::env::set_var("USHER_TEST_WEBHOOK_SECRET", secret) };
-    let opts = FixtureOptions { fail_rate: 1.0, ..Default::default() };
+    let opts = FixtureOptions {
+        fail_rate: 1.0,
+        ..Default::default()
+    };
     let rig = rig_full(
         Db::Sqlite,
         AppKind::Classic,
@@ -568,7 +788,13 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
         },
     )
     .await;
-    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("hook-fa", "Fa", "Il"))).await;
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("hook-fa", "Fa", "Il")),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     let st = rig.settled(&id).await;
@@ -576,8 +802,17 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
     // The app recovers; an operator runs the job again.
     rig.app.set_fail_rate(0.0);
     let store = &rig.running.as_ref().expect("running").store;
-    let job = store.list_jobs(&usher::store::JobFilter { resource_id: Some(&id), limit: 10, ..Default::default() })
-        .await.expect("jobs").into_iter().find(|j| j.status == "failed").expect("failed job");
+    let job = store
+        .list_jobs(&usher::store::JobFilter {
+            resource_id: Some(&id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.status == "failed")
+        .expect("failed job");
     let ev = usher::audit::NewEvent {
         actor: usher::audit::Actor::Admin("test".into()),
         event_type: "job.requeued",
@@ -604,7 +839,11 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
             .and_then(|r| r.split(',').next())
             .and_then(|t| t.parse().ok())
             .expect("timestamp");
-        assert_eq!(sig, &usher::engine::sign(secret.as_bytes(), t, body), "signature checks");
+        assert_eq!(
+            sig,
+            &usher::engine::sign(secret.as_bytes(), t, body),
+            "signature checks"
+        );
         let v: Value = serde_json::from_str(body).expect("json");
         assert_eq!(v["user"], json!(id));
         assert!(!body.contains("correct horse"), "no secret in a webhook");
@@ -615,18 +854,37 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
 /// `mode: sync` with every worker busy answers 429 with Retry-After.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_mode_sheds_load_with_429() {
-    let opts = FixtureOptions { slow_rate: 1.0, slow_ms: 700, ..Default::default() };
-    let rig = rig(Db::Sqlite, AppKind::Classic, "    mode: sync\n    concurrency: 1\n", opts).await;
+    let opts = FixtureOptions {
+        slow_rate: 1.0,
+        slow_ms: 700,
+        ..Default::default()
+    };
+    let rig = rig(
+        Db::Sqlite,
+        AppKind::Classic,
+        "    mode: sync\n    concurrency: 1\n",
+        opts,
+    )
+    .await;
     let rig = Arc::new(rig);
     let mut calls = Vec::new();
     for n in 0..4 {
         let r = rig.clone();
         calls.push(tokio::spawn(async move {
-            let req = r.client.post(format!("{}/Users", r.root)).bearer_auth(&r.token)
+            let req = r
+                .client
+                .post(format!("{}/Users", r.root))
+                .bearer_auth(&r.token)
                 .header("content-type", "application/scim+json")
                 .body(okta_user(&format!("busy-{n}"), "B", "U").to_string());
             let resp = req.send().await.expect("post");
-            (resp.status().as_u16(), resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned))
+            (
+                resp.status().as_u16(),
+                resp.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            )
         }));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -638,7 +896,10 @@ async fn sync_mode_sheds_load_with_429() {
     let shed: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
     assert!(!shed.is_empty(), "{answers:?}");
     for (_, ra) in shed {
-        let secs: u64 = ra.as_deref().and_then(|v| v.parse().ok()).expect("Retry-After");
+        let secs: u64 = ra
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+            .expect("Retry-After");
         assert!((1..=60).contains(&secs));
     }
     if let Ok(rig) = Arc::try_unwrap(rig) {

@@ -45,29 +45,54 @@ async fn jobs_list_show_retry_cancel() {
     let (code, out, err) = usher(&["jobs", "list", "--config", &cfg]);
     assert_eq!(code, 0, "{err}");
     let line = out.lines().find(|l| l.contains(uid)).expect("job listed");
-    assert!(line.contains("pending") && line.contains("create"), "{line}");
-    let id: i64 = line.split_whitespace().next().and_then(|n| n.parse().ok()).expect("job id");
+    assert!(
+        line.contains("pending") && line.contains("create"),
+        "{line}"
+    );
+    let id: i64 = line
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("job id");
 
     let (code, out, err) = usher(&["jobs", "show", &id.to_string(), "--config", &cfg]);
     assert_eq!(code, 0, "{err}");
     let shown: Value = serde_json::from_str(&out).expect("json");
-    assert_eq!((shown["id"].as_i64(), shown["status"].as_str()), (Some(id), Some("pending")));
+    assert_eq!(
+        (shown["id"].as_i64(), shown["status"].as_str()),
+        (Some(id), Some("pending"))
+    );
 
     // Only failed or cancelled jobs can be retried; pending ones can be cancelled.
     let (code, _, err) = usher(&["jobs", "retry", &id.to_string(), "--config", &cfg]);
     assert_eq!(code, 1);
-    assert_eq!(err.trim(), format!("usher: job {id} is pending; only failed or cancelled jobs can be retried"));
+    assert_eq!(
+        err.trim(),
+        format!("usher: job {id} is pending; only failed or cancelled jobs can be retried")
+    );
     let (code, out, err) = usher(&["jobs", "cancel", &id.to_string(), "--config", &cfg]);
-    assert_eq!((code, out.trim()), (0, format!("job {id}: cancelled").as_str()), "{err}");
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("job {id}: cancelled").as_str()),
+        "{err}"
+    );
     let (code, out, _) = usher(&["jobs", "list", "--status", "cancelled", "--config", &cfg]);
     assert_eq!(code, 0);
     assert!(out.contains(uid), "{out}");
     let (code, out, err) = usher(&["jobs", "retry", &id.to_string(), "--config", &cfg]);
-    assert_eq!((code, out.trim()), (0, format!("job {id}: queued again").as_str()), "{err}");
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("job {id}: queued again").as_str()),
+        "{err}"
+    );
     let (code, _, err) = usher(&["jobs", "show", "999999", "--config", &cfg]);
     assert_eq!((code, err.trim()), (1, "usher: no job 999999"));
     // Each operator command is audited, with the operator as the actor.
-    let events = s.store().audit_events(Some("a"), 100).await.expect("events");
+    let events = s
+        .store()
+        .audit_events(Some("a"), 100)
+        .await
+        .expect("events");
     let ops: Vec<&str> = events
         .iter()
         .filter(|e| e.actor.starts_with("admin:cli:"))
@@ -100,7 +125,9 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
     });
     let (mut url, mut token, mut curl) = (None, None, false);
     while url.is_none() || token.is_none() || !curl {
-        let line = rx.recv_timeout(Duration::from_secs(120)).expect("demo prints its URL");
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("demo prints its URL");
         if let Some(v) = line.trim().strip_prefix("SCIM URL:") {
             url = Some(v.trim().to_string());
         }
@@ -122,7 +149,10 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
         .await
         .expect("post");
     assert_eq!(r.status().as_u16(), 201);
-    let id = r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string();
+    let id = r.json::<Value>().await.expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     let ext = "urn:usher:params:scim:schemas:extension:provisioning:2.0:User";
     let mut state = Value::Null;
     for _ in 0..300 {
@@ -142,9 +172,17 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(state["state"], "provisioned", "{state}");
-    assert!(state["appAccountId"].as_str().is_some_and(|s| !s.is_empty()), "{state}");
+    assert!(
+        state["appAccountId"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{state}"
+    );
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().expect("wait");
-    assert!(status.success(), "demo exits cleanly on SIGTERM: {status:?}");
+    assert!(
+        status.success(),
+        "demo exits cleanly on SIGTERM: {status:?}"
+    );
     assert!(dir.path().join("usher.db").exists());
 }

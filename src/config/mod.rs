@@ -6,9 +6,9 @@
 //! never inject YAML structure.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use regex::Regex;
 use serde::{Deserialize, Deserializer};
@@ -48,6 +48,8 @@ pub struct Config {
     pub database: String,
     #[serde(default)]
     pub scim: ScimSettings,
+    #[serde(default)]
+    pub vault: VaultSettings,
     #[serde(default)]
     pub integrations: Vec<IntegrationConfig>,
     #[serde(default)]
@@ -117,6 +119,16 @@ pub struct WebhookConfig {
     /// Event types sent (default: `job.failed`, `job.recovered`, `invite.staged`).
     #[serde(default)]
     pub events: Vec<String>,
+}
+
+/// Where the vault key comes from when neither `USHER_VAULT_KEY` nor
+/// `USHER_VAULT_KEY_FILE` is set. The key itself is never written in this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VaultSettings {
+    /// A file holding the key: base64 of 32 bytes (`usher vault keygen --out FILE`).
+    #[serde(default, deserialize_with = "de_opt_expanded_path")]
+    pub key_file: Option<PathBuf>,
 }
 
 /// Limits of the SCIM service shared by all gateways.
@@ -586,6 +598,27 @@ integrations:
             expand_env("${X}-${X}", |_| Some("v".into())).as_deref(),
             Ok("v-v")
         );
+    }
+
+    #[test]
+    fn vault_key_file_setting() {
+        let c =
+            Config::parse("c.yaml", "vault:\n  key_file: /etc/usher/vault.key\n").expect("loads");
+        assert_eq!(
+            c.vault.key_file.as_deref(),
+            Some(Path::new("/etc/usher/vault.key"))
+        );
+        assert!(
+            Config::parse("c.yaml", "")
+                .expect("loads")
+                .vault
+                .key_file
+                .is_none()
+        );
+        let e = Config::parse("c.yaml", "vault:\n  key: abc\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2:3: unknown field `key`"), "{e}");
     }
 
     #[test]

@@ -145,12 +145,14 @@ impl Engine {
                     cfg.id
                 )));
             };
-            let secret = p.secrets.get(&cfg.service_account).await.ok_or_else(|| {
-                EngineError::NoSecret {
-                    integration: cfg.id.clone(),
-                    name: cfg.service_account.clone(),
-                }
-            })?;
+            let secret =
+                p.secrets
+                    .get(&cfg.service_account)
+                    .await
+                    .ok_or_else(|| EngineError::NoSecret {
+                        integration: cfg.id.clone(),
+                        name: cfg.service_account.clone(),
+                    })?;
             let di = driver.integration(
                 cfg.id.clone(),
                 cfg.name.clone(),

@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::Leavers;
-use crate::playbook::{ActionName, Playbook};
 use crate::playbook::UserContext;
+use crate::playbook::{ActionName, Playbook};
 
 /// The parts of a user that a playbook can change in an app, as compared between the
 /// desired state and the app's known state.
@@ -220,31 +220,58 @@ mod tests {
     fn joiner_mover_leaver() {
         let d = st(true, "Ann", &["Editor"]);
         assert_eq!(plan(None, Some(&d), Leavers::Delete), vec![CreateUser]);
-        assert_eq!(plan(Some(&d), Some(&d), Leavers::Delete), Vec::<ActionName>::new());
+        assert_eq!(
+            plan(Some(&d), Some(&d), Leavers::Delete),
+            Vec::<ActionName>::new()
+        );
         let renamed = st(true, "Anna", &["Editor"]);
-        assert_eq!(plan(Some(&d), Some(&renamed), Leavers::Delete), vec![UpdateUser]);
+        assert_eq!(
+            plan(Some(&d), Some(&renamed), Leavers::Delete),
+            vec![UpdateUser]
+        );
         let promoted = st(true, "Ann", &["Admin"]);
-        assert_eq!(plan(Some(&d), Some(&promoted), Leavers::Delete), vec![SetRoles]);
+        assert_eq!(
+            plan(Some(&d), Some(&promoted), Leavers::Delete),
+            vec![SetRoles]
+        );
         let both = st(true, "Anna", &["Admin"]);
         assert_eq!(
             plan(Some(&d), Some(&both), Leavers::Delete),
             vec![UpdateUser, SetRoles]
         );
         let off = st(false, "Ann", &["Editor"]);
-        assert_eq!(plan(Some(&d), Some(&off), Leavers::Delete), vec![DeactivateUser]);
-        assert_eq!(plan(Some(&off), Some(&d), Leavers::Delete), vec![ReactivateUser]);
+        assert_eq!(
+            plan(Some(&d), Some(&off), Leavers::Delete),
+            vec![DeactivateUser]
+        );
+        assert_eq!(
+            plan(Some(&off), Some(&d), Leavers::Delete),
+            vec![ReactivateUser]
+        );
         assert_eq!(plan(Some(&d), None, Leavers::Delete), vec![DeleteUser]);
-        assert_eq!(plan(Some(&d), None, Leavers::Deactivate), vec![DeactivateUser]);
-        assert_eq!(plan(Some(&off), None, Leavers::Deactivate), Vec::<ActionName>::new());
+        assert_eq!(
+            plan(Some(&d), None, Leavers::Deactivate),
+            vec![DeactivateUser]
+        );
+        assert_eq!(
+            plan(Some(&off), None, Leavers::Deactivate),
+            Vec::<ActionName>::new()
+        );
         assert_eq!(plan(None, None, Leavers::Delete), Vec::<ActionName>::new());
-        assert_eq!(plan(None, Some(&off), Leavers::Delete), vec![CreateUser, DeactivateUser]);
+        assert_eq!(
+            plan(None, Some(&off), Leavers::Delete),
+            vec![CreateUser, DeactivateUser]
+        );
     }
 
     #[test]
     fn an_interrupted_create_is_checked_again() {
         let mut k = st(true, "Ann", &["Editor"]);
         k.pending_create = true;
-        assert_eq!(plan(Some(&k), Some(&k.clone()), Leavers::Delete), vec![CreateUser]);
+        assert_eq!(
+            plan(Some(&k), Some(&k.clone()), Leavers::Delete),
+            vec![CreateUser]
+        );
         assert_eq!(plan(Some(&k), None, Leavers::Delete), vec![DeleteUser]);
         let done = after(CreateUser, Some(&k), Some(&st(true, "Ann", &["Editor"]))).expect("s");
         assert!(!done.pending_create);
@@ -272,10 +299,16 @@ mod tests {
         adopted.attributes_unknown = true;
         adopted.roles_unknown = true;
         let d = st(true, "Ann", &["Editor"]);
-        assert_eq!(plan(Some(&adopted), Some(&d), Leavers::Delete), vec![UpdateUser, SetRoles]);
+        assert_eq!(
+            plan(Some(&adopted), Some(&d), Leavers::Delete),
+            vec![UpdateUser, SetRoles]
+        );
         let s = after(UpdateUser, Some(&adopted), Some(&d)).expect("state");
         let s = after(SetRoles, Some(&s), Some(&d)).expect("state");
-        assert_eq!(plan(Some(&s), Some(&d), Leavers::Delete), Vec::<ActionName>::new());
+        assert_eq!(
+            plan(Some(&s), Some(&d), Leavers::Delete),
+            Vec::<ActionName>::new()
+        );
     }
 
     #[test]

@@ -76,7 +76,11 @@ pub(crate) async fn sender_loop(shared: Arc<Shared>) {
                     let Some(w) = shared.webhooks.iter().find(|w| w.url == d.url) else {
                         let _ = shared
                             .store
-                            .webhook_attempted(d.id, Err("webhook no longer configured".into()), None)
+                            .webhook_attempted(
+                                d.id,
+                                Err("webhook no longer configured".into()),
+                                None,
+                            )
                             .await;
                         continue;
                     };
@@ -126,9 +130,18 @@ mod tests {
             sig,
             "t=1700000000,v1=d77c78ac4da074c56908b55eac30358b2a7bfc573be4c76819af5102e8dcf939"
         );
-        assert_ne!(sig, sign(b"whsec-0123456789abcdeX", 1_700_000_000, r#"{"a":1}"#));
-        assert_ne!(sig, sign(b"whsec-0123456789abcdef", 1_700_000_001, r#"{"a":1}"#));
-        assert_ne!(sig, sign(b"whsec-0123456789abcdef", 1_700_000_000, r#"{"a":2}"#));
+        assert_ne!(
+            sig,
+            sign(b"whsec-0123456789abcdeX", 1_700_000_000, r#"{"a":1}"#)
+        );
+        assert_ne!(
+            sig,
+            sign(b"whsec-0123456789abcdef", 1_700_000_001, r#"{"a":1}"#)
+        );
+        assert_ne!(
+            sig,
+            sign(b"whsec-0123456789abcdef", 1_700_000_000, r#"{"a":2}"#)
+        );
     }
 
     #[test]

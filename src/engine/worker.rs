@@ -209,11 +209,7 @@ impl Shared {
         let lost = Arc::new(AtomicBool::new(false));
         let hb = {
             let store = self.store.clone();
-            let (id, owner, lease) = (
-                claimed.job.id,
-                claimed.owner.clone(),
-                self.settings.lease,
-            );
+            let (id, owner, lease) = (claimed.job.id, claimed.owner.clone(), self.settings.lease);
             let lost = lost.clone();
             tokio::spawn(async move {
                 let every = lease / 3;
@@ -278,7 +274,11 @@ impl Shared {
                 .await;
             match r {
                 Ok(users) => {
-                    tracing::info!(job = job.id, users = users.len(), "group change queued for its members");
+                    tracing::info!(
+                        job = job.id,
+                        users = users.len(),
+                        "group change queued for its members"
+                    );
                 }
                 Err(e) => tracing::warn!(job = job.id, error = %e, "expanding a group job failed"),
             }
@@ -301,7 +301,11 @@ impl Shared {
         });
         let (finish, kind, prov, detail) = match result {
             Ok((_, deleted)) => {
-                let state = if deleted { "deprovisioned" } else { "provisioned" };
+                let state = if deleted {
+                    "deprovisioned"
+                } else {
+                    "provisioned"
+                };
                 (
                     JobFinish::Succeeded,
                     kinds::JOB_SUCCEEDED,
@@ -354,9 +358,7 @@ impl Shared {
             .flatten()
             .is_some_and(|t| t == kinds::JOB_FAILED);
         let event = self.event(claimed, kind, detail.clone());
-        let prov_ref = prov
-            .as_ref()
-            .map(|(s, r)| (s.as_str(), r.as_deref()));
+        let prov_ref = prov.as_ref().map(|(s, r)| (s.as_str(), r.as_deref()));
         match self
             .store
             .finish_job(claimed, &finish, &detail, prov_ref, &event)
@@ -364,7 +366,10 @@ impl Shared {
         {
             Ok(true) => {}
             Ok(false) => {
-                tracing::warn!(job = job.id, "the job's lease was lost before it ended; its outcome is not recorded");
+                tracing::warn!(
+                    job = job.id,
+                    "the job's lease was lost before it ended; its outcome is not recorded"
+                );
                 return;
             }
             Err(e) => {
@@ -528,7 +533,9 @@ impl Shared {
                             d.roles_unknown = true;
                             d
                         });
-                        self.record(job, app_id.as_deref(), known.as_ref()).await.map_err(&fail)?;
+                        self.record(job, app_id.as_deref(), known.as_ref())
+                            .await
+                            .map_err(&fail)?;
                         continue;
                     }
                 }
@@ -536,7 +543,12 @@ impl Shared {
                 let mut intent = desired.clone().unwrap_or_default();
                 intent.pending_create = true;
                 self.store
-                    .record_app_account(&job.integration_id, &job.resource_id, None, &intent.to_json())
+                    .record_app_account(
+                        &job.integration_id,
+                        &job.resource_id,
+                        None,
+                        &intent.to_json(),
+                    )
                     .await
                     .map_err(|e| fail(store_err(e)))?;
                 if known.is_none() {
@@ -572,7 +584,11 @@ impl Shared {
                     return Err(fail(Failure {
                         message: format!(
                             "{action} did not take: list_users {} the account afterwards",
-                            if want_present { "does not show" } else { "still shows" }
+                            if want_present {
+                                "does not show"
+                            } else {
+                                "still shows"
+                            }
                         ),
                         transient: true,
                         detail: json!({"action": action.as_str(), "reason": "read-back through list_users disagrees"}),
@@ -582,7 +598,12 @@ impl Shared {
             } else {
                 "unverified"
             };
-            records.push(action_record(action, &out, verified, t0.elapsed().as_millis()));
+            records.push(action_record(
+                action,
+                &out,
+                verified,
+                t0.elapsed().as_millis(),
+            ));
             if action == ActionName::CreateUser && out.status == ActionStatus::AlreadyDone {
                 adopted = true;
                 known = desired.clone().map(|mut d| {
@@ -594,7 +615,10 @@ impl Shared {
                 known = plan::after(action, known.as_ref(), desired.as_ref());
             }
             match &known {
-                Some(k) => self.record(job, app_id.as_deref(), Some(k)).await.map_err(&fail)?,
+                Some(k) => self
+                    .record(job, app_id.as_deref(), Some(k))
+                    .await
+                    .map_err(&fail)?,
                 None => self
                     .store
                     .forget_app_account(&job.integration_id, &job.resource_id)
@@ -613,7 +637,12 @@ impl Shared {
     ) -> Result<(), Failure> {
         let Some(state) = state else { return Ok(()) };
         self.store
-            .record_app_account(&job.integration_id, &job.resource_id, app_id, &state.to_json())
+            .record_app_account(
+                &job.integration_id,
+                &job.resource_id,
+                app_id,
+                &state.to_json(),
+            )
             .await
             .map_err(|e| Failure {
                 message: format!("database: {e}"),
@@ -642,14 +671,22 @@ impl Shared {
             .driver_run(&self.driver, ActionName::ListUsers, user.clone(), &opts)
             .await
             .map_err(|e| Failure::from_driver(ActionName::ListUsers, &e))?;
-        records.push(action_record(ActionName::ListUsers, &out, "read", t0.elapsed().as_millis()));
+        records.push(action_record(
+            ActionName::ListUsers,
+            &out,
+            "read",
+            t0.elapsed().as_millis(),
+        ));
         let wanted: Vec<String> = [user.user_name.as_deref(), user.email.as_deref()]
             .into_iter()
             .flatten()
             .map(str::to_lowercase)
             .collect();
         for rec in &out.records {
-            if rec.values().any(|v| wanted.contains(&v.trim().to_lowercase())) {
+            if rec
+                .values()
+                .any(|v| wanted.contains(&v.trim().to_lowercase()))
+            {
                 let id = ["app_id", "id"]
                     .iter()
                     .find_map(|k| rec.get(*k).cloned())

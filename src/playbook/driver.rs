@@ -3,8 +3,10 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use secrecy::SecretString;
 use tokio::sync::{RwLock, Semaphore};
 
 use super::model::{ActionName, Playbook};
@@ -72,8 +74,37 @@ pub struct Integration {
     pub name: String,
     pub base_url: String,
     pub playbook: Arc<Playbook>,
-    secret: Arc<Secret>,
+    /// Replaced by [`Integration::set_secret`] (another process may have rotated it).
+    secret: std::sync::RwLock<Arc<Secret>>,
+    /// A login succeeded only with the secret's pending password (see `vault::reconcile`).
+    pending_login: AtomicBool,
     env: Arc<TemplateEnv>,
+}
+
+impl Integration {
+    /// The credentials the next login uses.
+    pub fn secret(&self) -> Arc<Secret> {
+        match self.secret.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Uses these credentials from the next login on (the kept session stays).
+    pub fn set_secret(&self, secret: Arc<Secret>) {
+        match self.secret.write() {
+            Ok(mut s) => *s = secret,
+            Err(poisoned) => *poisoned.into_inner() = secret,
+        }
+    }
+
+    /// True once after a login that the current password failed and the pending
+    /// password of an unfinished rotation passed: the app took the rotation, and the
+    /// in-memory secret now has it as its password; the vault must be told
+    /// (`vault::reconcile`).
+    pub fn take_pending_login(&self) -> bool {
+        self.pending_login.swap(false, Ordering::SeqCst)
+    }
 }
 
 impl fmt::Debug for Integration {
@@ -151,7 +182,8 @@ impl Driver {
             name: name.into(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             playbook,
-            secret,
+            secret: std::sync::RwLock::new(secret),
+            pending_login: AtomicBool::new(false),
             env: Arc::new(env),
         })
     }
@@ -177,17 +209,74 @@ impl Driver {
         user: UserContext,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
+        self.run_with(integ, action, &user, None, opts).await
+    }
+
+    /// Runs the playbook's `rotate_password` action with `new_password` as the
+    /// template variable `new_password` (redacted like every secret). Only changes the
+    /// app: `vault::rotate_password` is what keeps the vault in step.
+    pub async fn run_rotate_password(
+        &self,
+        integ: &Integration,
+        new_password: &SecretString,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let user = UserContext::default();
+        self.run_with(
+            integ,
+            ActionName::RotatePassword,
+            &user,
+            Some(new_password),
+            opts,
+        )
+        .await
+    }
+
+    /// Forgets the kept session and logs in afresh (current password, then the pending
+    /// one). Returns the step records.
+    pub async fn relogin(
+        &self,
+        integ: &Integration,
+        opts: &RunOptions,
+    ) -> Result<Vec<StepRecord>, DriverError> {
         let _slot = self
             .slots
             .acquire()
             .await
             .map_err(|_| DriverError::ShutDown)?;
-        match self.run_once(integ, action, &user, opts).await {
+        self.forget_session(&integ.key);
+        let bctx = self.new_context().await?;
+        let mut ctx = base_context(integ, &UserContext::default());
+        let mut steps = Vec::new();
+        let (generation, _) = self.kept(&integ.key);
+        let result = self
+            .login(integ, &bctx, &mut ctx, opts, &mut steps, generation)
+            .await;
+        if let Err(e) = bctx.close().await {
+            tracing::debug!(error = %e, "closing a browser context failed");
+        }
+        result.map(|()| steps)
+    }
+
+    async fn run_with(
+        &self,
+        integ: &Integration,
+        action: ActionName,
+        user: &UserContext,
+        new_password: Option<&SecretString>,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| DriverError::ShutDown)?;
+        match self.run_once(integ, action, user, new_password, opts).await {
             Err(e) if e.is_crash() || !self.browser_alive().await => {
                 tracing::warn!(error = %e, integration = %integ.key, %action,
                     "browser crashed; relaunching and retrying the action once");
                 self.relaunch().await?;
-                self.run_once(integ, action, &user, opts).await
+                self.run_once(integ, action, user, new_password, opts).await
             }
             r => r,
         }
@@ -274,10 +363,13 @@ impl Driver {
         integ: &Integration,
         action: ActionName,
         user: &UserContext,
+        new_password: Option<&SecretString>,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
         let bctx = self.new_context().await?;
-        let result = self.in_context(&bctx, integ, action, user, opts).await;
+        let result = self
+            .in_context(&bctx, integ, action, user, new_password, opts)
+            .await;
         if let Err(e) = bctx.close().await {
             tracing::debug!(error = %e, "closing a browser context failed");
         }
@@ -290,19 +382,13 @@ impl Driver {
         integ: &Integration,
         action: ActionName,
         user: &UserContext,
+        new_password: Option<&SecretString>,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
         let page = bctx.page();
         let pb = integ.playbook.as_ref();
-        let mut ctx = Context::new(
-            user.clone(),
-            IntegrationContext {
-                id: integ.key.clone(),
-                name: integ.name.clone(),
-                base_url: integ.base_url.clone(),
-            },
-        );
-        ctx.secret = integ.secret.template_values();
+        let mut ctx = base_context(integ, user);
+        ctx.new_password = new_password.cloned();
         let mut steps: Vec<StepRecord> = Vec::new();
 
         let (generation, kept) = self.kept(&integ.key);
@@ -386,7 +472,6 @@ impl Driver {
         seen_generation: u64,
     ) -> Result<(), DriverError> {
         let page = bctx.page();
-        let pb = integ.playbook.as_ref();
         let lock = self.login_lock(&integ.key);
         let _one_login = lock.lock().await;
         // Another job may have logged in while this one waited: use its session.
@@ -399,6 +484,58 @@ impl Driver {
                 return Ok(());
             }
         }
+        let first = self.attempt_login(integ, page, ctx, opts, steps).await;
+        let secret = integ.secret();
+        match (first, secret.promoted()) {
+            (Err(DriverError::Login(first)), Some(promoted)) => {
+                // A rotation stored its new password before changing it in the app and
+                // may not have recorded the app's answer: try that password.
+                tracing::warn!(integration = %integ.key,
+                    "login with the current password failed; trying the pending password of an unfinished rotation");
+                steps.extend(first.steps.iter().cloned());
+                let current = std::mem::replace(&mut ctx.secret, promoted.template_values());
+                match self.attempt_login(integ, page, ctx, opts, steps).await {
+                    Ok(()) => {
+                        tracing::warn!(integration = %integ.key,
+                            "the pending password logged in: the app took the rotation");
+                        integ.set_secret(Arc::new(promoted));
+                        integ.pending_login.store(true, Ordering::SeqCst);
+                    }
+                    Err(e) if e.is_crash() => return Err(e),
+                    Err(e) => {
+                        ctx.secret = current;
+                        let mut first = first;
+                        let second = match e.run_error() {
+                            Some(r) => format!("{}: {}", r.step_file_line, r.reason),
+                            None => e.to_string(),
+                        };
+                        first.reason = format!(
+                            "{}; the pending password of an unfinished rotation failed too ({second})",
+                            first.reason
+                        );
+                        return Err(DriverError::Login(first));
+                    }
+                }
+            }
+            (Err(e), _) => return Err(e),
+            (Ok(()), _) => {}
+        }
+        let state = bctx.cookies().await?;
+        self.keep(&integ.key, state, true);
+        tracing::info!(integration = %integ.key, "logged in");
+        Ok(())
+    }
+
+    /// The login steps, then the session check.
+    async fn attempt_login(
+        &self,
+        integ: &Integration,
+        page: &crate::browser::Page,
+        ctx: &mut Context,
+        opts: &RunOptions,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<(), DriverError> {
+        let pb = integ.playbook.as_ref();
         let as_login = |e: RunError| {
             if e.is_crash() {
                 DriverError::Run(Box::new(e))
@@ -433,9 +570,20 @@ impl Driver {
                 return Err(as_login(e));
             }
         }
-        let state = bctx.cookies().await?;
-        self.keep(&integ.key, state, true);
-        tracing::info!(integration = %integ.key, "logged in");
         Ok(())
     }
+}
+
+/// The render context of an action: the user, the integration and its secret.
+fn base_context(integ: &Integration, user: &UserContext) -> Context {
+    let mut ctx = Context::new(
+        user.clone(),
+        IntegrationContext {
+            id: integ.key.clone(),
+            name: integ.name.clone(),
+            base_url: integ.base_url.clone(),
+        },
+    );
+    ctx.secret = integ.secret().template_values();
+    ctx
 }

@@ -118,7 +118,9 @@ pub enum ApiError {
     PreconditionFailed,
     Overloaded,
     /// `mode: sync` and the integration's workers are all busy.
-    Busy { retry_after_secs: u64 },
+    Busy {
+        retry_after_secs: u64,
+    },
     Internal(String),
 }
 

@@ -58,8 +58,13 @@ pub struct ClaimedJob {
 pub enum JobFinish {
     Succeeded,
     /// Back to `pending`, to run again at `run_after`.
-    Retry { run_after: String, error: String },
-    Failed { error: String },
+    Retry {
+        run_after: String,
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// One webhook notification to send.
@@ -441,12 +446,21 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?;
                 if let Some(v) = version {
-                    insert_job!(tx, &now, &job.integration_id, ResourceType::User, user, "group", v);
+                    insert_job!(
+                        tx,
+                        &now,
+                        &job.integration_id,
+                        ResourceType::User,
+                        user,
+                        "group",
+                        v
+                    );
                     queued.push(user.clone());
                 }
             }
             if name.is_some() {
-                let state = serde_json::json!({"displayName": name, "members": members}).to_string();
+                let state =
+                    serde_json::json!({"displayName": name, "members": members}).to_string();
                 sqlx::query(
                     "INSERT INTO group_sync (integration_id, group_id, members, updated_at) VALUES ($1, $2, $3, $4) \
                      ON CONFLICT (integration_id, group_id) DO UPDATE SET members = excluded.members, updated_at = excluded.updated_at",
@@ -547,9 +561,7 @@ impl Store {
             format!(" WHERE {}", cond.join(" AND "))
         };
         let limit = if f.limit > 0 { f.limit } else { 100 };
-        let sql = format!(
-            "SELECT {JOB_COLUMNS} FROM jobs{wh} ORDER BY id DESC LIMIT {limit}"
-        );
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs{wh} ORDER BY id DESC LIMIT {limit}");
         on_backend!(self, |_w, r| {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
             for b in &binds {

@@ -399,11 +399,22 @@ impl Store {
                         set_members!(tx, integration_id, &id, members);
                     }
                     if let Some(token) = write.claim_token.as_deref() {
-                        sqlx::query("UPDATE scim_resources SET prov_state = 'staged' WHERE id = $1")
-                            .bind(&id)
-                            .execute(&mut *tx)
-                            .await?;
-                        insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64, Some(token));
+                        sqlx::query(
+                            "UPDATE scim_resources SET prov_state = 'staged' WHERE id = $1",
+                        )
+                        .bind(&id)
+                        .execute(&mut *tx)
+                        .await?;
+                        insert_job!(
+                            tx,
+                            &now,
+                            integration_id,
+                            rt,
+                            &id,
+                            "create",
+                            1i64,
+                            Some(token)
+                        );
                     } else {
                         insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64);
                     }
@@ -767,5 +778,8 @@ impl Store {
     }
 }
 
+// After the macros above, which they use.
 mod jobs;
+mod vault;
 pub use jobs::{ClaimedJob, JobFilter, JobFinish, JobRow, WebhookDelivery};
+pub use vault::{VaultExpect, VaultRow, VaultWrite};

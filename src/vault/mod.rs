@@ -1,9 +1,16 @@
 //! Secrets of service accounts (username, password, TOTP seed, extra fields).
 //!
-//! Minimal for now: values live in `secrecy` types and are never printed; a YAML
-//! secrets file feeds `usher playbook run --secrets @file`. The encrypted vault comes
-//! later and will hand out the same [`Secret`].
+//! Values live in `secrecy` types (zeroized on drop) and are never printed. The
+//! [`Vault`] keeps them in Usher's database, each entry encrypted with
+//! XChaCha20-Poly1305 under a key from the environment or a key file (`keys`), bound to
+//! its name (`entries`); `rotate` changes a service account's password in the app and
+//! in the vault without ever locking Usher out; `cli` is `usher vault …`. A YAML secrets
+//! file still feeds `usher playbook run --secrets @file`.
 
+pub mod cli;
+mod entries;
+mod keys;
+mod rotate;
 mod totp;
 
 use std::collections::BTreeMap;
@@ -13,6 +20,11 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
+pub use entries::{EntryInfo, Vault};
+pub use keys::{ENV_KEY, ENV_KEY_FILE, ENV_NEW_KEY, Keyring, VaultKey};
+pub use rotate::{
+    RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
+};
 pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker};
 
 /// Errors of the vault. Never carry a secret value.
@@ -24,12 +36,49 @@ pub enum VaultError {
     Parse { path: String, reason: String },
     #[error("invalid TOTP secret: {0}")]
     Totp(String),
+    #[error(
+        "no vault key: set {ENV_KEY} (base64 of 32 bytes) or {ENV_KEY_FILE}, or `vault.key_file` in the configuration; `usher vault keygen` makes a key"
+    )]
+    NoKey,
+    #[error("no new vault key: pass --new-key-file or set {ENV_NEW_KEY}")]
+    NoNewKey,
+    #[error("vault key from {origin} {reason}")]
+    BadKey { origin: String, reason: String },
+    #[error("cannot read vault key file {path}: {reason}")]
+    KeyFile { path: String, reason: String },
+    #[error(
+        "vault entry `{name}` is encrypted under key `{key_id}`, but the configured key is `{configured}` (wrong key?)"
+    )]
+    UnknownKey {
+        name: String,
+        key_id: String,
+        configured: String,
+    },
+    #[error(
+        "vault key `{key_id}` cannot decrypt entry `{name}`: the stored entry was altered or belongs to another entry"
+    )]
+    Decrypt { name: String, key_id: String },
+    #[error("vault entry `{name}` is corrupt: {reason}")]
+    Corrupt { name: String, reason: String },
+    #[error("no vault entry `{0}`")]
+    NotFound(String),
+    #[error("vault entry `{0}` changed while it was being updated; try again")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("vault: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// One service account's credentials.
+#[derive(Clone)]
 pub struct Secret {
     pub username: SecretString,
     pub password: SecretString,
+    /// A new password a rotation generated and stored before changing it in the app.
+    /// Until the rotation is confirmed the app may hold either; a login tries
+    /// `password` first, then this one (see `rotate`).
+    pub pending_password: Option<SecretString>,
     /// The TOTP seed or URI as given (templates pass it to `totp()`), parsed.
     pub totp: Option<(SecretString, TotpSpec)>,
     pub extra: BTreeMap<String, SecretString>,
@@ -41,6 +90,10 @@ impl fmt::Debug for Secret {
         f.debug_struct("Secret")
             .field("username", &"[REDACTED]")
             .field("password", &"[REDACTED]")
+            .field(
+                "pending_password",
+                &self.pending_password.as_ref().map(|_| "[REDACTED]"),
+            )
             .field("totp", &self.totp.as_ref().map(|(_, s)| s))
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
@@ -61,9 +114,51 @@ impl Secret {
         Ok(Secret {
             username: SecretString::from(username.into()),
             password: SecretString::from(password.into()),
+            pending_password: None,
             totp,
             extra: BTreeMap::new(),
         })
+    }
+
+    /// Sets the TOTP seed or `otpauth://` URI (checked); `None` or blank removes it.
+    pub fn set_totp(&mut self, totp: Option<&str>) -> Result<(), VaultError> {
+        self.totp = match totp.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(t) => Some((SecretString::from(t.to_owned()), TotpSpec::parse(t)?)),
+            None => None,
+        };
+        Ok(())
+    }
+
+    /// Adds an extra field (`secret.NAME` in templates): letters, digits and `_`, not
+    /// one of the standard fields.
+    pub fn set_extra(&mut self, name: &str, value: impl Into<String>) -> Result<(), VaultError> {
+        check_extra_name(name)?;
+        self.extra
+            .insert(name.to_owned(), SecretString::from(value.into()));
+        Ok(())
+    }
+
+    /// Names of the fields present, never values: `username`, `password`,
+    /// `pending_password`, `totp`, `extra.NAME`…
+    pub fn field_names(&self) -> Vec<String> {
+        let mut v = vec!["username".to_owned(), "password".to_owned()];
+        if self.pending_password.is_some() {
+            v.push("pending_password".into());
+        }
+        if self.totp.is_some() {
+            v.push("totp".into());
+        }
+        v.extend(self.extra.keys().map(|k| format!("extra.{k}")));
+        v
+    }
+
+    /// This secret with its pending password as the password (a rotation the app took).
+    pub fn promoted(&self) -> Option<Secret> {
+        let pending = self.pending_password.clone()?;
+        let mut s = self.clone();
+        s.password = pending;
+        s.pending_password = None;
+        Some(s)
     }
 
     /// The `secret.*` values templates see: `username`, `password`, `totp`, extras.
@@ -80,6 +175,9 @@ impl Secret {
     /// Every secret value, for a redactor.
     pub fn values(&self) -> Vec<&str> {
         let mut v = vec![self.username.expose_secret(), self.password.expose_secret()];
+        if let Some(p) = &self.pending_password {
+            v.push(p.expose_secret());
+        }
         if let Some((src, _)) = &self.totp {
             v.push(src.expose_secret());
         }
@@ -120,12 +218,46 @@ impl SecretsFile {
             reason: sanitize_yaml_error(&e.to_string(), text),
         })?;
         let mut s = Secret::new(raw.username, raw.password, raw.totp.as_deref())?;
-        s.extra = raw
-            .extra
-            .into_iter()
-            .map(|(k, v)| (k, SecretString::from(v)))
-            .collect();
+        for (k, v) in raw.extra {
+            s.set_extra(&k, v).map_err(|e| VaultError::Parse {
+                path: name.to_owned(),
+                reason: e.to_string(),
+            })?;
+        }
         Ok(s)
+    }
+}
+
+/// Extra field names become `secret.NAME` in templates and `extra.NAME` in listings.
+fn check_extra_name(name: &str) -> Result<(), VaultError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !matches!(name, "username" | "password" | "pending_password" | "totp");
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::Invalid(format!(
+            "extra field name `{name}` must be 1-64 letters, digits or `_`, and not username, password, pending_password or totp"
+        )))
+    }
+}
+
+/// Entry names are what integrations' `service_account` says: 1-128 characters of
+/// letters, digits, `-`, `_`, `.`, `@`.
+pub fn check_entry_name(name: &str) -> Result<(), VaultError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(VaultError::Invalid(format!(
+            "vault entry name `{}` must be 1-128 characters of letters, digits, `-`, `_`, `.` or `@`",
+            name.chars().take(40).collect::<String>()
+        )))
     }
 }
 

@@ -39,7 +39,11 @@ fn token_ok(t: &str) -> bool {
 
 async fn show(State(store): State<Store>, Path(token): Path<String>) -> Response {
     if !token_ok(&token) {
-        return page(StatusCode::NOT_FOUND, "Link not valid", "<p>This link is not valid.</p>");
+        return page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This link is not valid.</p>",
+        );
     }
     match store.staged_invite(&token).await {
         Ok(Some(job)) if job.status == "staged" => page(
@@ -55,17 +59,29 @@ async fn show(State(store): State<Store>, Path(token): Path<String>) -> Response
             "Already claimed",
             "<p>This access has already been claimed; your account is being set up or is ready.</p>",
         ),
-        Ok(None) => page(StatusCode::NOT_FOUND, "Link not valid", "<p>This link is not valid.</p>"),
+        Ok(None) => page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This link is not valid.</p>",
+        ),
         Err(e) => {
             tracing::error!(error = %e, "reading an invite failed");
-            page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Please try again in a moment.</p>")
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "<p>Please try again in a moment.</p>",
+            )
         }
     }
 }
 
 async fn claim(State(store): State<Store>, Path(token): Path<String>) -> Response {
     if !token_ok(&token) {
-        return page(StatusCode::NOT_FOUND, "Link not valid", "<p>This link is not valid.</p>");
+        return page(
+            StatusCode::NOT_FOUND,
+            "Link not valid",
+            "<p>This link is not valid.</p>",
+        );
     }
     let r = store
         .claim_invite(&token, |job| NewEvent {
@@ -85,7 +101,11 @@ async fn claim(State(store): State<Store>, Path(token): Path<String>) -> Respons
         Ok(None) => show(State(store), Path(token)).await,
         Err(e) => {
             tracing::error!(error = %e, "claiming an invite failed");
-            page(StatusCode::SERVICE_UNAVAILABLE, "Try again", "<p>Please try again in a moment.</p>")
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Try again",
+                "<p>Please try again in a moment.</p>",
+            )
         }
     }
 }

@@ -1,0 +1,235 @@
+//! `usher vault …`: secret values come from standard input (one per line) or, on a
+//! terminal, from a prompt that does not echo; never from the command line, where
+//! other users and shell histories would see them. Output names fields, never values.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::Path;
+
+use zeroize::Zeroizing;
+
+use super::{
+    EntryInfo, Secret, TotpAlgorithm, TotpSpec, Vault, VaultError, VaultKey, check_entry_name,
+};
+
+/// Where secret values are read from.
+pub enum SecretInput {
+    /// A prompt on the terminal, without echo.
+    Terminal,
+    /// One value per line (standard input when it is not a terminal, or tests).
+    Lines(Box<dyn BufRead + Send>),
+}
+
+impl SecretInput {
+    /// The terminal when standard input is one, else standard input's lines.
+    pub fn stdin() -> SecretInput {
+        if std::io::stdin().is_terminal() {
+            SecretInput::Terminal
+        } else {
+            SecretInput::Lines(Box::new(std::io::BufReader::new(std::io::stdin())))
+        }
+    }
+
+    fn is_terminal(&self) -> bool {
+        matches!(self, SecretInput::Terminal)
+    }
+
+    /// One value; `what` names it in the prompt and in errors.
+    pub fn read(&mut self, what: &str) -> Result<Zeroizing<String>, VaultError> {
+        match self {
+            SecretInput::Terminal => rpassword::prompt_password(format!("{what}: "))
+                .map(Zeroizing::new)
+                .map_err(|e| VaultError::Invalid(format!("cannot read the {what}: {e}"))),
+            SecretInput::Lines(r) => {
+                let mut line = Zeroizing::new(String::new());
+                let n = r
+                    .read_line(&mut line)
+                    .map_err(|e| VaultError::Invalid(format!("cannot read the {what}: {e}")))?;
+                if n == 0 {
+                    return Err(VaultError::Invalid(format!(
+                        "expected the {what} on standard input (one value per line)"
+                    )));
+                }
+                let trimmed = Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+                Ok(trimmed)
+            }
+        }
+    }
+}
+
+/// `usher vault set NAME --username U [--totp] [--extra FIELD]…`: creates or replaces
+/// the entry. Reads, in this order: the password, the TOTP seed or URI (with `--totp`),
+/// one value per extra field. Returns the line to print.
+pub async fn set(
+    vault: &Vault,
+    name: &str,
+    username: &str,
+    with_totp: bool,
+    extras: &[String],
+    input: &mut SecretInput,
+) -> Result<String, VaultError> {
+    check_entry_name(name)?;
+    if username.trim().is_empty() {
+        return Err(VaultError::Invalid("--username must not be empty".into()));
+    }
+    let password = input.read(&format!("password for {name}"))?;
+    if password.is_empty() {
+        return Err(VaultError::Invalid("the password must not be empty".into()));
+    }
+    if input.is_terminal() {
+        let again = input.read("the same password again")?;
+        if *again != *password {
+            return Err(VaultError::Invalid("the passwords do not match".into()));
+        }
+    }
+    let mut secret = Secret::new(username.trim(), password.as_str(), None)?;
+    if with_totp {
+        let totp = input.read("TOTP seed (base32) or otpauth:// URI")?;
+        if totp.trim().is_empty() {
+            return Err(VaultError::Invalid(
+                "--totp was given but the TOTP seed is empty".into(),
+            ));
+        }
+        secret.set_totp(Some(totp.as_str()))?;
+    }
+    for field in extras {
+        super::check_extra_name(field)?;
+        let value = input.read(&format!("value of extra field {field}"))?;
+        secret.set_extra(field, value.as_str())?;
+    }
+    vault.set(name, &secret).await?;
+    Ok(format!(
+        "{name}: stored ({}) under key {}",
+        secret.field_names().join(", "),
+        vault.keys().primary().id()
+    ))
+}
+
+/// `usher vault import-otpauth NAME`: reads an `otpauth://totp/…` URI and makes it the
+/// entry's TOTP (digits, period and algorithm included).
+pub async fn import_otpauth(
+    vault: &Vault,
+    name: &str,
+    input: &mut SecretInput,
+) -> Result<String, VaultError> {
+    let uri = input.read("otpauth:// URI")?;
+    let uri = uri.trim();
+    if !uri
+        .get(..10)
+        .is_some_and(|p| p.eq_ignore_ascii_case("otpauth://"))
+    {
+        return Err(VaultError::Totp(
+            "expected an otpauth://totp/… URI (use `usher vault set --totp` for a bare seed)"
+                .into(),
+        ));
+    }
+    let spec = TotpSpec::parse(uri)?;
+    vault.set_totp(name, uri).await?;
+    Ok(format!(
+        "{name}: TOTP set ({} digits, every {} s, {})",
+        spec.digits(),
+        spec.period(),
+        match spec.algorithm() {
+            TotpAlgorithm::Sha1 => "SHA1",
+            TotpAlgorithm::Sha256 => "SHA256",
+            TotpAlgorithm::Sha512 => "SHA512",
+        }
+    ))
+}
+
+/// `usher vault list`: one line per entry, names and fields only.
+pub fn format_list(entries: &[EntryInfo]) -> String {
+    if entries.is_empty() {
+        return "no vault entries".into();
+    }
+    let w = entries
+        .iter()
+        .map(|e| e.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:<w$}  {:<16}  {:<20}  FIELDS\n", "NAME", "KEY", "CHANGED");
+    for e in entries {
+        out.push_str(&format!(
+            "{:<w$}  {:<16}  {:<20}  {}\n",
+            e.name,
+            e.key_id,
+            e.updated_at
+                .get(..19)
+                .unwrap_or(&e.updated_at)
+                .replace('T', " "),
+            e.fields.join(", ")
+        ));
+    }
+    out.pop();
+    out
+}
+
+/// `usher vault keygen [--out FILE]`: a new key, written to a new file only its owner
+/// can read, or returned for printing.
+pub fn keygen(out: Option<&Path>) -> Result<(VaultKey, Option<Zeroizing<String>>), VaultError> {
+    let key = VaultKey::generate();
+    let text = Zeroizing::new(format!("{}\n", key.to_base64().as_str()));
+    match out {
+        None => Ok((key, Some(text))),
+        Some(path) => {
+            write_private(path, text.as_bytes()).map_err(|e| VaultError::KeyFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            Ok((key, None))
+        }
+    }
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_input_reads_values_and_reports_missing_ones() {
+        let mut input = SecretInput::Lines(Box::new(std::io::Cursor::new(
+            b"pw with spaces \r\notpauth://x\n".to_vec(),
+        )));
+        assert_eq!(
+            input.read("password").expect("1").as_str(),
+            "pw with spaces "
+        );
+        assert_eq!(input.read("uri").expect("2").as_str(), "otpauth://x");
+        let e = input.read("TOTP seed").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "expected the TOTP seed on standard input (one value per line)"
+        );
+    }
+
+    #[test]
+    fn keygen_writes_a_private_file_once() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("vault.key");
+        let (key, printed) = keygen(Some(&path)).expect("keygen");
+        assert!(printed.is_none());
+        let back = VaultKey::from_file(&path).expect("read back");
+        assert_eq!(back.id(), key.id());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(keygen(Some(&path)).is_err(), "never overwrites a key");
+    }
+}
