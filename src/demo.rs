@@ -1,7 +1,6 @@
 //! `usher demo`: the bundled "Acme Admin" app, a SCIM gateway for it, the engine and
 //! SQLite, all in one process, with the commands to try it printed.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,9 +30,16 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
     rand::rng().fill_bytes(&mut bytes);
     let token = hex::encode(bytes);
     let db = dir.join("usher.db");
+    // The service account's secret goes into the encrypted vault, as in production;
+    // the demo keeps its key beside the data (production keeps it elsewhere).
+    let key_file = dir.join("vault.key");
+    if !key_file.exists() {
+        usher::vault::cli::keygen(Some(&key_file))?;
+    }
     let text = format!(
         "listen: {listen}\n\
          database: sqlite://{db}\n\
+         vault:\n  key_file: {key}\n\
          engine:\n  workers: 2\n  backoff_base: 2s\n\
          integrations:\n\
          \x20 - id: acme-demo\n\
@@ -44,6 +50,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
          \x20   service_account: acme-admin\n\
          \x20   scim_token_sha256: {hash}\n",
         db = db.display(),
+        key = key_file.display(),
         base = app.base_url(),
         hash = hex::encode(hash_token(&token)),
     );
@@ -55,11 +62,16 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
         opts.admin_password.clone(),
         Some(&opts.totp_seed),
     )?;
-    let mut secrets = HashMap::new();
-    secrets.insert("acme-admin".to_string(), Arc::new(secret));
+    let store =
+        usher::store::Store::connect(&config.database, Arc::new(usher::clock::SystemClock)).await?;
+    let vault = usher::vault::Vault::new(
+        store,
+        usher::vault::Keyring::load(|_| None, config.vault.key_file.as_deref())?,
+    );
+    vault.set("acme-admin", &secret).await?;
     let setup = usher::server::EngineSetup {
         config_dir: dir.clone(),
-        secrets: usher::engine::Secrets::Fixed(secrets),
+        secrets: usher::engine::Secrets::Vault(vault),
         driver: usher::playbook::DriverConfig::default(),
     };
     let running = usher::server::start_with(&config, listen, Some(setup)).await?;

@@ -10,9 +10,17 @@ use usher::config::{Config, hash_token};
 
 mod demo;
 
-/// Secrets of the integrations' service accounts for `usher serve`.
-async fn serve_secrets(_config: &Config) -> anyhow::Result<usher::engine::Secrets> {
-    Ok(usher::engine::Secrets::Fixed(Default::default()))
+/// Secrets of the integrations' service accounts for `usher serve`: the vault, when
+/// the engine runs (it needs the key).
+async fn serve_secrets(config: &Config) -> anyhow::Result<usher::engine::Secrets> {
+    if config.engine.workers == 0 || config.integrations.is_empty() {
+        return Ok(usher::engine::Secrets::Fixed(Default::default()));
+    }
+    let keys = usher::vault::Keyring::from_env_or_config(config.vault.key_file.as_deref())?;
+    Ok(usher::engine::Secrets::Vault(usher::vault::Vault::new(
+        open_store(config).await?,
+        keys,
+    )))
 }
 
 #[derive(Parser)]

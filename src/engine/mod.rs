@@ -27,8 +27,8 @@ pub use webhook::{SIGNATURE_HEADER, sign, wants as webhook_wants};
 pub enum EngineError {
     #[error("{0}")]
     Playbook(String),
-    #[error("integration `{integration}`: no secret named `{name}` for its service account")]
-    NoSecret { integration: String, name: String },
+    #[error("integration `{integration}`: cannot read its service account's secret: {reason}")]
+    Secret { integration: String, reason: String },
     #[error("evidence folder {path}: {reason}")]
     Evidence { path: String, reason: String },
     #[error(transparent)]
@@ -40,14 +40,23 @@ pub enum EngineError {
 /// Where service-account secrets come from.
 #[derive(Clone)]
 pub enum Secrets {
-    /// Fixed secrets by service-account name (tests, `usher demo`).
+    /// The encrypted vault (`usher serve`): read again before every job, so a rotation
+    /// or an update by another process is seen at once.
+    Vault(crate::vault::Vault),
+    /// Fixed secrets by service-account name (tests, benchmarks).
     Fixed(HashMap<String, Arc<Secret>>),
 }
 
 impl Secrets {
-    async fn get(&self, name: &str) -> Option<Arc<Secret>> {
+    /// The secret named `name`; `Ok(None)` when there is none.
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<Secret>>, String> {
         match self {
-            Secrets::Fixed(m) => m.get(name).cloned(),
+            Secrets::Fixed(m) => Ok(m.get(name).cloned()),
+            Secrets::Vault(v) => v
+                .find(name)
+                .await
+                .map(|s| s.map(Arc::new))
+                .map_err(|e| e.to_string()),
         }
     }
 }
@@ -145,14 +154,25 @@ impl Engine {
                     cfg.id
                 )));
             };
-            let secret =
-                p.secrets
-                    .get(&cfg.service_account)
-                    .await
-                    .ok_or_else(|| EngineError::NoSecret {
+            // A missing entry does not stop the start: the operator may set it next,
+            // and each job reads it again (jobs fail clearly until it is there).
+            let secret = match p.secrets.get(&cfg.service_account).await {
+                Ok(Some(s)) => s,
+                Ok(None) => {
+                    tracing::warn!(integration = %cfg.id, entry = %cfg.service_account,
+                        "no vault entry for the service account; jobs fail until `usher vault set` adds it");
+                    Arc::new(
+                        Secret::new("", "", None)
+                            .map_err(|e| EngineError::Playbook(e.to_string()))?,
+                    )
+                }
+                Err(e) => {
+                    return Err(EngineError::Secret {
                         integration: cfg.id.clone(),
-                        name: cfg.service_account.clone(),
-                    })?;
+                        reason: e,
+                    });
+                }
+            };
             let di = driver.integration(
                 cfg.id.clone(),
                 cfg.name.clone(),

@@ -30,7 +30,6 @@ pub(crate) struct Shared {
     pub settings: EngineSettings,
     evidence: Arc<EvidenceStore>,
     pub webhooks: Vec<WebhookConfig>,
-    #[allow(dead_code)] // read when secrets are refreshed per job
     secrets: Secrets,
     process: String,
     stopping: AtomicBool,
@@ -286,7 +285,18 @@ impl Shared {
         }
         let started = Instant::now();
         let mut records: Vec<Value> = Vec::new();
-        let result = self.reconcile_user(&integ, claimed, &mut records).await;
+        let result = match self.refresh_secret(&integ).await {
+            Ok(()) => self.reconcile_user(&integ, claimed, &mut records).await,
+            Err(f) => Err((None, f)),
+        };
+        // A login may have found that the app took a rotated password whose record
+        // was interrupted: write that down in the vault.
+        if let Secrets::Vault(v) = &self.secrets
+            && let Err(e) =
+                crate::vault::reconcile(v, &integ.driver, &integ.config.service_account).await
+        {
+            tracing::warn!(integration = %integ.config.id, error = %e, "recording a rotated password failed");
+        }
         let user_name = match &result {
             Ok((name, _)) | Err((name, _)) => name.clone(),
         };
@@ -294,6 +304,7 @@ impl Shared {
         let base = json!({
             "job": job.id,
             "attempt": attempt,
+            "worker": claimed.owner,
             "operation": job.operation,
             "userName": user_name,
             "actions": records,
@@ -391,6 +402,30 @@ impl Shared {
                 tracing::error!(job = job.id, attempt, error = %error, "job failed");
                 self.notify("job.failed", claimed, &detail).await;
             }
+        }
+    }
+
+    /// Reads the service account's secret again (another process may have rotated it).
+    async fn refresh_secret(&self, integ: &EngineIntegration) -> Result<(), Failure> {
+        let name = &integ.config.service_account;
+        match self.secrets.get(name).await {
+            Ok(Some(s)) => {
+                integ.driver.set_secret(s);
+                Ok(())
+            }
+            Ok(None) => Err(Failure {
+                message: format!(
+                    "the vault has no entry `{name}` for the service account of `{}`; add it with `usher vault set {name}`",
+                    integ.config.id
+                ),
+                transient: true,
+                detail: json!({"reason": format!("no vault entry `{name}`")}),
+            }),
+            Err(e) => Err(Failure {
+                message: format!("cannot read vault entry `{name}`: {e}"),
+                transient: true,
+                detail: json!({"reason": format!("cannot read vault entry `{name}`: {e}")}),
+            }),
         }
     }
 
@@ -524,20 +559,21 @@ impl Shared {
                     .actions
                     .get(&action)
                     .is_some_and(|a| a.precondition.is_some());
-                if retried && !has_precondition {
-                    if let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)? {
-                        adopted = true;
-                        app_id = found.or(app_id);
-                        known = desired.clone().map(|mut d| {
-                            d.attributes_unknown = true;
-                            d.roles_unknown = true;
-                            d
-                        });
-                        self.record(job, app_id.as_deref(), known.as_ref())
-                            .await
-                            .map_err(&fail)?;
-                        continue;
-                    }
+                if retried
+                    && !has_precondition
+                    && let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)?
+                {
+                    adopted = true;
+                    app_id = found.or(app_id);
+                    known = desired.clone().map(|mut d| {
+                        d.attributes_unknown = true;
+                        d.roles_unknown = true;
+                        d
+                    });
+                    self.record(job, app_id.as_deref(), known.as_ref())
+                        .await
+                        .map_err(&fail)?;
+                    continue;
                 }
                 // Remember that a create is under way before it starts.
                 let mut intent = desired.clone().unwrap_or_default();

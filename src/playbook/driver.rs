@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tokio::sync::{RwLock, Semaphore};
 
@@ -482,6 +483,17 @@ impl Driver {
             bctx.set_cookies(&state).await?;
             if self.session_check(integ, page, ctx, opts, steps).await? {
                 return Ok(());
+            }
+        }
+        // Failed logins may have spent the code windows that are open now: wait for a
+        // fresh one (at most one period) rather than fail on a code the app refuses.
+        if let Some((seed, _)) = &integ.secret().totp {
+            let wait = self
+                .totp
+                .wait_for_unused(seed.expose_secret(), self.clock.as_ref());
+            if !wait.is_zero() {
+                tracing::info!(integration = %integ.key, wait_s = wait.as_secs(), "waiting for an unused TOTP window before logging in");
+                tokio::time::sleep(wait).await;
             }
         }
         let first = self.attempt_login(integ, page, ctx, opts, steps).await;

@@ -945,10 +945,10 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
         let name = write.data["userName"].as_str().unwrap_or_default();
         hook(gw, &stored.id, name, token);
     }
-    if await_job(state, &gateway, &stored.id, stored.version).await? {
-        if let Some(fresh) = state.store.get_resource(gw, rt, &stored.id).await? {
-            stored = fresh;
-        }
+    if await_job(state, &gateway, &stored.id, stored.version).await?
+        && let Some(fresh) = state.store.get_resource(gw, rt, &stored.id).await?
+    {
+        stored = fresh;
     }
     let base = base_url(&headers, gw);
     // A brand-new user is in no group yet (its id did not exist), so no look-up.

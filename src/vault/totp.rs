@@ -147,6 +147,27 @@ impl TotpTracker {
         Self::default()
     }
 
+    /// How long to wait before [`code`](Self::code) can hand out an unused window for
+    /// `seed` (zero when one is free now). Logins wait this long instead of failing when
+    /// failed attempts used up the current and next windows.
+    pub fn wait_for_unused(&self, seed: &str, clock: &dyn Clock) -> std::time::Duration {
+        let (Ok(spec), Ok(used)) = (TotpSpec::parse(seed), self.used.lock()) else {
+            return std::time::Duration::ZERO;
+        };
+        let now = unix_now(clock);
+        let wanted = spec.step_for_login(now);
+        let key = crate::browser::sha256_hex(seed.trim().as_bytes());
+        let step = match used.get(&key) {
+            Some(&last) if last >= wanted => last + 1,
+            _ => wanted,
+        };
+        if step > now / spec.period() + 1 {
+            std::time::Duration::from_secs((step - 1) * spec.period() - now + 1)
+        } else {
+            std::time::Duration::ZERO
+        }
+    }
+
     /// A code for a login now that no earlier call used. After the step chosen by
     /// [`TotpSpec::step_for_login`] was used, the following step is taken (verifiers
     /// accept one step of skew); when that one is used too, this fails with the wait.
