@@ -61,6 +61,8 @@ listen: 127.0.0.1:$port
 database: $url
 scim:
   max_in_flight: 4096
+engine:
+  workers: 0   # the gateway alone; the engine has its own figures below
 integrations:
   - id: bench
     name: Bench

@@ -27,9 +27,12 @@ run_suite() { # name gateway command...
   tail -1 "$out" | sed "s/^/$name: /"
   echo "$rc" > "$WORK/$name.rc"
 }
+# The suites test the SCIM gateway: no engine (workers: 0), so their writes stay queued.
 cat > "$WORK/usher.yaml" <<YAML
 listen: 127.0.0.1:$PORT
 database: sqlite://$WORK/usher.db
+engine:
+  workers: 0
 integrations:
 YAML
 for gw in tester okta entra; do

@@ -36,8 +36,12 @@ fn free_port() -> u16 {
 /// Every process below `pid`, deepest first (Chromium and its helpers).
 fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    for c in children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()) {
+    let children =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    for c in children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+    {
         out.extend(descendants(c));
         out.push(c);
     }
@@ -82,7 +86,10 @@ async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("usher serve did not start: {}", std::fs::read_to_string(log).unwrap_or_default());
+    panic!(
+        "usher serve did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
 }
 
 impl Serve {
@@ -96,7 +103,9 @@ impl Serve {
     }
 
     fn stop(&mut self) {
-        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -120,12 +129,19 @@ fn config(db: &str, port: u16, base: &str, token: &str, workers: usize, evidence
     format!(
         "listen: 127.0.0.1:{port}\ndatabase: {db}\nengine:\n  workers: {workers}\n  lease: 6s\n  poll: 200ms\n  backoff_base: 500ms\n  backoff_max: 4s\n  max_attempts: 10\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {pb}\n    base_url: {base}\n    service_account: acme-admin\n    concurrency: 4\n    scim_token_sha256: {hash}\n",
         ev = evidence.display(),
-        pb = Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/classic.yaml").display(),
+        pb = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("playbooks/classic.yaml")
+            .display(),
         hash = hex::encode(hash_token(token)),
     )
 }
 
-async fn post_users(base: &str, token: &str, prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
+async fn post_users(
+    base: &str,
+    token: &str,
+    prefix: &str,
+    range: std::ops::Range<usize>,
+) -> Vec<String> {
     let client = reqwest::Client::new();
     let mut ids = Vec::new();
     for n in range {
@@ -141,7 +157,12 @@ async fn post_users(base: &str, token: &str, prefix: &str, range: std::ops::Rang
             .await
             .expect("post");
         assert_eq!(r.status().as_u16(), 201);
-        ids.push(r.json::<Value>().await.expect("json")["id"].as_str().expect("id").to_string());
+        ids.push(
+            r.json::<Value>().await.expect("json")["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
     }
     ids
 }
@@ -150,7 +171,11 @@ async fn post_users(base: &str, token: &str, prefix: &str, range: std::ops::Rang
 async fn all_jobs_end(store: &Store, minutes: u64) -> Vec<usher::store::JobRow> {
     for _ in 0..minutes * 300 {
         let jobs = store
-            .list_jobs(&JobFilter { integration_id: Some("acme"), limit: 100_000, ..Default::default() })
+            .list_jobs(&JobFilter {
+                integration_id: Some("acme"),
+                limit: 100_000,
+                ..Default::default()
+            })
             .await
             .expect("jobs");
         if !jobs.is_empty() && jobs.iter().all(|j| j.is_terminal()) {
@@ -169,7 +194,12 @@ fn assert_each_once(app: &RunningApp, prefix: &str, n: usize) {
     }
     for i in 0..n {
         let email = format!("{prefix}-{i}@corp.example");
-        assert_eq!(count.get(&email).copied(), Some(1), "{email} exactly once; app has {}", users.len());
+        assert_eq!(
+            count.get(&email).copied(),
+            Some(1),
+            "{email} exactly once; app has {}",
+            users.len()
+        );
     }
     assert_eq!(users.len(), n, "nothing else in the app");
 }
@@ -177,14 +207,18 @@ fn assert_each_once(app: &RunningApp, prefix: &str, n: usize) {
 /// Everything in the database except the vault's own table, as text.
 async fn dump_outside_vault(url: &str) -> String {
     let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
-    let tables: Vec<String> = sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .fetch_all(&pool)
-        .await
-        .expect("tables");
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&pool)
+            .await
+            .expect("tables");
     let mut out = String::new();
     for t in tables.iter().filter(|t| t.as_str() != "vault_entries") {
         let q = format!("SELECT * FROM \"{t}\"");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(q)).fetch_all(&pool).await.expect("rows");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(q))
+            .fetch_all(&pool)
+            .await
+            .expect("rows");
         use sqlx::{Column, Row, ValueRef};
         for row in rows {
             for (i, c) in row.columns().iter().enumerate() {
@@ -207,20 +241,37 @@ async fn dump_outside_vault(url: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secret() {
     let opts = secret_options();
-    let app = RunningApp::start(AppKind::Classic, opts.clone()).await.expect("app");
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("app");
     let db = TestDb::new(Db::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = VaultKey::generate();
     let store = open_store(&db.url).await;
-    let vault = Vault::new(store.clone(), Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")));
+    let vault = Vault::new(
+        store.clone(),
+        Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")),
+    );
     vault
-        .set("acme-admin", &Secret::new(opts.admin_username.clone(), opts.admin_password.clone(), Some(&opts.totp_seed)).expect("secret"))
+        .set(
+            "acme-admin",
+            &Secret::new(
+                opts.admin_username.clone(),
+                opts.admin_password.clone(),
+                Some(&opts.totp_seed),
+            )
+            .expect("secret"),
+        )
         .await
         .expect("vault set");
     let token = format!("crash-{}", uuid::Uuid::new_v4().simple());
     let evidence = dir.path().join("evidence");
     let cfg = dir.path().join("usher.yaml");
-    std::fs::write(&cfg, config(&db.url, free_port(), app.base_url(), &token, 4, &evidence)).expect("config");
+    std::fs::write(
+        &cfg,
+        config(&db.url, free_port(), app.base_url(), &token, 4, &evidence),
+    )
+    .expect("config");
     let log = dir.path().join("serve.log");
 
     let mut first = serve(&cfg, &key, &log).await;
@@ -235,7 +286,12 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     let at_kill = app.users().len();
     assert!(at_kill < 50, "the kill came mid-run ({at_kill} done)");
     let running_at_kill = store
-        .list_jobs(&JobFilter { integration_id: Some("acme"), status: Some("running"), limit: 100, ..Default::default() })
+        .list_jobs(&JobFilter {
+            integration_id: Some("acme"),
+            status: Some("running"),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .expect("jobs")
         .len();
@@ -244,12 +300,24 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     let mut second = serve(&cfg, &key, &log).await;
     let jobs = all_jobs_end(&store, 10).await;
     assert_each_once(&app, "crash", 50);
-    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{:?}", jobs.iter().filter(|j| j.status != "succeeded").collect::<Vec<_>>());
+    assert!(
+        jobs.iter().all(|j| j.status == "succeeded"),
+        "{:?}",
+        jobs.iter()
+            .filter(|j| j.status != "succeeded")
+            .collect::<Vec<_>>()
+    );
     if running_at_kill > 0 {
-        assert!(jobs.iter().any(|j| j.attempts >= 2), "jobs held by the killed process were taken over");
+        assert!(
+            jobs.iter().any(|j| j.attempts >= 2),
+            "jobs held by the killed process were taken over"
+        );
     }
     second.stop();
-    store.verify_audit_chain().await.expect("audit chain intact");
+    store
+        .verify_audit_chain()
+        .await
+        .expect("audit chain intact");
 
     // No secret anywhere but the vault's table.
     let password = opts.admin_password.as_str();
@@ -257,10 +325,16 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     let logs = std::fs::read_to_string(&log).expect("log");
     assert!(logs.contains("job succeeded"), "logs were captured");
     let dump = dump_outside_vault(&db.url).await;
-    assert!(dump.contains("job.succeeded"), "the dump holds the audit trail");
+    assert!(
+        dump.contains("job.succeeded"),
+        "the dump holds the audit trail"
+    );
     let mut evidence_bytes = Vec::new();
     let mut shots = 0;
-    for e in std::fs::read_dir(&evidence).expect("evidence dir").flatten() {
+    for e in std::fs::read_dir(&evidence)
+        .expect("evidence dir")
+        .flatten()
+    {
         shots += 1;
         evidence_bytes.extend(e.file_name().to_string_lossy().as_bytes());
         evidence_bytes.extend(std::fs::read(e.path()).unwrap_or_default());
@@ -269,30 +343,57 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     for (what, text) in [("logs", logs.as_str()), ("database", dump.as_str())] {
         assert!(!text.contains(password), "password in the {what}");
         assert!(!text.contains(seed), "TOTP seed in the {what}");
-        assert!(!text.contains(&seed.to_lowercase()), "TOTP seed in the {what}");
+        assert!(
+            !text.contains(&seed.to_lowercase()),
+            "TOTP seed in the {what}"
+        );
     }
     let ev = String::from_utf8_lossy(&evidence_bytes);
-    assert!(!ev.contains(password) && !ev.contains(seed), "secret in the evidence");
+    assert!(
+        !ev.contains(password) && !ev.contains(seed),
+        "secret in the evidence"
+    );
     app.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_on_postgresql_run_each_of_100_jobs_once() {
     let opts = secret_options();
-    let app = RunningApp::start(AppKind::Classic, opts.clone()).await.expect("app");
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("app");
     let db = TestDb::new(Db::Postgres).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let key = VaultKey::generate();
     let store = open_store(&db.url).await;
-    Vault::new(store.clone(), Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")))
-        .set("acme-admin", &Secret::new(opts.admin_username.clone(), opts.admin_password.clone(), Some(&opts.totp_seed)).expect("secret"))
-        .await
-        .expect("vault set");
+    Vault::new(
+        store.clone(),
+        Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")),
+    )
+    .set(
+        "acme-admin",
+        &Secret::new(
+            opts.admin_username.clone(),
+            opts.admin_password.clone(),
+            Some(&opts.totp_seed),
+        )
+        .expect("secret"),
+    )
+    .await
+    .expect("vault set");
     let token = format!("scale-{}", uuid::Uuid::new_v4().simple());
     let evidence = dir.path().join("evidence");
     let (c1, c2) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
-    std::fs::write(&c1, config(&db.url, free_port(), app.base_url(), &token, 2, &evidence)).expect("config");
-    std::fs::write(&c2, config(&db.url, free_port(), app.base_url(), &token, 2, &evidence)).expect("config");
+    std::fs::write(
+        &c1,
+        config(&db.url, free_port(), app.base_url(), &token, 2, &evidence),
+    )
+    .expect("config");
+    std::fs::write(
+        &c2,
+        config(&db.url, free_port(), app.base_url(), &token, 2, &evidence),
+    )
+    .expect("config");
     let mut a = serve(&c1, &key, &dir.path().join("a.log")).await;
     let mut b = serve(&c2, &key, &dir.path().join("b.log")).await;
     // The IdP's writes land on both processes.
@@ -308,18 +409,29 @@ async fn two_processes_on_postgresql_run_each_of_100_jobs_once() {
     assert_each_once(&app, "scale", 100);
     // Exactly one successful run per job, one confirmed create per user, and both
     // processes took a share.
-    let events = store.audit_events(Some("acme"), 100_000).await.expect("events");
+    let events = store
+        .audit_events(Some("acme"), 100_000)
+        .await
+        .expect("events");
     let mut runs: BTreeMap<i64, usize> = BTreeMap::new();
     let mut creates: BTreeMap<String, usize> = BTreeMap::new();
     let mut processes: BTreeSet<String> = BTreeSet::new();
     for e in events.iter().filter(|e| e.event_type == "job.succeeded") {
-        *runs.entry(e.detail["job"].as_i64().expect("job id")).or_default() += 1;
+        *runs
+            .entry(e.detail["job"].as_i64().expect("job id"))
+            .or_default() += 1;
         if let Some(w) = e.detail["worker"].as_str() {
-            processes.insert(w.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default());
+            processes.insert(
+                w.rsplit_once('/')
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_default(),
+            );
         }
         for a in e.detail["actions"].as_array().cloned().unwrap_or_default() {
             if a["action"] == "create_user" && a["status"] == "done" {
-                *creates.entry(e.target.clone().unwrap_or_default()).or_default() += 1;
+                *creates
+                    .entry(e.target.clone().unwrap_or_default())
+                    .or_default() += 1;
             }
         }
     }
