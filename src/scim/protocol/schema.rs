@@ -495,7 +495,7 @@ static PROVISIONING_ATTRS: [AttrDef; 4] = [
     s("state")
         .ro()
         .ret(Returned::Request)
-        .canon(&["pending", "provisioned", "failed"])
+        .canon(&["pending", "staged", "provisioned", "failed"])
         .desc("Provisioning state of the account in the downstream application."),
     s("reason")
         .ro()
