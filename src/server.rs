@@ -39,12 +39,10 @@ pub struct Running {
     pub addr: SocketAddr,
     pub store: Store,
     pub engine: Option<Engine>,
+    shutdown_grace: Duration,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
 }
-
-/// How long running jobs get to finish at shutdown before they are released.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 
 impl Running {
     /// Stops accepting, lets requests in flight finish, stops the engine (running jobs
@@ -52,7 +50,7 @@ impl Running {
     pub async fn shutdown(self) -> Result<(), ServeError> {
         let _ = self.shutdown.send(());
         if let Some(e) = self.engine {
-            e.shutdown(SHUTDOWN_GRACE).await;
+            e.shutdown(self.shutdown_grace).await;
         }
         let r = self.task.await.unwrap_or(Ok(()));
         self.store.close().await;
@@ -233,6 +231,7 @@ pub async fn start_with(
         addr,
         store,
         engine,
+        shutdown_grace: config.engine.shutdown_grace,
         shutdown: tx,
         task,
     })

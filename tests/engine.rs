@@ -45,6 +45,8 @@ struct RigExtra {
     /// Top-level configuration lines (webhooks).
     top: String,
     max_attempts: Option<u32>,
+    /// More `engine:` lines, each indented by two spaces.
+    engine: String,
     /// A playbook file instead of the bundled one.
     playbook: Option<std::path::PathBuf>,
 }
@@ -68,9 +70,10 @@ async fn rig_full(
         (None, AppKind::Spa) => "playbooks/spa.yaml".into(),
     };
     let text = format!(
-        "listen: 127.0.0.1:0\ndatabase: {db}\n{top}engine:\n  workers: 2\n  lease: 10s\n  max_attempts: {attempts}\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n{integration_extra}",
+        "listen: 127.0.0.1:0\ndatabase: {db}\n{top}engine:\n  workers: 2\n  lease: 10s\n  max_attempts: {attempts}\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n{engine_extra}  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n{integration_extra}",
         db = db.url,
         top = extra.top,
+        engine_extra = extra.engine,
         attempts = extra.max_attempts.unwrap_or(12),
         ev = evidence.path().display(),
         base = app.base_url(),
@@ -905,6 +908,47 @@ async fn sync_mode_sheds_load_with_429() {
     if let Ok(rig) = Arc::try_unwrap(rig) {
         rig.stop().await;
     }
+}
+
+/// Graceful shutdown: a job still running when the grace period ends is released for
+/// another worker (back to `pending`, audited), not left to wait for its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_running_jobs() {
+    let opts = FixtureOptions { slow_rate: 1.0, slow_ms: 1500, ..Default::default() };
+    let mut rig = rig_full(
+        Db::Sqlite,
+        AppKind::Classic,
+        "",
+        opts,
+        RigExtra { engine: "  shutdown_grace: 1s\n".into(), ..Default::default() },
+    )
+    .await;
+    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("late-gu", "Gu", "Ro"))).await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let store = rig.running.as_ref().expect("running").store.clone();
+    let filter = usher::store::JobFilter { resource_id: Some(&id), limit: 10, ..Default::default() };
+    for _ in 0..300 {
+        if store.list_jobs(&filter).await.expect("jobs").iter().any(|j| j.status == "running") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    rig.running.take().expect("running").shutdown().await.expect("shutdown");
+    let store = support::open_store(&rig._db.url).await;
+    let jobs = store.list_jobs(&filter).await.expect("jobs");
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].status, "pending", "{jobs:?}");
+    assert_eq!(jobs[0].lease_owner, None);
+    assert_eq!(jobs[0].last_error.as_deref(), Some("released at shutdown"));
+    let events = store.audit_events(Some("acme"), 100).await.expect("events");
+    assert!(
+        events.iter().any(|e| e.event_type == "job.retry"
+            && e.detail["error"]["reason"] == "Usher shut down while the job ran"),
+        "{events:?}"
+    );
+    store.close().await;
+    rig.app.shutdown().await;
 }
 
 macro_rules! on_both_databases {

@@ -86,6 +86,10 @@ pub struct EngineSettings {
     /// In `mode: sync`, how long a SCIM write waits for its job before answering.
     #[serde(deserialize_with = "de_duration")]
     pub sync_timeout: Duration,
+    /// At shutdown, how long running jobs may take to finish before they are released
+    /// (back to `pending`) for another worker.
+    #[serde(deserialize_with = "de_duration")]
+    pub shutdown_grace: Duration,
     /// Where screenshots (evidence) are kept. Default: `evidence/` beside the database
     /// for SQLite, else `./evidence`.
     #[serde(deserialize_with = "de_opt_expanded_path")]
@@ -102,6 +106,7 @@ impl Default for EngineSettings {
             backoff_max: Duration::from_secs(600),
             poll: Duration::from_millis(500),
             sync_timeout: Duration::from_secs(50),
+            shutdown_grace: Duration::from_secs(20),
             evidence_dir: None,
         }
     }
