@@ -16,7 +16,12 @@ async fn serve_secrets(config: &Config) -> anyhow::Result<usher::engine::Secrets
     if config.engine.workers == 0 || config.integrations.is_empty() {
         return Ok(usher::engine::Secrets::Fixed(Default::default()));
     }
-    let keys = usher::vault::Keyring::from_env_or_config(config.vault.key_file.as_deref())?;
+    let keys = usher::vault::Keyring::from_env_or_config(config.vault.key_file.as_deref())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "{e} (the engine logs into apps with secrets from the vault; set engine.workers: 0 for a gateway-only process)"
+            )
+        })?;
     Ok(usher::engine::Secrets::Vault(usher::vault::Vault::new(
         open_store(config).await?,
         keys,
@@ -272,9 +277,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let running = usher::server::start_with(&config, config.listen, Some(setup)).await?;
             eprintln!(
-                "usher: serving {} gateway(s) on http://{}",
+                "usher: serving {} gateway(s) on http://{} ({})",
                 config.integrations.len(),
-                running.addr
+                running.addr,
+                if running.engine.is_some() {
+                    format!("engine: {} worker(s)", config.engine.workers)
+                } else {
+                    "gateway only".to_string()
+                }
             );
             for i in &config.integrations {
                 eprintln!(

@@ -3,6 +3,7 @@
 //! joiner → mover → leaver sequences must leave the app's ground truth exactly as the
 //! IdP declared.
 
+#[macro_use]
 mod support;
 
 use std::collections::HashMap;
@@ -914,27 +915,55 @@ async fn sync_mode_sheds_load_with_429() {
 /// another worker (back to `pending`, audited), not left to wait for its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_releases_running_jobs() {
-    let opts = FixtureOptions { slow_rate: 1.0, slow_ms: 1500, ..Default::default() };
+    let opts = FixtureOptions {
+        slow_rate: 1.0,
+        slow_ms: 1500,
+        ..Default::default()
+    };
     let mut rig = rig_full(
         Db::Sqlite,
         AppKind::Classic,
         "",
         opts,
-        RigExtra { engine: "  shutdown_grace: 1s\n".into(), ..Default::default() },
+        RigExtra {
+            engine: "  shutdown_grace: 1s\n".into(),
+            ..Default::default()
+        },
     )
     .await;
-    let (s, v) = rig.call(Method::POST, "/Users", Some(okta_user("late-gu", "Gu", "Ro"))).await;
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("late-gu", "Gu", "Ro")),
+        )
+        .await;
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_str().expect("id").to_string();
     let store = rig.running.as_ref().expect("running").store.clone();
-    let filter = usher::store::JobFilter { resource_id: Some(&id), limit: 10, ..Default::default() };
+    let filter = usher::store::JobFilter {
+        resource_id: Some(&id),
+        limit: 10,
+        ..Default::default()
+    };
     for _ in 0..300 {
-        if store.list_jobs(&filter).await.expect("jobs").iter().any(|j| j.status == "running") {
+        if store
+            .list_jobs(&filter)
+            .await
+            .expect("jobs")
+            .iter()
+            .any(|j| j.status == "running")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    rig.running.take().expect("running").shutdown().await.expect("shutdown");
+    rig.running
+        .take()
+        .expect("running")
+        .shutdown()
+        .await
+        .expect("shutdown");
     let store = support::open_store(&rig._db.url).await;
     let jobs = store.list_jobs(&filter).await.expect("jobs");
     assert_eq!(jobs.len(), 1);
@@ -949,17 +978,6 @@ async fn shutdown_releases_running_jobs() {
     );
     store.close().await;
     rig.app.shutdown().await;
-}
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Postgres).await } )*
-        }
-    };
 }
 
 on_both_databases!(

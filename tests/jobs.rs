@@ -3,6 +3,7 @@
 //! and cancel. SCIM writes go through the real server (gateway only); claims are made
 //! on its store as the engine's workers make them.
 
+#[macro_use]
 mod support;
 
 use std::time::Duration;
@@ -264,17 +265,6 @@ async fn expired_leases_are_taken_over(db: Db) {
     assert_eq!((again.job.id, again.job.attempts), (j.id, 1));
     store.verify_audit_chain().await.expect("chain");
     s.stop().await;
-}
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Postgres).await } )*
-        }
-    };
 }
 
 on_both_databases!(

@@ -64,7 +64,7 @@ async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
         .append(true)
         .open(log)
         .expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
         .args(["serve", "--config"])
         .arg(config)
         .env("USHER_VAULT_KEY", key.to_base64().as_str())
@@ -86,6 +86,8 @@ async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!(
         "usher serve did not start: {}",
         std::fs::read_to_string(log).unwrap_or_default()
@@ -108,6 +110,25 @@ impl Serve {
             .status();
         let _ = self.child.wait();
     }
+}
+
+/// A vault key and the fixture admin's secret stored under it, as an operator would
+/// with `usher vault set`.
+async fn seed_vault(url: &str, opts: &FixtureOptions) -> (VaultKey, Store) {
+    let key = VaultKey::generate();
+    let store = open_store(url).await;
+    let copy = VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key");
+    let secret = Secret::new(
+        opts.admin_username.clone(),
+        opts.admin_password.clone(),
+        Some(&opts.totp_seed),
+    )
+    .expect("secret");
+    Vault::new(store.clone(), Keyring::new(copy))
+        .set("acme-admin", &secret)
+        .await
+        .expect("vault set");
+    (key, store)
 }
 
 fn secret_options() -> FixtureOptions {
@@ -246,24 +267,7 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
         .expect("app");
     let db = TestDb::new(Db::Sqlite).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VaultKey::generate();
-    let store = open_store(&db.url).await;
-    let vault = Vault::new(
-        store.clone(),
-        Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")),
-    );
-    vault
-        .set(
-            "acme-admin",
-            &Secret::new(
-                opts.admin_username.clone(),
-                opts.admin_password.clone(),
-                Some(&opts.totp_seed),
-            )
-            .expect("secret"),
-        )
-        .await
-        .expect("vault set");
+    let (key, store) = seed_vault(&db.url, &opts).await;
     let token = format!("crash-{}", uuid::Uuid::new_v4().simple());
     let evidence = dir.path().join("evidence");
     let cfg = dir.path().join("usher.yaml");
@@ -364,23 +368,7 @@ async fn two_processes_on_postgresql_run_each_of_100_jobs_once() {
         .expect("app");
     let db = TestDb::new(Db::Postgres).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let key = VaultKey::generate();
-    let store = open_store(&db.url).await;
-    Vault::new(
-        store.clone(),
-        Keyring::new(VaultKey::from_base64(key.to_base64().as_str(), "test").expect("key")),
-    )
-    .set(
-        "acme-admin",
-        &Secret::new(
-            opts.admin_username.clone(),
-            opts.admin_password.clone(),
-            Some(&opts.totp_seed),
-        )
-        .expect("secret"),
-    )
-    .await
-    .expect("vault set");
+    let (key, store) = seed_vault(&db.url, &opts).await;
     let token = format!("scale-{}", uuid::Uuid::new_v4().simple());
     let evidence = dir.path().join("evidence");
     let (c1, c2) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));

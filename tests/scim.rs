@@ -1,5 +1,6 @@
 //! SCIM gateway end to end: the real server on a loopback port, SQLite and PostgreSQL.
 
+#[macro_use]
 mod support;
 
 use reqwest::{Method, StatusCode};
@@ -601,17 +602,6 @@ async fn discovery_tells_the_truth(db: Db) {
     assert_eq!(h.status(), StatusCode::OK);
     assert!(h.headers().get("x-request-id").is_some());
     s.stop().await;
-}
-
-macro_rules! on_both_databases {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Sqlite).await } )*
-        }
-        mod postgres {
-            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Postgres).await } )*
-        }
-    };
 }
 
 on_both_databases!(

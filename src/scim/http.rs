@@ -68,16 +68,13 @@ impl ResourceLocks {
 
 impl ScimState {
     pub fn new(store: Store, gateways: Vec<Gateway>, settings: ScimSettings) -> Arc<ScimState> {
-        let in_flight = Arc::new(Semaphore::new(settings.max_in_flight));
-        Arc::new(ScimState {
+        Self::with_engine(
             store,
-            gateways: gateways.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            gateways,
             settings,
-            in_flight,
-            resource_locks: ResourceLocks::default(),
-            sync_timeout: std::time::Duration::from_secs(50),
-            on_staged: None,
-        })
+            std::time::Duration::from_secs(50),
+            None,
+        )
     }
 
     /// Same, with the engine-facing settings.

@@ -189,3 +189,17 @@ pub async fn open_store(url: &str) -> Store {
         .await
         .expect("store")
 }
+
+/// Runs each named `async fn name(db: Db)` of the file once on SQLite and once on
+/// PostgreSQL, as `sqlite::name` and `postgres::name`.
+#[allow(unused_macros)]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Sqlite).await } )*
+        }
+        mod postgres {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(super::Db::Postgres).await } )*
+        }
+    };
+}
