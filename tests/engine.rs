@@ -736,6 +736,153 @@ async fn a_missing_action_is_reported_not_dropped() {
     rig.stop().await;
 }
 
+/// Without `verify` and `precondition` on `create_user`, the engine reads back through
+/// `list_users`, and a create that may already have happened (an interrupted run) is
+/// looked up there first: the account is adopted, never created twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_users_reads_back_and_finds_an_interrupted_create() {
+    let classic = std::fs::read_to_string(repo().join("playbooks/classic.yaml")).expect("read");
+    let pre = classic
+        .find("  create_user:\n    precondition:\n")
+        .expect("create_user")
+        + "  create_user:\n".len();
+    let steps = pre + classic[pre..].find("    steps:\n").expect("steps");
+    let verify = steps
+        + classic[steps..]
+            .find("    verify:\n      - call: check_user\n")
+            .expect("verify");
+    let stripped = format!(
+        "{}{}{}",
+        &classic[..pre],
+        &classic[steps..verify],
+        &classic[verify + "    verify:\n      - call: check_user\n".len()..]
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bare-create.yaml");
+    std::fs::write(&path, stripped).expect("write");
+    // The app already has Hu's account, as if a crashed run had created it.
+    let opts = FixtureOptions {
+        seed_users: vec![usher_fixture_apps::NewUser {
+            email: "bare-hu@okta.example".into(),
+            given_name: "Hu".into(),
+            family_name: "Old".into(),
+            roles: vec!["Viewer".into()],
+            active: true,
+        }],
+        ..Default::default()
+    };
+    let rig = rig_full(
+        Db::Sqlite,
+        AppKind::Classic,
+        "    invites: on_claim\n",
+        opts,
+        RigExtra {
+            playbook: Some(path),
+            ..Default::default()
+        },
+    )
+    .await;
+    let store = rig.running.as_ref().expect("running").store.clone();
+    // Iva: a plain create, confirmed through list_users.
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("bare-iva", "Iva", "Ny")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let iva = v["id"].as_str().expect("id").to_string();
+    let token = store
+        .claim_token_of("acme", &iva)
+        .await
+        .expect("db")
+        .expect("token");
+    let r = rig
+        .client
+        .post(format!("{}/claim/{token}", rig.base))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(rig.settled(&iva).await["state"], "provisioned");
+    // Hu: a create that was under way when Usher stopped.
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("bare-hu", "Hu", "New")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let hu = v["id"].as_str().expect("id").to_string();
+    let intent = serde_json::to_value(usher::engine::AccountState {
+        user_name: Some("bare-hu@okta.example".into()),
+        email: Some("bare-hu@okta.example".into()),
+        active: true,
+        pending_create: true,
+        ..Default::default()
+    })
+    .expect("json");
+    store
+        .record_app_account("acme", &hu, None, &intent)
+        .await
+        .expect("intent");
+    let token = store
+        .claim_token_of("acme", &hu)
+        .await
+        .expect("db")
+        .expect("token");
+    let r = rig
+        .client
+        .post(format!("{}/claim/{token}", rig.base))
+        .send()
+        .await
+        .expect("claim");
+    assert_eq!(r.status().as_u16(), 200);
+    let st = rig.settled(&hu).await;
+    assert_eq!(st["state"], "provisioned", "{st}");
+    let users = rig.app.users();
+    let hus = user_in_app(&users, "bare-hu@okta.example");
+    assert_eq!(hus.len(), 1, "adopted, not created again: {users:?}");
+    assert_eq!(hus[0].family_name, "New", "and brought in line");
+    assert_eq!(st["appAccountId"], json!(hus[0].id));
+    assert_eq!(user_in_app(&users, "bare-iva@okta.example").len(), 1);
+    let events = store
+        .audit_events(Some("acme"), 1000)
+        .await
+        .expect("events");
+    let actions = |id: &str| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|e| e.event_type == "job.succeeded" && e.target.as_deref() == Some(id))
+            .flat_map(|e| e.detail["actions"].as_array().cloned().unwrap_or_default())
+            .collect()
+    };
+    let iva_create = actions(&iva)
+        .into_iter()
+        .find(|a| a["action"] == "create_user")
+        .expect("create");
+    assert_eq!(iva_create["verified"], "list_users", "{iva_create}");
+    let hu_actions: Vec<String> = actions(&hu)
+        .iter()
+        .filter_map(|a| a["action"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        hu_actions.contains(&"list_users".to_string()),
+        "{hu_actions:?}"
+    );
+    assert!(
+        !hu_actions.contains(&"create_user".to_string()),
+        "{hu_actions:?}"
+    );
+    assert!(
+        hu_actions.contains(&"update_user".to_string()),
+        "{hu_actions:?}"
+    );
+    rig.stop().await;
+}
+
 /// A webhook receiver on a loopback port that keeps what it gets.
 async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String)>>>) {
     let got: Arc<std::sync::Mutex<Vec<(String, String, String)>>> = Arc::default();
