@@ -134,16 +134,12 @@ fn staged_hook(config: &Config, store: Store, public_url: &str) -> StagedHook {
                 user = user_id,
                 "joiner staged until they claim access"
             );
-            let body = serde_json::json!({
-                "type": "invite.staged",
-                "id": uuid::Uuid::now_v7().to_string(),
-                "at": crate::clock::format_time(chrono::Utc::now()),
-                "integration": gateway,
-                "user": user_id,
-                "userName": user_name,
-                "claim_url": claim_url,
-            })
-            .to_string();
+            let body = engine::webhook_envelope(
+                "invite.staged",
+                gateway,
+                user_id,
+                serde_json::json!({"userName": user_name, "claim_url": claim_url}),
+            );
             let targets: Vec<String> = webhooks
                 .iter()
                 .filter(|w| engine::webhook_wants(w, "invite.staged"))

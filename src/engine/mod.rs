@@ -21,7 +21,7 @@ use crate::store::Store;
 use crate::vault::Secret;
 
 pub use plan::{AccountState, plan};
-pub use webhook::{SIGNATURE_HEADER, sign, wants as webhook_wants};
+pub use webhook::{SIGNATURE_HEADER, envelope as webhook_envelope, sign, wants as webhook_wants};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {

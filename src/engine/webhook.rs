@@ -38,6 +38,28 @@ pub fn sign(secret: &[u8], unix_seconds: i64, body: &str) -> String {
     )
 }
 
+/// The JSON body of one notification: its type, a unique id, the time, the
+/// integration and the SCIM user, and the event's own `fields`. Every webhook that
+/// wants the event gets this same body.
+pub fn envelope(
+    event_type: &str,
+    integration: &str,
+    user: &str,
+    fields: serde_json::Value,
+) -> String {
+    let mut body = serde_json::json!({
+        "type": event_type,
+        "id": uuid::Uuid::now_v7().to_string(),
+        "at": crate::clock::format_time(chrono::Utc::now()),
+        "integration": integration,
+        "user": user,
+    });
+    if let (Some(b), serde_json::Value::Object(f)) = (body.as_object_mut(), fields) {
+        b.extend(f);
+    }
+    body.to_string()
+}
+
 /// True when `w` wants events of `event_type`.
 pub fn wants(w: &WebhookConfig, event_type: &str) -> bool {
     if w.events.is_empty() {
@@ -142,6 +164,31 @@ mod tests {
             sig,
             sign(b"whsec-0123456789abcdef", 1_700_000_000, r#"{"a":2}"#)
         );
+    }
+
+    #[test]
+    fn envelope_carries_type_id_time_integration_user_and_fields() {
+        let a: serde_json::Value = serde_json::from_str(&envelope(
+            "job.failed",
+            "acme",
+            "u1",
+            serde_json::json!({"job": 7, "detail": {"reason": "x"}}),
+        ))
+        .expect("json");
+        assert_eq!(a["type"], "job.failed");
+        assert_eq!(
+            (a["integration"].as_str(), a["user"].as_str()),
+            (Some("acme"), Some("u1"))
+        );
+        assert_eq!(
+            (a["job"].as_i64(), a["detail"]["reason"].as_str()),
+            (Some(7), Some("x"))
+        );
+        assert!(a["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let b: serde_json::Value =
+            serde_json::from_str(&envelope("job.failed", "acme", "u1", serde_json::json!({})))
+                .expect("json");
+        assert_ne!(a["id"], b["id"], "each notification has its own id");
     }
 
     #[test]

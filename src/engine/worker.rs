@@ -28,7 +28,8 @@ pub(crate) struct Shared {
     order: Vec<String>,
     next: AtomicUsize,
     pub settings: EngineSettings,
-    evidence: Arc<EvidenceStore>,
+    /// Every action keeps its screenshots in the evidence store.
+    run_options: RunOptions,
     pub webhooks: Vec<WebhookConfig>,
     secrets: Secrets,
     process: String,
@@ -53,6 +54,20 @@ impl Failure {
             message,
             transient: false,
         }
+    }
+
+    /// A failure another attempt may cure; `message` is also the audited reason.
+    fn transient(message: impl Into<String>) -> Failure {
+        let message = message.into();
+        Failure {
+            detail: json!({ "reason": message }),
+            message,
+            transient: true,
+        }
+    }
+
+    fn database(e: StoreError) -> Failure {
+        Failure::transient(format!("database: {e}"))
     }
 
     fn from_driver(action: ActionName, e: &DriverError) -> Failure {
@@ -130,7 +145,10 @@ impl Shared {
             order,
             next: AtomicUsize::new(0),
             settings,
-            evidence,
+            run_options: RunOptions {
+                evidence: Some(evidence),
+                on_step: None,
+            },
             webhooks,
             secrets,
             process,
@@ -361,13 +379,17 @@ impl Shared {
                 }
             }
         };
-        let was_failed = self
-            .store
-            .last_job_outcome(&job.integration_id, &job.resource_id)
-            .await
-            .ok()
-            .flatten()
-            .is_some_and(|t| t == kinds::JOB_FAILED);
+        // Read before this outcome is appended; only a success can be a recovery, and
+        // only webhooks care.
+        let was_failed = matches!(finish, JobFinish::Succeeded)
+            && !self.webhooks.is_empty()
+            && self
+                .store
+                .last_job_outcome(&job.integration_id, &job.resource_id)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|t| t == kinds::JOB_FAILED);
         let event = self.event(claimed, kind, detail.clone());
         let prov_ref = prov.as_ref().map(|(s, r)| (s.as_str(), r.as_deref()));
         match self
@@ -413,19 +435,13 @@ impl Shared {
                 integ.driver.set_secret(s);
                 Ok(())
             }
-            Ok(None) => Err(Failure {
-                message: format!(
-                    "the vault has no entry `{name}` for the service account of `{}`; add it with `usher vault set {name}`",
-                    integ.config.id
-                ),
-                transient: true,
-                detail: json!({"reason": format!("no vault entry `{name}`")}),
-            }),
-            Err(e) => Err(Failure {
-                message: format!("cannot read vault entry `{name}`: {e}"),
-                transient: true,
-                detail: json!({"reason": format!("cannot read vault entry `{name}`: {e}")}),
-            }),
+            Ok(None) => Err(Failure::transient(format!(
+                "the vault has no entry `{name}` for the service account of `{}`; add it with `usher vault set {name}`",
+                integ.config.id
+            ))),
+            Err(e) => Err(Failure::transient(format!(
+                "cannot read vault entry `{name}`: {e}"
+            ))),
         }
     }
 
@@ -439,24 +455,17 @@ impl Shared {
     }
 
     async fn notify(&self, event_type: &str, claimed: &ClaimedJob, detail: &Value) {
+        let body = super::webhook::envelope(
+            event_type,
+            &claimed.job.integration_id,
+            &claimed.job.resource_id,
+            json!({"job": claimed.job.id, "detail": detail}),
+        );
         for w in &self.webhooks {
             if !super::webhook::wants(w, event_type) {
                 continue;
             }
-            let body = json!({
-                "type": event_type,
-                "id": uuid::Uuid::now_v7().to_string(),
-                "at": crate::clock::format_time(chrono::Utc::now()),
-                "integration": claimed.job.integration_id,
-                "user": claimed.job.resource_id,
-                "job": claimed.job.id,
-                "detail": detail,
-            });
-            if let Err(e) = self
-                .store
-                .enqueue_webhook(&w.url, event_type, &body.to_string())
-                .await
-            {
+            if let Err(e) = self.store.enqueue_webhook(&w.url, event_type, &body).await {
                 tracing::warn!(error = %e, "queueing a webhook failed");
             }
         }
@@ -471,23 +480,18 @@ impl Shared {
         records: &mut Vec<Value>,
     ) -> Result<(Option<String>, bool), (Option<String>, Failure)> {
         let job = &claimed.job;
-        let store_err = |e: StoreError| Failure {
-            message: format!("database: {e}"),
-            transient: true,
-            detail: json!({"reason": format!("database: {e}")}),
-        };
         let resource = self
             .store
             .get_resource(&job.integration_id, ResourceType::User, &job.resource_id)
             .await
-            .map_err(|e| (None, store_err(e)))?;
+            .map_err(|e| (None, Failure::database(e)))?;
         let desired_user = match &resource {
             Some(r) => {
                 let groups = self
                     .store
                     .groups_of(&job.integration_id, &[r.id.as_str()])
                     .await
-                    .map_err(|e| (None, store_err(e)))?;
+                    .map_err(|e| (None, Failure::database(e)))?;
                 let mut data = r.data.clone();
                 if let Value::Object(m) = &mut data {
                     let gs: Vec<Value> = groups
@@ -511,7 +515,7 @@ impl Shared {
             .store
             .app_account(&job.integration_id, &job.resource_id)
             .await
-            .map_err(|e| (None, store_err(e)))?
+            .map_err(|e| (None, Failure::database(e)))?
         {
             Some((id, state)) => (id, AccountState::from_json(&state)),
             None => (None, None),
@@ -547,20 +551,22 @@ impl Shared {
             user.app_id = app_id.clone();
             if action == ActionName::CreateUser {
                 // Idempotence: a retried or interrupted create first looks for the account.
-                let retried = job.attempts > 1
-                    || known.as_ref().is_some_and(|k| k.pending_create)
-                    || self
-                        .store
-                        .resource_was_attempted(&job.integration_id, &job.resource_id, job.id)
-                        .await
-                        .unwrap_or(true);
+                // With a precondition the action checks by itself; without one the
+                // engine looks the account up when this create may have run before.
                 let has_precondition = integ
                     .playbook
                     .actions
                     .get(&action)
                     .is_some_and(|a| a.precondition.is_some());
+                let retried = !has_precondition
+                    && (job.attempts > 1
+                        || known.as_ref().is_some_and(|k| k.pending_create)
+                        || self
+                            .store
+                            .resource_was_attempted(&job.integration_id, &job.resource_id, job.id)
+                            .await
+                            .unwrap_or(true));
                 if retried
-                    && !has_precondition
                     && let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)?
                 {
                     adopted = true;
@@ -586,18 +592,15 @@ impl Shared {
                         &intent.to_json(),
                     )
                     .await
-                    .map_err(|e| fail(store_err(e)))?;
+                    .map_err(|e| fail(Failure::database(e)))?;
                 if known.is_none() {
                     known = Some(intent);
                 }
             }
             let t0 = Instant::now();
-            let opts = RunOptions {
-                evidence: Some(self.evidence.clone()),
-                on_step: None,
-            };
-            let out = integ
-                .driver_run(&self.driver, action, user.clone(), &opts)
+            let out = self
+                .driver
+                .run(&integ.driver, action, user.clone(), &self.run_options)
                 .await
                 .map_err(|e| fail(Failure::from_driver(action, &e)))?;
             if let Some(id) = out.outputs.get("app_id").filter(|s| !s.is_empty()) {
@@ -659,7 +662,7 @@ impl Shared {
                     .store
                     .forget_app_account(&job.integration_id, &job.resource_id)
                     .await
-                    .map_err(|e| fail(store_err(e)))?,
+                    .map_err(|e| fail(Failure::database(e)))?,
             }
         }
         Ok((user_name, desired.is_none()))
@@ -680,11 +683,7 @@ impl Shared {
                 &state.to_json(),
             )
             .await
-            .map_err(|e| Failure {
-                message: format!("database: {e}"),
-                transient: true,
-                detail: json!({"reason": format!("database: {e}")}),
-            })
+            .map_err(Failure::database)
     }
 
     /// Runs `list_users` and looks for the user by userName or email. Returns
@@ -699,12 +698,14 @@ impl Shared {
             return Ok(None);
         }
         let t0 = Instant::now();
-        let opts = RunOptions {
-            evidence: Some(self.evidence.clone()),
-            on_step: None,
-        };
-        let out = integ
-            .driver_run(&self.driver, ActionName::ListUsers, user.clone(), &opts)
+        let out = self
+            .driver
+            .run(
+                &integ.driver,
+                ActionName::ListUsers,
+                user.clone(),
+                &self.run_options,
+            )
             .await
             .map_err(|e| Failure::from_driver(ActionName::ListUsers, &e))?;
         records.push(action_record(
@@ -754,16 +755,4 @@ fn user_from_state(s: &AccountState) -> UserContext {
     u.extra
         .insert("app_roles".into(), json!(s.app_roles.clone()));
     u
-}
-
-impl EngineIntegration {
-    async fn driver_run(
-        &self,
-        driver: &Driver,
-        action: ActionName,
-        user: UserContext,
-        opts: &RunOptions,
-    ) -> Result<ActionOutcome, DriverError> {
-        driver.run(&self.driver, action, user, opts).await
-    }
 }

@@ -937,16 +937,12 @@ async fn create(state: &ScimState, gw: &str, rt: ResourceType, req: Request) -> 
         None,
         name_detail(rt, &write.data),
     );
-    let mut stored = state.store.create_resource(gw, rt, &write, &event).await?;
+    let stored = state.store.create_resource(gw, rt, &write, &event).await?;
     if let (Some(token), Some(hook)) = (write.claim_token.as_deref(), &state.on_staged) {
         let name = write.data["userName"].as_str().unwrap_or_default();
         hook(gw, &stored.id, name, token);
     }
-    if await_job(state, &gateway, &stored.id, stored.version).await?
-        && let Some(fresh) = state.store.get_resource(gw, rt, &stored.id).await?
-    {
-        stored = fresh;
-    }
+    let stored = settle(state, &gateway, stored).await?;
     let base = base_url(&headers, gw);
     // A brand-new user is in no group yet (its id did not exist), so no look-up.
     let v = project(

@@ -119,6 +119,23 @@ pub struct JobFilter<'a> {
     pub limit: i64,
 }
 
+/// Ends, as `superseded` by the claimed job, the user's queued jobs its run covered.
+macro_rules! supersede_covered {
+    ($tx:expr, $now:expr, $claimed:expr) => {{
+        let claimed: &ClaimedJob = $claimed;
+        sqlx::query(
+            "UPDATE jobs SET status = 'superseded', superseded_by = $1, updated_at = $2 WHERE integration_id = $3 AND resource_id = $4 AND status = 'pending' AND id > $1 AND id <= $5",
+        )
+        .bind(claimed.job.id)
+        .bind($now)
+        .bind(&claimed.job.integration_id)
+        .bind(&claimed.job.resource_id)
+        .bind(claimed.covers)
+        .execute(&mut *$tx)
+        .await?;
+    }};
+}
+
 impl Store {
     fn time_after(&self, d: std::time::Duration) -> String {
         let now = self.clock.now();
@@ -232,16 +249,7 @@ impl Store {
                 return Ok(false);
             }
             if status != "pending" {
-                sqlx::query(
-                    "UPDATE jobs SET status = 'superseded', superseded_by = $1, updated_at = $2 WHERE integration_id = $3 AND resource_id = $4 AND status = 'pending' AND id > $1 AND id <= $5",
-                )
-                .bind(job.id)
-                .bind(&now)
-                .bind(&job.integration_id)
-                .bind(&job.resource_id)
-                .bind(claimed.covers)
-                .execute(&mut *tx)
-                .await?;
+                supersede_covered!(tx, &now, claimed);
             }
             if let Some((state, reason)) = provisioning {
                 sqlx::query(
@@ -492,16 +500,7 @@ impl Store {
             if n != 1 {
                 return Ok(Vec::new());
             }
-            sqlx::query(
-                "UPDATE jobs SET status = 'superseded', superseded_by = $1, updated_at = $2 WHERE integration_id = $3 AND resource_id = $4 AND status = 'pending' AND id > $1 AND id <= $5",
-            )
-            .bind(job.id)
-            .bind(&now)
-            .bind(&job.integration_id)
-            .bind(&job.resource_id)
-            .bind(claimed.covers)
-            .execute(&mut *tx)
-            .await?;
+            supersede_covered!(tx, &now, claimed);
             let event = event_of(&queued);
             append_audit!(tx, is_pg, &now, &event);
             tx.commit().await?;
@@ -572,7 +571,7 @@ impl Store {
         })
     }
 
-    /// Counts of jobs by status for one integration (dashboard, back-pressure).
+    /// Jobs of one integration that are running or due to run (sync-mode back-pressure).
     pub async fn queued_jobs(&self, integration_id: &str) -> Result<i64, StoreError> {
         let now = self.now();
         on_backend!(self, |_w, r| {
