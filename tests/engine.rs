@@ -20,6 +20,7 @@ use usher_fixture_apps::{AppKind, AppUser, FixtureOptions, RunningApp};
 const PROV: &str = "urn:usher:params:scim:schemas:extension:provisioning:2.0:User";
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+const WEBHOOK_SECRET: &str = "whsec-engine-test-0123456789";
 const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
 
 struct Rig {
@@ -522,11 +523,18 @@ async fn sync_mode_answers_with_the_outcome(db: Db) {
 
 /// `invites: on_claim`: the joiner waits until they claim at their link.
 async fn on_claim_invites_wait_for_the_claim(db: Db) {
-    let rig = rig(
+    let (url, got) = receiver().await;
+    // SAFETY: every test that sets it sets the same value, before reading configuration.
+    unsafe { std::env::set_var("USHER_TEST_WEBHOOK_SECRET", WEBHOOK_SECRET) };
+    let rig = rig_full(
         db,
         AppKind::Classic,
         "    invites: on_claim\n",
         FixtureOptions::default(),
+        RigExtra {
+            top: format!("webhooks:\n  - url: {url}\n    secret: ${{USHER_TEST_WEBHOOK_SECRET}}\n"),
+            ..Default::default()
+        },
     )
     .await;
     let (s, created) = rig
@@ -547,6 +555,30 @@ async fn on_claim_invites_wait_for_the_claim(db: Db) {
         .expect("staged token");
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(rig.app.users().is_empty(), "nothing before the claim");
+    // The link reaches the webhooks (Usher sends no mail), signed.
+    let mut staged = Vec::new();
+    for _ in 0..100 {
+        staged = got.lock().map(|g| g.clone()).unwrap_or_default();
+        if !staged.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (kind, sig, body) = staged.first().cloned().expect("invite.staged delivered");
+    assert_eq!(kind, "invite.staged");
+    let v: Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(v["user"], json!(id));
+    assert_eq!(v["userName"], "claim-di@okta.example");
+    assert_eq!(v["claim_url"], json!(format!("{}/claim/{token}", rig.base)));
+    let t: i64 = sig
+        .strip_prefix("t=")
+        .and_then(|r| r.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .expect("timestamp");
+    assert_eq!(
+        sig,
+        usher::engine::sign(WEBHOOK_SECRET.as_bytes(), t, &body)
+    );
     // A GET (mail scanners, previews) does not claim.
     let page = rig
         .client
@@ -920,8 +952,8 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_recoveries_reach_webhooks_signed() {
     let (url, got) = receiver().await;
-    let secret = "whsec-engine-test-0123456789";
-    // SAFETY: set once, before the configuration is read; no other test reads it.
+    let secret = WEBHOOK_SECRET;
+    // SAFETY: every test that sets it sets the same value, before reading configuration.
     unsafe { std::env::set_var("USHER_TEST_WEBHOOK_SECRET", secret) };
     let opts = FixtureOptions {
         fail_rate: 1.0,
