@@ -3,7 +3,7 @@
 //! must print back to a filter that reparses to the same tree.
 
 use libfuzzer_sys::fuzz_target;
-use usher::scim::protocol::{ResourceKind, parse_filter};
+use usher_scim_protocol::{ResourceKind, parse_filter};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };

@@ -2,8 +2,8 @@
 //! `cargo fuzz run patch_path`: PATCH path parsing must never panic.
 
 use libfuzzer_sys::fuzz_target;
-use usher::scim::protocol::ResourceKind;
-use usher::scim::protocol::path::parse_patch_path;
+use usher_scim_protocol::ResourceKind;
+use usher_scim_protocol::path::parse_patch_path;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(data) else { return };

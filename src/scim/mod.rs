@@ -4,7 +4,8 @@
 //! the store. This module never touches a browser: every accepted write becomes a
 //! job in the store, and the engine takes it from there.
 
-pub mod protocol;
+/// The pure protocol core, its own crate (`crates/scim-protocol`).
+pub use usher_scim_protocol as protocol;
 
 mod auth;
 mod http;

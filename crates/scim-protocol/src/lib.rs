@@ -1,6 +1,8 @@
-//! Pure SCIM 2.0 protocol core (RFC 7643 / RFC 7644): no I/O, only functions
-//! over `serde_json::Value`. Sibling modules are referenced with `super::` so
-//! the folder can be moved verbatim into another crate.
+//! Pure SCIM 2.0 protocol core of Usher (RFC 7643 / RFC 7644): schema rules, filter
+//! and PATCH-path parsers, PATCH application, projection and sorting, as functions
+//! over `serde_json::Value`. No I/O: this crate depends on no runtime, database, HTTP
+//! stack or browser, so the compiler keeps it pure. Usher's gateway re-exports it as
+//! `usher::scim::protocol`; `fuzz/` builds against it alone.
 
 pub mod error;
 pub mod filter;

@@ -224,7 +224,7 @@ impl Parser<'_> {
         Ok(())
     }
 
-    fn parse_or(&mut self, scope: Option<&Scope>) -> Result<Filter, ScimError> {
+    fn parse_or(&mut self, scope: Option<&Scope<'_>>) -> Result<Filter, ScimError> {
         let mut left = self.parse_and(scope)?;
         while self.peek_keyword("or") {
             self.i += 1;
@@ -234,7 +234,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn parse_and(&mut self, scope: Option<&Scope>) -> Result<Filter, ScimError> {
+    fn parse_and(&mut self, scope: Option<&Scope<'_>>) -> Result<Filter, ScimError> {
         let mut left = self.parse_unary(scope)?;
         while self.peek_keyword("and") {
             self.i += 1;
@@ -244,7 +244,7 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn parse_unary(&mut self, scope: Option<&Scope>) -> Result<Filter, ScimError> {
+    fn parse_unary(&mut self, scope: Option<&Scope<'_>>) -> Result<Filter, ScimError> {
         match self.peek() {
             Some(Tok::LParen) => {
                 self.i += 1;
@@ -274,7 +274,7 @@ impl Parser<'_> {
     fn resolve(
         &self,
         word: &str,
-        scope: Option<&Scope>,
+        scope: Option<&Scope<'_>>,
     ) -> Result<(AttrPath, &'static AttrDef, &'static AttrDef), ScimError> {
         let unknown = || ScimError::invalid_filter(format!("unknown attribute '{word}'"));
         if let Some(sc) = scope {
@@ -304,7 +304,7 @@ impl Parser<'_> {
         Ok((path, top, leaf))
     }
 
-    fn parse_attr_expr(&mut self, scope: Option<&Scope>) -> Result<Filter, ScimError> {
+    fn parse_attr_expr(&mut self, scope: Option<&Scope<'_>>) -> Result<Filter, ScimError> {
         let Some(Tok::Word(word)) = self.peek().cloned() else {
             return Err(self.err("expected attribute name"));
         };
