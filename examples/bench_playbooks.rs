@@ -11,7 +11,7 @@ use usher::vault::Secret;
 use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
 fn user(email: &str) -> UserContext {
-    UserContext::from_scim(&serde_json::json!({
+    usher::engine::user_context(&serde_json::json!({
         "userName": email,
         "name": { "givenName": "Bench", "familyName": "User" },
         "emails": [{ "value": email, "type": "work", "primary": true }],

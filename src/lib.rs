@@ -10,6 +10,7 @@ pub mod audit;
 pub mod browser;
 pub mod clock;
 pub mod config;
+pub mod digest;
 pub mod engine;
 pub mod playbook;
 pub mod scim;

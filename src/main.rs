@@ -467,7 +467,7 @@ async fn rotate_command(
         pb,
         secret,
     )?;
-    let result = usher::vault::rotate_password(&driver, &integ, &vault, &name, &opts).await;
+    let result = usher::engine::rotate_password(&driver, &integ, &vault, &name, &opts).await;
     if let Err(e) = driver.shutdown().await {
         tracing::debug!(error = %e, "closing the browser failed");
     }
@@ -695,7 +695,7 @@ async fn run_playbook(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let user_json: serde_json::Value = serde_json::from_str(&user_text)
         .map_err(|e| anyhow::anyhow!("user is not valid JSON: {e}"))?;
-    let user = playbook::UserContext::from_scim(&user_json);
+    let user = usher::engine::user_context(&user_json);
     let secrets_path = a.secrets.strip_prefix('@').unwrap_or(&a.secrets);
     let secret = Arc::new(usher::vault::SecretsFile::load(std::path::Path::new(
         secrets_path,

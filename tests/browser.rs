@@ -10,8 +10,8 @@ use axum::routing::get;
 use futures::StreamExt;
 use usher::browser::{
     Browser, BrowserConfig, BrowserError, DialogPolicy, Locator, SessionState, WaitState,
-    sha256_hex,
 };
+use usher::digest::sha256_hex;
 
 const T: Duration = Duration::from_secs(5);
 

@@ -20,7 +20,7 @@ fn scim_user(
     email: &str,
     roles: &[&str],
 ) -> UserContext {
-    UserContext::from_scim(&serde_json::json!({
+    usher::engine::user_context(&serde_json::json!({
         "userName": user_name,
         "name": { "givenName": given, "familyName": family },
         "emails": [{ "value": email, "type": "work", "primary": true }],

@@ -42,7 +42,7 @@ fn seed_users(n: usize) -> Vec<NewUser> {
 }
 
 fn scim_user(email: &str, given: &str, family: &str, roles: &[&str]) -> UserContext {
-    UserContext::from_scim(&serde_json::json!({
+    usher::engine::user_context(&serde_json::json!({
         "userName": email,
         "name": { "givenName": given, "familyName": family },
         "emails": [{ "value": email, "type": "work", "primary": true }],

@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret, SecretString};
 use support::{Db, TestDb, open_store};
+use usher::engine::{self, RotateError};
 use usher::playbook::{
     self, ActionName, Driver, DriverConfig, Integration, RunOptions, UserContext,
 };
-use usher::vault::{self, Keyring, RotateError, Secret, Vault, VaultKey};
+use usher::vault::{Keyring, Secret, Vault, VaultKey};
 use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
 const NAME: &str = "acme-admin";
@@ -93,7 +94,7 @@ async fn rotates(kind: AppKind, rel: &str) {
     let s = setup(kind, rel, playbook_text(rel)).await;
     let old = s.app.admin_password();
     let rotation =
-        vault::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
+        engine::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
             .await
             .unwrap_or_else(|e| panic!("rotation failed: {e}"));
     assert!(rotation.recovered_from.is_none());
@@ -146,7 +147,7 @@ async fn rotation_failing_after_the_app_accepted_is_recovered() {
     let old = s.app.admin_password();
 
     let rotation =
-        vault::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
+        engine::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
             .await
             .unwrap_or_else(|e| panic!("not recovered: {e}"));
     let why = rotation.recovered_from.expect("recovered from the failure");
@@ -170,7 +171,7 @@ async fn crash_between_the_app_change_and_the_vault_record_is_recovered_at_the_n
     let old = s.app.admin_password();
 
     // Steps 1 and 2 of a rotation, then the process "dies" before step 3.
-    let p = vault::generate_password();
+    let p = engine::generate_password();
     let staged = s.vault.begin_rotation(NAME, &p).await.expect("begin");
     s.integ.set_secret(Arc::new(staged));
     s.driver
@@ -196,12 +197,12 @@ async fn crash_between_the_app_change_and_the_vault_record_is_recovered_at_the_n
     list_users(&s, &integ).await;
     assert_eq!(s.app.failed_logins(), 1, "the old password was tried once");
     assert!(
-        vault::reconcile(&s.vault, &integ, NAME)
+        engine::reconcile(&s.vault, &integ, NAME)
             .await
             .expect("reconcile")
     );
     assert!(
-        !vault::reconcile(&s.vault, &integ, NAME)
+        !engine::reconcile(&s.vault, &integ, NAME)
             .await
             .expect("once")
     );
@@ -225,7 +226,7 @@ async fn rotation_refused_by_the_app_keeps_the_old_password() {
     let s = setup(AppKind::Classic, rel, text).await;
     let old = s.app.admin_password();
 
-    let e = vault::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
+    let e = engine::rotate_password(&s.driver, &s.integ, &s.vault, NAME, &RunOptions::default())
         .await
         .expect_err("the app refused");
     assert!(matches!(e, RotateError::NotChanged(_)), "{e}");

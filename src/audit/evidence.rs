@@ -3,8 +3,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
 #[derive(Debug, thiserror::Error)]
 pub enum EvidenceError {
     #[error("evidence directory {dir}: {reason}")]
@@ -42,7 +40,7 @@ impl EvidenceStore {
         if !png.starts_with(PNG_MAGIC) {
             return Err(EvidenceError::NotPng);
         }
-        let hash = hex::encode(Sha256::digest(png));
+        let hash = crate::digest::sha256_hex(png);
         let path = self.path_of(&hash);
         if path.exists() {
             return Ok(hash);
@@ -72,6 +70,7 @@ impl EvidenceStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn content_addressed_and_written_once() {

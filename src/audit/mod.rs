@@ -4,7 +4,6 @@
 pub mod evidence;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 /// The hash the first event of a trail is chained to.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -112,7 +111,7 @@ pub fn chain_hash(
         "integration": integration_id,
         "detail": detail_canonical,
     });
-    hex::encode(Sha256::digest(canonical_json(&body).as_bytes()))
+    crate::digest::sha256_hex(canonical_json(&body).as_bytes())
 }
 
 /// Where a trail stops being consistent.

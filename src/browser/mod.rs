@@ -55,20 +55,3 @@ impl Default for BrowserConfig {
         }
     }
 }
-
-/// Lower-case hex SHA-256 of `data` (evidence: screenshots, downloaded files).
-pub fn sha256_hex(data: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(data))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sha256_of_empty() {
-        assert_eq!(
-            super::sha256_hex(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-    }
-}

@@ -7,6 +7,8 @@
 //! failures are retried with exponential backoff and jitter; permanent ones fail at once.
 
 mod plan;
+mod rotate;
+mod user;
 mod webhook;
 mod worker;
 
@@ -21,6 +23,10 @@ use crate::store::Store;
 use crate::vault::Secret;
 
 pub use plan::{AccountState, plan};
+pub use rotate::{
+    RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
+};
+pub use user::user_context;
 pub use webhook::{SIGNATURE_HEADER, envelope as webhook_envelope, sign, wants as webhook_wants};
 
 #[derive(Debug, thiserror::Error)]

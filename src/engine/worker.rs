@@ -310,8 +310,7 @@ impl Shared {
         // A login may have found that the app took a rotated password whose record
         // was interrupted: write that down in the vault.
         if let Secrets::Vault(v) = &self.secrets
-            && let Err(e) =
-                crate::vault::reconcile(v, &integ.driver, &integ.config.service_account).await
+            && let Err(e) = super::reconcile(v, &integ.driver, &integ.config.service_account).await
         {
             tracing::warn!(integration = %integ.config.id, error = %e, "recording a rotated password failed");
         }
@@ -504,7 +503,7 @@ impl Shared {
                         .unwrap_or_default();
                     m.insert("groups".into(), Value::Array(gs));
                 }
-                Some(UserContext::from_scim(&data))
+                Some(super::user_context(&data))
             }
             None => None,
         };

@@ -77,7 +77,7 @@ pub struct Integration {
     pub playbook: Arc<Playbook>,
     /// Replaced by [`Integration::set_secret`] (another process may have rotated it).
     secret: std::sync::RwLock<Arc<Secret>>,
-    /// A login succeeded only with the secret's pending password (see `vault::reconcile`).
+    /// A login succeeded only with the secret's pending password (see `engine::reconcile`).
     pending_login: AtomicBool,
     env: Arc<TemplateEnv>,
 }
@@ -102,7 +102,7 @@ impl Integration {
     /// True once after a login that the current password failed and the pending
     /// password of an unfinished rotation passed: the app took the rotation, and the
     /// in-memory secret now has it as its password; the vault must be told
-    /// (`vault::reconcile`).
+    /// (`engine::reconcile`).
     pub fn take_pending_login(&self) -> bool {
         self.pending_login.swap(false, Ordering::SeqCst)
     }
@@ -215,7 +215,7 @@ impl Driver {
 
     /// Runs the playbook's `rotate_password` action with `new_password` as the
     /// template variable `new_password` (redacted like every secret). Only changes the
-    /// app: `vault::rotate_password` is what keeps the vault in step.
+    /// app: `engine::rotate_password` is what keeps the vault in step.
     pub async fn run_rotate_password(
         &self,
         integ: &Integration,

@@ -159,8 +159,8 @@ pub(super) fn locator_skeleton(src: &str) -> String {
     .into_owned()
 }
 
-/// The SCIM user, flattened to friendly names for templates.
-/// Absent values are left out, so using them is an error (strict undefined)
+/// The user, flattened to friendly names for templates (the engine fills it from the
+/// SCIM resource: `engine::user_context`). Absent values are left out, so using them is an error (strict undefined)
 /// unless the template says `| default(…)`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct UserContext {
@@ -195,60 +195,6 @@ pub struct UserContext {
     /// Anything else the engine wants to expose (`user.<key>`).
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
-}
-
-const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
-
-impl UserContext {
-    /// Flatten a SCIM 2.0 User resource (core + enterprise extension).
-    pub fn from_scim(u: &serde_json::Value) -> Self {
-        let s = |v: &serde_json::Value| v.as_str().map(str::to_owned);
-        let mut ctx = UserContext {
-            user_name: s(&u["userName"]),
-            given_name: s(&u["name"]["givenName"]),
-            family_name: s(&u["name"]["familyName"]),
-            display_name: s(&u["displayName"]),
-            external_id: s(&u["externalId"]),
-            title: s(&u["title"]),
-            active: u["active"]
-                .as_bool()
-                .or_else(|| u["active"].as_str().map(|a| a.eq_ignore_ascii_case("true"))),
-            department: s(&u[ENTERPRISE]["department"]),
-            manager: s(&u[ENTERPRISE]["manager"]["displayName"])
-                .or_else(|| s(&u[ENTERPRISE]["manager"]["value"])),
-            ..Default::default()
-        };
-        let emails = u["emails"].as_array().cloned().unwrap_or_default();
-        for e in &emails {
-            if let (Some(t), Some(v)) = (e["type"].as_str(), e["value"].as_str()) {
-                ctx.emails
-                    .entry(t.to_owned())
-                    .or_insert_with(|| v.to_owned());
-            }
-        }
-        ctx.email = emails
-            .iter()
-            .find(|e| e["primary"].as_bool() == Some(true))
-            .and_then(|e| s(&e["value"]))
-            .or_else(|| ctx.emails.get("work").cloned())
-            .or_else(|| emails.first().and_then(|e| s(&e["value"])));
-        let names = |v: &serde_json::Value, keys: &[&str]| -> Vec<String> {
-            v.as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|x| {
-                            x.as_str()
-                                .map(str::to_owned)
-                                .or_else(|| keys.iter().find_map(|k| s(&x[*k])))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        ctx.roles = names(&u["roles"], &["value", "display"]);
-        ctx.groups = names(&u["groups"], &["display", "value"]);
-        ctx
-    }
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -3,14 +3,13 @@
 //! Values live in `secrecy` types (zeroized on drop) and are never printed. The
 //! [`Vault`] keeps them in Usher's database, each entry encrypted with
 //! XChaCha20-Poly1305 under a key from the environment or a key file (`keys`), bound to
-//! its name (`entries`); `rotate` changes a service account's password in the app and
-//! in the vault without ever locking Usher out; `cli` is `usher vault …`. A YAML secrets
-//! file still feeds `usher playbook run --secrets @file`.
+//! its name (`entries`). An entry can hold a *pending* password, the half-way state of
+//! a rotation (which the engine drives: `engine::rotate_password`); `cli` is
+//! `usher vault …`. A YAML secrets file still feeds `usher playbook run --secrets @file`.
 
 pub mod cli;
 mod entries;
 mod keys;
-mod rotate;
 mod totp;
 
 use std::collections::BTreeMap;
@@ -22,9 +21,6 @@ use serde::Deserialize;
 
 pub use entries::{EntryInfo, Vault};
 pub use keys::{ENV_KEY, ENV_KEY_FILE, ENV_NEW_KEY, Keyring, VaultKey};
-pub use rotate::{
-    RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
-};
 pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker};
 
 /// Errors of the vault. Never carry a secret value.
@@ -77,7 +73,7 @@ pub struct Secret {
     pub password: SecretString,
     /// A new password a rotation generated and stored before changing it in the app.
     /// Until the rotation is confirmed the app may hold either; a login tries
-    /// `password` first, then this one (see `rotate`).
+    /// `password` first, then this one (see `engine::rotate_password`).
     pub pending_password: Option<SecretString>,
     /// The TOTP seed or URI as given (templates pass it to `totp()`), parsed.
     pub totp: Option<(SecretString, TotpSpec)>,

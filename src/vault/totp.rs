@@ -156,7 +156,7 @@ impl TotpTracker {
         };
         let now = unix_now(clock);
         let wanted = spec.step_for_login(now);
-        let key = crate::browser::sha256_hex(seed.trim().as_bytes());
+        let key = crate::digest::sha256_hex(seed.trim().as_bytes());
         let step = match used.get(&key) {
             Some(&last) if last >= wanted => last + 1,
             _ => wanted,
@@ -175,7 +175,7 @@ impl TotpTracker {
         let spec = TotpSpec::parse(seed)?;
         let now = unix_now(clock);
         let wanted = spec.step_for_login(now);
-        let key = crate::browser::sha256_hex(seed.trim().as_bytes());
+        let key = crate::digest::sha256_hex(seed.trim().as_bytes());
         let mut used = self
             .used
             .lock()

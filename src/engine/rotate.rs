@@ -1,4 +1,5 @@
-//! Password rotation that survives a failure at any point.
+//! Password rotation that survives a failure at any point. It drives a playbook
+//! action and keeps the vault in step, so it lives here, above both.
 //!
 //! 1. A strong password is generated and stored in the vault as the entry's *pending*
 //!    password (encrypted) before the app hears of it.
@@ -18,8 +19,8 @@ use rand::Rng;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use super::{Vault, VaultError};
 use crate::playbook::{ActionOutcome, Driver, DriverError, Integration, RunOptions};
+use crate::vault::{Vault, VaultError};
 
 /// Length of generated passwords.
 pub const PASSWORD_LEN: usize = 32;
