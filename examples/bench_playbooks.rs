@@ -39,7 +39,7 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
             opts.admin_password.clone(),
             Some(&opts.totp_seed),
         )?;
-        let integ = driver.integration(name, name, app.base_url(), pb.clone(), Arc::new(secret))?;
+        let integ = driver.target(name, name, app.base_url(), pb.clone(), Arc::new(secret))?;
         let run = |email: String| {
             let (driver, integ) = (&driver, &integ);
             async move {

@@ -460,7 +460,7 @@ async fn rotate_command(
         on_step: None,
     };
     let driver = Driver::new(DriverConfig::default());
-    let integ = driver.integration(
+    let integ = driver.target(
         ic.id.clone(),
         ic.name.clone(),
         ic.base_url.clone(),
@@ -727,7 +727,7 @@ async fn run_playbook(a: RunArgs) -> anyhow::Result<ExitCode> {
         on_step: Some(on_step),
     };
     let driver = Driver::new(DriverConfig::default());
-    let integ = driver.integration(
+    let integ = driver.target(
         a.integration.clone(),
         a.integration.clone(),
         a.base_url.clone(),

@@ -43,7 +43,7 @@ async fn dokuwiki_user_manager_every_action_against_its_user_file() {
     let secret =
         Secret::new(wiki.admin_user.clone(), wiki.admin_password.clone(), None).expect("secret");
     let integ = driver
-        .integration("wiki", "DokuWiki", &wiki.base_url, pb, Arc::new(secret))
+        .target("wiki", "DokuWiki", &wiki.base_url, pb, Arc::new(secret))
         .expect("integration");
     let run = |action: ActionName, user: UserContext| {
         let driver = &driver;
@@ -172,7 +172,7 @@ async fn dokuwiki_user_manager_every_action_against_its_user_file() {
 /// True when the playbook has no such action and the driver says so.
 async fn run_missing(
     driver: &Driver,
-    integ: &usher::playbook::Integration,
+    integ: &usher::playbook::AppTarget,
     action: ActionName,
     user: &UserContext,
 ) -> bool {

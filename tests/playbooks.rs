@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use usher::audit::evidence::EvidenceStore;
 use usher::playbook::{
-    self, ActionName, ActionOutcome, ActionStatus, Driver, DriverConfig, DriverError, Integration,
+    self, ActionName, ActionOutcome, ActionStatus, AppTarget, Driver, DriverConfig, DriverError,
     RunOptions, UserContext,
 };
 use usher::vault::Secret;
@@ -54,7 +54,7 @@ fn scim_user(email: &str, given: &str, family: &str, roles: &[&str]) -> UserCont
 struct Setup {
     app: RunningApp,
     driver: Driver,
-    integ: Integration,
+    integ: AppTarget,
 }
 
 async fn setup(kind: AppKind, rel: &str, text: Option<String>, opts: FixtureOptions) -> Setup {
@@ -69,7 +69,7 @@ async fn setup(kind: AppKind, rel: &str, text: Option<String>, opts: FixtureOpti
     )
     .expect("secret");
     let integ = driver
-        .integration(
+        .target(
             "acme",
             "Acme",
             app.base_url(),

@@ -10,9 +10,7 @@ use std::sync::Arc;
 use secrecy::{ExposeSecret, SecretString};
 use support::{Db, TestDb, open_store};
 use usher::engine::{self, RotateError};
-use usher::playbook::{
-    self, ActionName, Driver, DriverConfig, Integration, RunOptions, UserContext,
-};
+use usher::playbook::{self, ActionName, AppTarget, Driver, DriverConfig, RunOptions, UserContext};
 use usher::vault::{Keyring, Secret, Vault, VaultKey};
 use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
@@ -31,7 +29,7 @@ struct Setup {
     _db: TestDb,
     vault: Vault,
     driver: Driver,
-    integ: Integration,
+    integ: AppTarget,
     playbook: Arc<playbook::Playbook>,
 }
 
@@ -56,7 +54,7 @@ async fn setup(kind: AppKind, rel: &str, text: String) -> Setup {
     };
     let driver = Driver::new(DriverConfig::default());
     let integ = driver
-        .integration(
+        .target(
             "acme",
             "Acme",
             app.base_url(),
@@ -74,7 +72,7 @@ async fn setup(kind: AppKind, rel: &str, text: String) -> Setup {
     }
 }
 
-async fn list_users(s: &Setup, integ: &Integration) {
+async fn list_users(s: &Setup, integ: &AppTarget) {
     s.driver
         .run(
             integ,
@@ -186,7 +184,7 @@ async fn crash_between_the_app_change_and_the_vault_record_is_recovered_at_the_n
     // Another Usher process: its own integration, secret from the vault, no session.
     let integ = s
         .driver
-        .integration(
+        .target(
             "acme-2",
             "Acme",
             s.app.base_url(),

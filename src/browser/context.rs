@@ -53,23 +53,23 @@ pub struct SessionState {
     pub cookies: Vec<SessionCookie>,
 }
 
-/// An isolated browser context with one page. Close it with [`Context::close`].
-pub struct Context {
+/// An isolated browser context with one page. Close it with [`BrowserContext::close`].
+pub struct BrowserContext {
     shared: Arc<Shared>,
     id: BrowserContextId,
     page: Page,
 }
 
-impl fmt::Debug for Context {
+impl fmt::Debug for BrowserContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Context")
+        f.debug_struct("BrowserContext")
             .field("id", &self.id.inner())
             .finish()
     }
 }
 
-impl Context {
-    pub(super) async fn create(shared: Arc<Shared>) -> Result<Context, BrowserError> {
+impl BrowserContext {
+    pub(super) async fn create(shared: Arc<Shared>) -> Result<BrowserContext, BrowserError> {
         let t = shared.cdp_timeout;
         let guard = shared.cb.read().await;
         let cb = guard.as_ref().ok_or(BrowserError::Closed)?;
@@ -109,7 +109,7 @@ impl Context {
         };
         drop(guard);
         match Page::init(shared.clone(), cpage).await {
-            Ok(page) => Ok(Context { shared, id, page }),
+            Ok(page) => Ok(BrowserContext { shared, id, page }),
             Err(e) => {
                 let ctx = ContextIds {
                     shared: shared.clone(),

@@ -13,7 +13,7 @@ use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
 use super::BrowserConfig;
-use super::context::Context;
+use super::context::BrowserContext;
 use super::error::{BrowserError, fmt_duration};
 
 /// Switches for an offline, root, headless run (chromiumoxide adds the `--`; it already
@@ -311,8 +311,8 @@ impl Browser {
     }
 
     /// Opens an isolated browser context with one page.
-    pub async fn new_context(&self) -> Result<Context, BrowserError> {
-        Context::create(self.shared.clone()).await
+    pub async fn new_context(&self) -> Result<BrowserContext, BrowserError> {
+        BrowserContext::create(self.shared.clone()).await
     }
 
     /// Closes the browser, waits for the process and removes the profile directory.

@@ -22,7 +22,7 @@ mod launch;
 mod locator;
 mod page;
 
-pub use context::{Context, SessionCookie, SessionState};
+pub use context::{BrowserContext, SessionCookie, SessionState};
 pub use error::{BrowserError, LocatorError};
 pub use launch::Browser;
 pub use locator::{ARIA_ROLES, Locator};

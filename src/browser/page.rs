@@ -68,7 +68,7 @@ struct DialogState {
     last: Mutex<Option<String>>,
 }
 
-/// The page of a [`super::Context`].
+/// The page of a [`super::BrowserContext`].
 pub struct Page {
     shared: Arc<Shared>,
     page: chromiumoxide::Page,

@@ -68,10 +68,11 @@ impl Secrets {
 }
 
 /// One integration as the engine runs it.
-pub(crate) struct EngineIntegration {
+pub(crate) struct RunningIntegration {
     pub config: IntegrationConfig,
     pub playbook: Arc<Playbook>,
-    pub driver: playbook::Integration,
+    /// The app as the driver acts on it.
+    pub target: playbook::AppTarget,
 }
 
 /// Loads each integration's playbook (relative to `config_dir`), reporting every error.
@@ -179,7 +180,7 @@ impl Engine {
                     });
                 }
             };
-            let di = driver.integration(
+            let target = driver.target(
                 cfg.id.clone(),
                 cfg.name.clone(),
                 cfg.base_url.clone(),
@@ -188,10 +189,10 @@ impl Engine {
             )?;
             integrations.insert(
                 cfg.id.clone(),
-                Arc::new(EngineIntegration {
+                Arc::new(RunningIntegration {
                     config: cfg,
                     playbook: pb,
-                    driver: di,
+                    target,
                 }),
             );
         }

@@ -19,7 +19,7 @@ use rand::Rng;
 use secrecy::SecretString;
 use zeroize::Zeroizing;
 
-use crate::playbook::{ActionOutcome, Driver, DriverError, Integration, RunOptions};
+use crate::playbook::{ActionOutcome, AppTarget, Driver, DriverError, RunOptions};
 use crate::vault::{Vault, VaultError};
 
 /// Length of generated passwords.
@@ -90,7 +90,7 @@ pub enum RotateError {
 /// Tells the vault what the integration's last login learnt: when only the pending
 /// password passed, it becomes the entry's password. Call it after any action (it is
 /// cheap when there is nothing to do). True when it promoted.
-pub async fn reconcile(vault: &Vault, integ: &Integration, name: &str) -> Result<bool, VaultError> {
+pub async fn reconcile(vault: &Vault, integ: &AppTarget, name: &str) -> Result<bool, VaultError> {
     if !integ.take_pending_login() {
         return Ok(false);
     }
@@ -108,7 +108,7 @@ pub async fn reconcile(vault: &Vault, integ: &Integration, name: &str) -> Result
 /// current one). True when the pending password was promoted.
 pub async fn recover_login(
     driver: &Driver,
-    integ: &Integration,
+    integ: &AppTarget,
     vault: &Vault,
     name: &str,
     opts: &RunOptions,
@@ -136,7 +136,7 @@ pub async fn recover_login(
 /// Usher able to log in (see the module documentation).
 pub async fn rotate_password(
     driver: &Driver,
-    integ: &Integration,
+    integ: &AppTarget,
     vault: &Vault,
     name: &str,
     opts: &RunOptions,

@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::plan::{self, AccountState};
-use super::{EngineIntegration, Secrets};
+use super::{RunningIntegration, Secrets};
 use crate::audit::evidence::EvidenceStore;
 use crate::audit::{Actor, NewEvent, kinds};
 use crate::config::{EngineSettings, WebhookConfig};
@@ -24,7 +24,7 @@ use crate::store::{ClaimedJob, JobFinish, ResourceType, Store, StoreError};
 pub(crate) struct Shared {
     pub store: Store,
     pub driver: Arc<Driver>,
-    pub integrations: HashMap<String, Arc<EngineIntegration>>,
+    pub integrations: HashMap<String, Arc<RunningIntegration>>,
     order: Vec<String>,
     next: AtomicUsize,
     pub settings: EngineSettings,
@@ -124,7 +124,7 @@ impl Shared {
     pub fn new(
         store: Store,
         driver: Arc<Driver>,
-        integrations: HashMap<String, Arc<EngineIntegration>>,
+        integrations: HashMap<String, Arc<RunningIntegration>>,
         settings: EngineSettings,
         evidence: Arc<EvidenceStore>,
         webhooks: Vec<WebhookConfig>,
@@ -310,7 +310,7 @@ impl Shared {
         // A login may have found that the app took a rotated password whose record
         // was interrupted: write that down in the vault.
         if let Secrets::Vault(v) = &self.secrets
-            && let Err(e) = super::reconcile(v, &integ.driver, &integ.config.service_account).await
+            && let Err(e) = super::reconcile(v, &integ.target, &integ.config.service_account).await
         {
             tracing::warn!(integration = %integ.config.id, error = %e, "recording a rotated password failed");
         }
@@ -427,11 +427,11 @@ impl Shared {
     }
 
     /// Reads the service account's secret again (another process may have rotated it).
-    async fn refresh_secret(&self, integ: &EngineIntegration) -> Result<(), Failure> {
+    async fn refresh_secret(&self, integ: &RunningIntegration) -> Result<(), Failure> {
         let name = &integ.config.service_account;
         match self.secrets.get(name).await {
             Ok(Some(s)) => {
-                integ.driver.set_secret(s);
+                integ.target.set_secret(s);
                 Ok(())
             }
             Ok(None) => Err(Failure::transient(format!(
@@ -474,7 +474,7 @@ impl Shared {
     /// whether the user is gone; on failure, the userName and why.
     async fn reconcile_user(
         &self,
-        integ: &EngineIntegration,
+        integ: &RunningIntegration,
         claimed: &ClaimedJob,
         records: &mut Vec<Value>,
     ) -> Result<(Option<String>, bool), (Option<String>, Failure)> {
@@ -599,7 +599,7 @@ impl Shared {
             let t0 = Instant::now();
             let out = self
                 .driver
-                .run(&integ.driver, action, user.clone(), &self.run_options)
+                .run(&integ.target, action, user.clone(), &self.run_options)
                 .await
                 .map_err(|e| fail(Failure::from_driver(action, &e)))?;
             if let Some(id) = out.outputs.get("app_id").filter(|s| !s.is_empty()) {
@@ -689,7 +689,7 @@ impl Shared {
     /// `Some(app id if shown)` when found.
     async fn look_up(
         &self,
-        integ: &EngineIntegration,
+        integ: &RunningIntegration,
         user: &UserContext,
         records: &mut Vec<Value>,
     ) -> Result<Option<Option<String>>, Failure> {
@@ -700,7 +700,7 @@ impl Shared {
         let out = self
             .driver
             .run(
-                &integ.driver,
+                &integ.target,
                 ActionName::ListUsers,
                 user.clone(),
                 &self.run_options,

@@ -12,7 +12,7 @@ use tokio::sync::{RwLock, Semaphore};
 
 use super::model::{ActionName, Playbook};
 use super::run::{self, ActionOutcome, Phase, RunError, RunOptions, StepRecord};
-use super::template::{Context, IntegrationContext, PlaybookRunError, TemplateEnv, UserContext};
+use super::template::{IntegrationContext, RenderError, TemplateContext, TemplateEnv, UserContext};
 use crate::browser::{Browser, BrowserConfig, BrowserError, SessionState};
 use crate::clock::{Clock, SystemClock};
 use crate::vault::{Secret, TotpTracker};
@@ -27,7 +27,7 @@ pub enum DriverError {
     #[error(transparent)]
     Run(Box<RunError>),
     #[error(transparent)]
-    Playbook(#[from] PlaybookRunError),
+    Playbook(#[from] RenderError),
     #[error("driver is shut down")]
     ShutDown,
 }
@@ -68,21 +68,22 @@ impl Default for DriverConfig {
     }
 }
 
-/// One app account the driver works in: playbook, where, and with which credentials.
-pub struct Integration {
+/// The app of one integration as the driver acts on it: the playbook, where the app
+/// is, and the service account's credentials (with the playbook's compiled templates).
+pub struct AppTarget {
     /// Sessions are kept per key.
     pub key: String,
     pub name: String,
     pub base_url: String,
     pub playbook: Arc<Playbook>,
-    /// Replaced by [`Integration::set_secret`] (another process may have rotated it).
+    /// Replaced by [`AppTarget::set_secret`] (another process may have rotated it).
     secret: std::sync::RwLock<Arc<Secret>>,
     /// A login succeeded only with the secret's pending password (see `engine::reconcile`).
     pending_login: AtomicBool,
     env: Arc<TemplateEnv>,
 }
 
-impl Integration {
+impl AppTarget {
     /// The credentials the next login uses.
     pub fn secret(&self) -> Arc<Secret> {
         match self.secret.read() {
@@ -108,9 +109,9 @@ impl Integration {
     }
 }
 
-impl fmt::Debug for Integration {
+impl fmt::Debug for AppTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Integration")
+        f.debug_struct("AppTarget")
             .field("key", &self.key)
             .field("base_url", &self.base_url)
             .field("app", &self.playbook.app)
@@ -161,16 +162,16 @@ impl Driver {
         }
     }
 
-    /// Prepares an integration: compiles the playbook's templates with a `totp()` that
+    /// Prepares the app of an integration: compiles the playbook's templates with a `totp()` that
     /// never hands out the same code window twice.
-    pub fn integration(
+    pub fn target(
         &self,
         key: impl Into<String>,
         name: impl Into<String>,
         base_url: impl Into<String>,
         playbook: Arc<Playbook>,
         secret: Arc<Secret>,
-    ) -> Result<Integration, DriverError> {
+    ) -> Result<AppTarget, DriverError> {
         let tracker = self.totp.clone();
         let clock = self.clock.clone();
         let env = TemplateEnv::new(&playbook, move |seed: &str| {
@@ -178,7 +179,7 @@ impl Driver {
                 .code(seed, clock.as_ref())
                 .map_err(|e| e.to_string())
         })?;
-        Ok(Integration {
+        Ok(AppTarget {
             key: key.into(),
             name: name.into(),
             base_url: base_url.into().trim_end_matches('/').to_owned(),
@@ -205,7 +206,7 @@ impl Driver {
     /// Chromium and running the whole action once more (preconditions make that safe).
     pub async fn run(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         action: ActionName,
         user: UserContext,
         opts: &RunOptions,
@@ -218,7 +219,7 @@ impl Driver {
     /// app: `engine::rotate_password` is what keeps the vault in step.
     pub async fn run_rotate_password(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         new_password: &SecretString,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
@@ -237,7 +238,7 @@ impl Driver {
     /// one). Returns the step records.
     pub async fn relogin(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         opts: &RunOptions,
     ) -> Result<Vec<StepRecord>, DriverError> {
         let _slot = self
@@ -261,7 +262,7 @@ impl Driver {
 
     async fn run_with(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         action: ActionName,
         user: &UserContext,
         new_password: Option<&SecretString>,
@@ -317,7 +318,7 @@ impl Driver {
         Ok(())
     }
 
-    async fn new_context(&self) -> Result<crate::browser::Context, DriverError> {
+    async fn new_context(&self) -> Result<crate::browser::BrowserContext, DriverError> {
         {
             let guard = self.browser.read().await;
             if let Some(b) = guard.as_ref() {
@@ -361,7 +362,7 @@ impl Driver {
 
     async fn run_once(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         action: ActionName,
         user: &UserContext,
         new_password: Option<&SecretString>,
@@ -379,8 +380,8 @@ impl Driver {
 
     async fn in_context(
         &self,
-        bctx: &crate::browser::Context,
-        integ: &Integration,
+        bctx: &crate::browser::BrowserContext,
+        integ: &AppTarget,
         action: ActionName,
         user: &UserContext,
         new_password: Option<&SecretString>,
@@ -432,9 +433,9 @@ impl Driver {
     /// True when the kept session is logged in. Crashes and playbook bugs are errors.
     async fn session_check(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         page: &crate::browser::Page,
-        ctx: &mut Context,
+        ctx: &mut TemplateContext,
         opts: &RunOptions,
         steps: &mut Vec<StepRecord>,
     ) -> Result<bool, DriverError> {
@@ -465,9 +466,9 @@ impl Driver {
 
     async fn login(
         &self,
-        integ: &Integration,
-        bctx: &crate::browser::Context,
-        ctx: &mut Context,
+        integ: &AppTarget,
+        bctx: &crate::browser::BrowserContext,
+        ctx: &mut TemplateContext,
         opts: &RunOptions,
         steps: &mut Vec<StepRecord>,
         seen_generation: u64,
@@ -541,9 +542,9 @@ impl Driver {
     /// The login steps, then the session check.
     async fn attempt_login(
         &self,
-        integ: &Integration,
+        integ: &AppTarget,
         page: &crate::browser::Page,
-        ctx: &mut Context,
+        ctx: &mut TemplateContext,
         opts: &RunOptions,
         steps: &mut Vec<StepRecord>,
     ) -> Result<(), DriverError> {
@@ -587,8 +588,8 @@ impl Driver {
 }
 
 /// The render context of an action: the user, the integration and its secret.
-fn base_context(integ: &Integration, user: &UserContext) -> Context {
-    let mut ctx = Context::new(
+fn base_context(integ: &AppTarget, user: &UserContext) -> TemplateContext {
+    let mut ctx = TemplateContext::new(
         user.clone(),
         IntegrationContext {
             id: integ.key.clone(),

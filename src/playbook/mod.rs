@@ -26,7 +26,7 @@ mod tests;
 use std::fmt;
 use std::path::Path;
 
-pub use driver::{Driver, DriverConfig, DriverError, Integration};
+pub use driver::{AppTarget, Driver, DriverConfig, DriverError};
 pub use locator_check::{ARIA_ROLES, validate_locator};
 pub use model::{
     Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation, ExtractFrom, Extraction,
@@ -40,8 +40,8 @@ pub use run::{
 };
 pub use schema::json_schema;
 pub use template::{
-    Context, IntegrationContext, KNOWN_VARIABLES, PlaybookRunError, Rendered, TemplateEnv, TotpFn,
-    UserContext,
+    IntegrationContext, KNOWN_VARIABLES, RenderError, Rendered, TemplateContext, TemplateEnv,
+    TotpFn, UserContext,
 };
 pub use validate::MAX_PAGES;
 

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+/// The states `wait_for` waits for are the browser's own.
+pub use crate::browser::WaitState;
+
 /// A validated playbook.
 #[derive(Debug, Clone)]
 pub struct Playbook {
@@ -347,14 +350,6 @@ pub enum Expectation {
     },
     /// The current URL matches.
     Url(Pattern),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WaitState {
-    Visible,
-    Hidden,
-    Attached,
-    Detached,
 }
 
 #[derive(Debug, Clone)]

@@ -17,9 +17,9 @@ use super::model::{
     StepKind, Template, WaitState,
 };
 use super::redact::Redactor;
-use super::template::{Context, PlaybookRunError, Rendered, TemplateEnv};
+use super::template::{RenderError, Rendered, TemplateContext, TemplateEnv};
 use crate::audit::evidence::EvidenceStore;
-use crate::browser::{self, BrowserError, DialogPolicy, Locator, Page};
+use crate::browser::{BrowserError, DialogPolicy, Locator, Page};
 
 /// Called with every step record as soon as it exists (progress output, logs).
 pub type StepObserver = Arc<dyn Fn(&StepRecord) + Send + Sync>;
@@ -198,7 +198,7 @@ pub async fn run_phase(
     page: &Page,
     phase: Phase,
     steps: &[Step],
-    ctx: &mut Context,
+    ctx: &mut TemplateContext,
     opts: &RunOptions,
 ) -> Result<Vec<StepRecord>, RunError> {
     let mut ex = Exec::new(playbook, env, page, ctx, opts);
@@ -214,7 +214,7 @@ pub async fn run_phase(
 
 /// Adds `user.app_roles` (the user's SCIM roles and groups mapped through the
 /// playbook's `roles`) unless the caller set it.
-pub fn add_app_roles(playbook: &Playbook, ctx: &mut Context) {
+pub fn add_app_roles(playbook: &Playbook, ctx: &mut TemplateContext) {
     if ctx.user.extra.contains_key("app_roles") {
         return;
     }
@@ -235,7 +235,7 @@ pub async fn run_action(
     env: &TemplateEnv,
     page: &Page,
     action: ActionName,
-    ctx: &mut Context,
+    ctx: &mut TemplateContext,
     opts: &RunOptions,
 ) -> Result<ActionOutcome, RunError> {
     let Some(act) = playbook.action(action) else {
@@ -273,7 +273,7 @@ struct Exec<'a> {
     pb: &'a Playbook,
     env: &'a TemplateEnv,
     page: &'a Page,
-    ctx: &'a mut Context,
+    ctx: &'a mut TemplateContext,
     opts: &'a RunOptions,
     redactor: Redactor,
     phase: Phase,
@@ -286,7 +286,7 @@ impl<'a> Exec<'a> {
         pb: &'a Playbook,
         env: &'a TemplateEnv,
         page: &'a Page,
-        ctx: &'a mut Context,
+        ctx: &'a mut TemplateContext,
         opts: &'a RunOptions,
     ) -> Self {
         let redactor = ctx.redactor();
@@ -699,14 +699,14 @@ impl<'a> Exec<'a> {
             StepKind::Expect(e) => self.expect(e, scope, t, summary).await,
             StepKind::WaitFor { state, on } => {
                 let loc = self.locator(on, scope)?;
-                let (name, st) = match state {
-                    WaitState::Visible => ("visible", browser::WaitState::Visible),
-                    WaitState::Hidden => ("hidden", browser::WaitState::Hidden),
-                    WaitState::Attached => ("attached", browser::WaitState::Attached),
-                    WaitState::Detached => ("detached", browser::WaitState::Detached),
+                let name = match state {
+                    WaitState::Visible => "visible",
+                    WaitState::Hidden => "hidden",
+                    WaitState::Attached => "attached",
+                    WaitState::Detached => "detached",
                 };
                 *summary = format!("wait_for {name} {loc}");
-                page.wait_for(&loc, st, t).await.map_err(b(&loc))
+                page.wait_for(&loc, *state, t).await.map_err(b(&loc))
             }
             StepKind::Extract(xs) => {
                 *summary = format!(
@@ -901,10 +901,10 @@ fn shown(r: &Rendered) -> String {
     }
 }
 
-fn run_error_message(e: PlaybookRunError) -> String {
+fn run_error_message(e: RenderError) -> String {
     match e {
-        PlaybookRunError::Template { message, .. } => format!("template: {message}"),
-        PlaybookRunError::Locator { message, .. } => format!("locator: {message}"),
+        RenderError::Template { message, .. } => format!("template: {message}"),
+        RenderError::Locator { message, .. } => format!("locator: {message}"),
     }
 }
 

@@ -206,7 +206,7 @@ pub struct IntegrationContext {
 
 /// Everything a template can see during one action run.
 #[derive(Clone, Default)]
-pub struct Context {
+pub struct TemplateContext {
     pub user: UserContext,
     pub integration: IntegrationContext,
     /// `secret.username`, `secret.password`, `secret.totp`, and extra fields.
@@ -217,9 +217,9 @@ pub struct Context {
     pub new_password: Option<SecretString>,
 }
 
-impl std::fmt::Debug for Context {
+impl std::fmt::Debug for TemplateContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Context")
+        f.debug_struct("TemplateContext")
             .field("user", &self.user)
             .field("integration", &self.integration)
             .field("secret", &self.secret.keys().collect::<Vec<_>>())
@@ -232,7 +232,7 @@ impl std::fmt::Debug for Context {
     }
 }
 
-impl Context {
+impl TemplateContext {
     pub fn new(user: UserContext, integration: IntegrationContext) -> Self {
         Self {
             user,
@@ -317,7 +317,7 @@ impl Rendered {
 
 /// A failure while running a playbook's templates. Messages are redacted.
 #[derive(Debug, thiserror::Error)]
-pub enum PlaybookRunError {
+pub enum RenderError {
     #[error("{file}:{line}:{col}: template: {message}")]
     Template {
         file: String,
@@ -354,7 +354,7 @@ impl TemplateEnv {
     pub fn new(
         playbook: &Playbook,
         totp: impl Fn(&str) -> Result<String, String> + Send + Sync + 'static,
-    ) -> Result<Self, PlaybookRunError> {
+    ) -> Result<Self, RenderError> {
         let mut env = build_env(Arc::new(totp));
         let mut all = Vec::new();
         for step in playbook.all_steps() {
@@ -363,7 +363,7 @@ impl TemplateEnv {
         for t in all {
             if env.get_template(&t.source).is_err() {
                 env.add_template_owned(t.source.clone(), t.source.clone())
-                    .map_err(|e| PlaybookRunError::Template {
+                    .map_err(|e| RenderError::Template {
                         file: playbook.source_file.clone(),
                         line: t.line,
                         col: t.col,
@@ -383,9 +383,9 @@ impl TemplateEnv {
     pub fn render(
         &self,
         tpl: &Template,
-        ctx: &Context,
+        ctx: &TemplateContext,
         redactor: &mut Redactor,
-    ) -> Result<Rendered, PlaybookRunError> {
+    ) -> Result<Rendered, RenderError> {
         let value = ctx.to_value();
         let result = match self.env.get_template(&tpl.source) {
             Ok(t) => t.render(&value),
@@ -399,7 +399,7 @@ impl TemplateEnv {
                 }
                 Ok(Rendered { text, sensitive })
             }
-            Err(e) => Err(PlaybookRunError::Template {
+            Err(e) => Err(RenderError::Template {
                 file: self.file.clone(),
                 line: tpl.line,
                 col: tpl.col,
@@ -412,11 +412,11 @@ impl TemplateEnv {
     pub fn render_locator(
         &self,
         loc: &LocatorTpl,
-        ctx: &Context,
+        ctx: &TemplateContext,
         redactor: &mut Redactor,
-    ) -> Result<Rendered, PlaybookRunError> {
+    ) -> Result<Rendered, RenderError> {
         let r = self.render(&loc.0, ctx, redactor)?;
-        validate_locator(&r.text).map_err(|m| PlaybookRunError::Locator {
+        validate_locator(&r.text).map_err(|m| RenderError::Locator {
             file: self.file.clone(),
             line: loc.0.line,
             col: loc.0.col,

@@ -649,7 +649,7 @@ fn errors_display_one_per_line() {
 
 // ---------------------------------------------------------------- templates
 
-fn ctx() -> Context {
+fn ctx() -> TemplateContext {
     let user = UserContext {
         user_name: Some("ada".into()),
         email: Some("ada+x@acme.test".into()),
@@ -665,7 +665,7 @@ fn ctx() -> Context {
         department: Some("R&D".into()),
         ..Default::default()
     };
-    Context::new(
+    TemplateContext::new(
         user,
         IntegrationContext {
             id: "i1".into(),
