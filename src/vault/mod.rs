@@ -4,10 +4,9 @@
 //! [`Vault`] keeps them in Usher's database, each entry encrypted with
 //! XChaCha20-Poly1305 under a key from the environment or a key file (`keys`), bound to
 //! its name (`entries`). An entry can hold a *pending* password, the half-way state of
-//! a rotation (which the engine drives: `engine::rotate_password`); `cli` is
-//! `usher vault …`. A YAML secrets file still feeds `usher playbook run --secrets @file`.
+//! a rotation (which the engine drives: `engine::rotate_password`). A YAML secrets
+//! file still feeds `usher playbook run --secrets @file`.
 
-pub mod cli;
 mod entries;
 mod keys;
 mod totp;
@@ -225,7 +224,7 @@ impl SecretsFile {
 }
 
 /// Extra field names become `secret.NAME` in templates and `extra.NAME` in listings.
-fn check_extra_name(name: &str) -> Result<(), VaultError> {
+pub fn check_extra_name(name: &str) -> Result<(), VaultError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -3,13 +3,219 @@
 //! other users and shell histories would see them. Output names fields, never values.
 
 use std::io::{BufRead, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
 
+use clap::Subcommand;
 use zeroize::Zeroizing;
 
-use super::{
-    EntryInfo, Secret, TotpAlgorithm, TotpSpec, Vault, VaultError, VaultKey, check_entry_name,
+use usher::audit::evidence::EvidenceStore;
+use usher::config::Config;
+use usher::playbook::{self, Driver, DriverConfig, RunOptions};
+use usher::vault::{
+    EntryInfo, Keyring, Secret, TotpAlgorithm, TotpSpec, Vault, VaultError, VaultKey,
+    check_entry_name,
 };
+
+#[derive(Subcommand)]
+pub enum VaultCommand {
+    /// Create or replace an entry. Reads from standard input, one per line (or prompts):
+    /// the password, then the TOTP seed or otpauth:// URI (with --totp), then each
+    /// --extra field's value.
+    Set {
+        /// Entry name: the integrations' `service_account`.
+        name: String,
+        #[arg(long)]
+        username: String,
+        /// Also read a TOTP seed (base32) or an otpauth:// URI.
+        #[arg(long)]
+        totp: bool,
+        /// Also read a value for this extra field (`secret.FIELD` in templates); repeatable.
+        #[arg(long = "extra", value_name = "FIELD")]
+        extras: Vec<String>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Set an entry's TOTP from an otpauth:// URI read from standard input.
+    ImportOtpauth {
+        name: String,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// List entries: names, fields present, key id, last change. Never values.
+    List {
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Delete an entry.
+    Rm {
+        name: String,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Re-encrypt every entry under a new key (then configure that key everywhere).
+    Rekey {
+        /// File with the new key; else USHER_VAULT_NEW_KEY (base64 of 32 bytes).
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Print a new random vault key (base64), or write it to a new file (mode 600).
+    Keygen {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Rotate a service account's password in the app (the playbook's rotate_password
+    /// action) and in the vault.
+    Rotate {
+        /// The entry; defaults to the integration's `service_account`.
+        name: Option<String>,
+        /// The integration whose playbook and app to use.
+        #[arg(long)]
+        integration: String,
+        /// Directory for evidence screenshots.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        VaultCommand::Set {
+            name,
+            username,
+            totp,
+            extras,
+            config,
+        } => {
+            let (_, vault) = open_vault(&config).await?;
+            let mut input = SecretInput::stdin();
+            println!(
+                "{}",
+                set(&vault, &name, &username, totp, &extras, &mut input).await?
+            );
+        }
+        VaultCommand::ImportOtpauth { name, config } => {
+            let (_, vault) = open_vault(&config).await?;
+            let mut input = SecretInput::stdin();
+            println!("{}", import_otpauth(&vault, &name, &mut input).await?);
+        }
+        VaultCommand::List { config } => {
+            // Listing needs no key: names and field names are stored in the clear.
+            let (_, store) = super::open(&config).await?;
+            let entries = Vault::entries(&store).await?;
+            println!("{}", format_list(&entries));
+        }
+        VaultCommand::Rm { name, config } => {
+            let (_, vault) = open_vault(&config).await?;
+            if !vault.remove(&name).await? {
+                anyhow::bail!("no vault entry `{name}`");
+            }
+            println!("{name}: removed");
+        }
+        VaultCommand::Rekey {
+            new_key_file,
+            config,
+        } => {
+            let (_, vault) = open_vault(&config).await?;
+            let new_key = Keyring::new_key(|n| std::env::var(n).ok(), new_key_file.as_deref())?;
+            let n = vault.rekey(&new_key).await?;
+            println!(
+                "{n} entr{} re-encrypted from key {} to key {}; configure the new key everywhere now",
+                if n == 1 { "y" } else { "ies" },
+                vault.keys().primary().id(),
+                new_key.id()
+            );
+        }
+        VaultCommand::Keygen { out } => {
+            let (key, text) = keygen(out.as_deref())?;
+            match (text, out) {
+                (Some(text), _) => print!("{}", text.as_str()),
+                (None, Some(path)) => {
+                    println!("wrote vault key {} to {}", key.id(), path.display())
+                }
+                (None, None) => {}
+            }
+        }
+        VaultCommand::Rotate {
+            name,
+            integration,
+            evidence,
+            config,
+        } => rotate(name, &integration, evidence, &config).await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The configuration and the vault over its store, with the key from the environment
+/// or `vault.key_file`; changes are audited as the CLI's actor.
+async fn open_vault(path: &Path) -> anyhow::Result<(Config, Vault)> {
+    let config = Config::load(path)?;
+    let keys = Keyring::from_env_or_config(config.vault.key_file.as_deref())?;
+    let store = super::open_store(&config).await?;
+    Ok((
+        config,
+        Vault::new(store, keys).with_actor(super::cli_actor()),
+    ))
+}
+
+async fn rotate(
+    name: Option<String>,
+    integration: &str,
+    evidence: Option<PathBuf>,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let (c, vault) = open_vault(config).await?;
+    let ic = c
+        .integrations
+        .iter()
+        .find(|i| i.id == integration)
+        .ok_or_else(|| anyhow::anyhow!("no integration `{integration}` in {}", config.display()))?;
+    let name = name.unwrap_or_else(|| ic.service_account.clone());
+    if name != ic.service_account {
+        anyhow::bail!(
+            "integration `{integration}` logs in as `{}`, not `{name}`",
+            ic.service_account
+        );
+    }
+    let pb = match playbook::load_file(&ic.playbook) {
+        Ok(pb) => Arc::new(pb),
+        Err(errs) => anyhow::bail!("{errs}"),
+    };
+    let secret = Arc::new(vault.get(&name).await?);
+    let opts = RunOptions {
+        evidence: match &evidence {
+            Some(dir) => Some(Arc::new(EvidenceStore::new(dir)?)),
+            None => None,
+        },
+        on_step: None,
+    };
+    let driver = Driver::new(DriverConfig::default());
+    let integ = driver.target(
+        ic.id.clone(),
+        ic.name.clone(),
+        ic.base_url.clone(),
+        pb,
+        secret,
+    )?;
+    let result = usher::engine::rotate_password(&driver, &integ, &vault, &name, &opts).await;
+    if let Err(e) = driver.shutdown().await {
+        tracing::debug!(error = %e, "closing the browser failed");
+    }
+    let rotation = result?;
+    match rotation.recovered_from {
+        None => println!("{name}: password rotated in {} and in the vault", ic.name),
+        Some(e) => println!(
+            "{name}: password rotated in {} and in the vault, although rotate_password reported: {e}",
+            ic.name
+        ),
+    }
+    Ok(())
+}
 
 /// Where secret values are read from.
 pub enum SecretInput {
@@ -92,7 +298,7 @@ pub async fn set(
         secret.set_totp(Some(totp.as_str()))?;
     }
     for field in extras {
-        super::check_extra_name(field)?;
+        usher::vault::check_extra_name(field)?;
         let value = input.read(&format!("value of extra field {field}"))?;
         secret.set_extra(field, value.as_str())?;
     }

@@ -4,14 +4,13 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use rand::RngCore;
 use usher::config::{Config, hash_token};
 use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
-const PLAYBOOK: &str = include_str!("../playbooks/classic.yaml");
+const PLAYBOOK: &str = include_str!("../../playbooks/classic.yaml");
 
 pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(dir.join("playbooks"))
@@ -34,7 +33,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
     // the demo keeps its key beside the data (production keeps it elsewhere).
     let key_file = dir.join("vault.key");
     if !key_file.exists() {
-        usher::vault::cli::keygen(Some(&key_file))?;
+        super::vault::keygen(Some(&key_file))?;
     }
     let text = format!(
         "listen: {listen}\n\
@@ -62,8 +61,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
         opts.admin_password.clone(),
         Some(&opts.totp_seed),
     )?;
-    let store =
-        usher::store::Store::connect(&config.database, Arc::new(usher::clock::SystemClock)).await?;
+    let store = super::open_store(&config).await?;
     let vault = usher::vault::Vault::new(
         store,
         usher::vault::Keyring::load(|_| None, config.vault.key_file.as_deref())?,

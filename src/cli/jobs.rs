@@ -1,0 +1,153 @@
+//! `usher jobs list|show|retry|cancel`: the operators' view of the jobs.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use serde_json::{Value, json};
+
+use usher::audit::{NewEvent, kinds};
+use usher::store::{JobFilter, Store};
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// Newest jobs first.
+    List {
+        #[arg(long)]
+        integration: Option<String>,
+        /// pending, staged, running, succeeded, failed, cancelled, superseded.
+        #[arg(long)]
+        status: Option<String>,
+        /// Jobs of one SCIM user or group id.
+        #[arg(long)]
+        resource: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// One job with its outcome and its audit events.
+    Show { id: i64 },
+    /// Run a failed or cancelled job again.
+    Retry { id: i64 },
+    /// Cancel a job that has not started.
+    Cancel { id: i64 },
+}
+
+pub async fn run(path: &Path, command: JobsCommand) -> anyhow::Result<ExitCode> {
+    let (_, store) = super::open(path).await?;
+    let code = match command {
+        JobsCommand::List {
+            integration,
+            status,
+            resource,
+            limit,
+        } => list(&store, integration, status, resource, limit).await,
+        JobsCommand::Show { id } => show(&store, id).await,
+        JobsCommand::Retry { id } => transition(&store, id, true).await,
+        JobsCommand::Cancel { id } => transition(&store, id, false).await,
+    };
+    store.close().await;
+    code
+}
+
+async fn list(
+    store: &Store,
+    integration: Option<String>,
+    status: Option<String>,
+    resource: Option<String>,
+    limit: i64,
+) -> anyhow::Result<ExitCode> {
+    let jobs = store
+        .list_jobs(&JobFilter {
+            integration_id: integration.as_deref(),
+            resource_id: resource.as_deref(),
+            status: status.as_deref(),
+            limit,
+        })
+        .await?;
+    println!(
+        "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  last error",
+        "job", "integration", "status", "op", "resource", "try", "updated"
+    );
+    for j in jobs {
+        println!(
+            "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  {}",
+            j.id,
+            j.integration_id,
+            j.status,
+            j.operation,
+            j.resource_id,
+            j.attempts,
+            &j.updated_at[..j.updated_at.len().min(19)],
+            j.last_error.as_deref().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
+    let Some(j) = store.job(id).await? else {
+        eprintln!("usher: no job {id}");
+        return Ok(ExitCode::from(1));
+    };
+    let events: Vec<Value> = store
+        .audit_events(Some(&j.integration_id), 100_000)
+        .await?
+        .into_iter()
+        .filter(|e| e.detail.get("job").and_then(Value::as_i64) == Some(id))
+        .map(|e| {
+            json!({"seq": e.seq, "at": e.at, "type": e.event_type, "actor": e.actor, "detail": e.detail})
+        })
+        .collect();
+    let out = json!({
+        "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type,
+        "resource": j.resource_id, "operation": j.operation, "status": j.status,
+        "attempts": j.attempts, "run_after": j.run_after, "lease_owner": j.lease_owner,
+        "lease_until": j.lease_until, "last_error": j.last_error,
+        "superseded_by": j.superseded_by, "created_at": j.created_at,
+        "updated_at": j.updated_at, "outcome": j.outcome, "events": events,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Retry (`retry`) or cancel a job, audited with the CLI's actor.
+async fn transition(store: &Store, id: i64, retry: bool) -> anyhow::Result<ExitCode> {
+    let Some(j) = store.job(id).await? else {
+        eprintln!("usher: no job {id}");
+        return Ok(ExitCode::from(1));
+    };
+    let event = NewEvent {
+        actor: super::cli_actor(),
+        event_type: if retry {
+            kinds::JOB_REQUEUED
+        } else {
+            kinds::JOB_CANCELLED
+        },
+        target: Some(j.resource_id.clone()),
+        integration_id: Some(j.integration_id.clone()),
+        detail: json!({"job": id, "was": j.status}),
+    };
+    let done = if retry {
+        store.requeue_job(id, &event).await?
+    } else {
+        store.cancel_job(id, &event).await?
+    };
+    if done {
+        println!(
+            "job {id}: {}",
+            if retry { "queued again" } else { "cancelled" }
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!(
+        "usher: job {id} is {}; only {} jobs can be {}",
+        j.status,
+        if retry {
+            "failed or cancelled"
+        } else {
+            "pending or staged"
+        },
+        if retry { "retried" } else { "cancelled" }
+    );
+    Ok(ExitCode::from(1))
+}

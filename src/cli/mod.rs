@@ -1,0 +1,123 @@
+//! The `usher` command line: the clap definitions and one module per command group
+//! (`serve`, `config` with `token`, `audit`, `playbook`, `vault`, `jobs`, `demo`).
+//! Handlers print their result and return the exit code; errors go back to `main`,
+//! which prints them as one plain line.
+
+mod audit;
+mod config;
+mod demo;
+mod jobs;
+mod playbook;
+mod serve;
+mod vault;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use usher::audit::Actor;
+use usher::clock::SystemClock;
+use usher::config::Config;
+use usher::store::Store;
+
+#[derive(Parser)]
+#[command(
+    name = "usher",
+    version,
+    about = "SCIM 2.0 gateway for apps with an admin UI and no API"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve every integration's SCIM gateway.
+    Serve {
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Configuration file tools.
+    Config {
+        #[command(subcommand)]
+        command: config::ConfigCommand,
+    },
+    /// Bearer tokens for integrations.
+    Token {
+        #[command(subcommand)]
+        command: config::TokenCommand,
+    },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
+    /// Playbook tools: check, schema, run one action.
+    Playbook {
+        #[command(subcommand)]
+        command: playbook::PlaybookCommand,
+    },
+    /// The vault of service-account secrets (values are read from standard input or a
+    /// prompt, never from arguments, and never printed).
+    Vault {
+        #[command(subcommand)]
+        command: vault::VaultCommand,
+    },
+    /// Provisioning jobs: list, show, retry, cancel.
+    Jobs {
+        #[arg(
+            long,
+            short,
+            default_value = "usher.yaml",
+            env = "USHER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+    },
+    /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
+    Demo {
+        /// Address of the SCIM gateway.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// Folder for the demo's database, configuration and evidence.
+        #[arg(long, default_value = "usher-demo")]
+        dir: PathBuf,
+    },
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config } => serve::run(&config).await,
+        Command::Config { command } => config::config_command(command),
+        Command::Token { command } => config::token_command(command),
+        Command::Audit { command } => audit::run(command).await,
+        Command::Playbook { command } => playbook::run(command).await,
+        Command::Vault { command } => vault::run(command).await,
+        Command::Jobs { config, command } => jobs::run(&config, command).await,
+        Command::Demo { listen, dir } => demo::run(listen, &dir).await,
+    }
+}
+
+/// The configuration's store, with the system clock. Every command opens it here.
+async fn open_store(config: &Config) -> anyhow::Result<Store> {
+    Ok(Store::connect(&config.database, Arc::new(SystemClock)).await?)
+}
+
+/// Loads the configuration file and opens its store.
+async fn open(path: &Path) -> anyhow::Result<(Config, Store)> {
+    let config = Config::load(path)?;
+    let store = open_store(&config).await?;
+    Ok((config, store))
+}
+
+/// Who the audit trail names for anything done through the CLI: `admin:cli:$USER`.
+fn cli_actor() -> Actor {
+    let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
+    Actor::Admin(format!("cli:{who}"))
+}
