@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use support::{Db, TestDb};
 use usher::config::{Config, hash_token};
 use usher::server::{EngineSetup, Running};
+use usher::store::JobStatus;
 use usher_fixture_apps::{AppKind, AppUser, FixtureOptions, RunningApp};
 
 const PROV: &str = "urn:usher:params:scim:schemas:extension:provisioning:2.0:User";
@@ -473,7 +474,10 @@ async fn entra_lifecycle(db: Db) {
             .await
             .expect("jobs");
         if jobs.iter().all(|j| j.is_terminal()) {
-            assert!(jobs.iter().all(|j| j.status != "failed"), "{jobs:?}");
+            assert!(
+                jobs.iter().all(|j| j.status != JobStatus::Failed),
+                "{jobs:?}"
+            );
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -994,7 +998,7 @@ async fn failures_and_recoveries_reach_webhooks_signed() {
         .await
         .expect("jobs")
         .into_iter()
-        .find(|j| j.status == "failed")
+        .find(|j| j.status == JobStatus::Failed)
         .expect("failed job");
     let ev = usher::audit::NewEvent {
         actor: usher::audit::Actor::Admin("test".into()),
@@ -1131,7 +1135,7 @@ async fn shutdown_releases_running_jobs() {
             .await
             .expect("jobs")
             .iter()
-            .any(|j| j.status == "running")
+            .any(|j| j.status == JobStatus::Running)
         {
             break;
         }
@@ -1146,7 +1150,7 @@ async fn shutdown_releases_running_jobs() {
     let store = support::open_store(&rig._db.url).await;
     let jobs = store.list_jobs(&filter).await.expect("jobs");
     assert_eq!(jobs.len(), 1);
-    assert_eq!(jobs[0].status, "pending", "{jobs:?}");
+    assert_eq!(jobs[0].status, JobStatus::Pending, "{jobs:?}");
     assert_eq!(jobs[0].lease_owner, None);
     assert_eq!(jobs[0].last_error.as_deref(), Some("released at shutdown"));
     let events = store.audit_events(Some("acme"), 100).await.expect("events");

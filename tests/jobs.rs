@@ -148,7 +148,7 @@ async fn delete_supersedes_and_limit_holds(db: Db) {
     let yj = jobs_of(&store, &y).await;
     let status: Vec<&str> = yj.iter().map(|j| j.status.as_str()).collect();
     assert_eq!(status, ["superseded", "superseded", "pending"]);
-    assert_eq!(yj[2].operation, "delete");
+    assert_eq!(yj[2].operation, usher::store::JobOperation::Delete);
     assert_eq!(yj[0].superseded_by, Some(yj[2].id));
     // Per-integration limit: with one slot, a second job waits.
     let z = post_user(&s, "z@x.example").await;

@@ -17,7 +17,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::{Db, TestDb, open_store};
 use usher::config::hash_token;
-use usher::store::{JobFilter, Store};
+use usher::store::{JobFilter, JobStatus, Store};
 use usher::vault::{Keyring, Secret, Vault, VaultKey};
 use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
@@ -292,7 +292,7 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     let running_at_kill = store
         .list_jobs(&JobFilter {
             integration_id: Some("acme"),
-            status: Some("running"),
+            status: Some(JobStatus::Running),
             limit: 100,
             ..Default::default()
         })
@@ -305,10 +305,10 @@ async fn kill_9_during_50_joiners_loses_and_duplicates_nothing_and_leaks_no_secr
     let jobs = all_jobs_end(&store, 10).await;
     assert_each_once(&app, "crash", 50);
     assert!(
-        jobs.iter().all(|j| j.status == "succeeded"),
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
         "{:?}",
         jobs.iter()
-            .filter(|j| j.status != "succeeded")
+            .filter(|j| j.status != JobStatus::Succeeded)
             .collect::<Vec<_>>()
     );
     if running_at_kill > 0 {
@@ -393,7 +393,10 @@ async fn two_processes_on_postgresql_run_each_of_100_jobs_once() {
     assert_eq!(ids.len(), 100);
     let jobs = all_jobs_end(&store, 15).await;
     assert_eq!(jobs.len(), 100);
-    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:?}");
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
+        "{jobs:?}"
+    );
     assert_each_once(&app, "scale", 100);
     // Exactly one successful run per job, one confirmed create per user, and both
     // processes took a share.

@@ -55,7 +55,15 @@ async fn counts(s: &TestServer, gw: &str) -> (usize, usize, usize) {
         .list_resources(gw, usher::store::ResourceType::User, None)
         .await
         .expect("list");
-    let jobs = s.store().jobs(gw, None).await.expect("jobs");
+    let jobs = s
+        .store()
+        .list_jobs(&usher::store::JobFilter {
+            integration_id: Some(gw),
+            limit: 1_000_000,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs");
     let events = s
         .store()
         .audit_events(Some(gw), 1_000_000)
@@ -307,7 +315,16 @@ async fn writes_record_job_and_audit_event(db: Db) {
         .await
         .expect("send");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    let jobs = s.store().jobs("j", Some(id)).await.expect("jobs");
+    let jobs = s
+        .store()
+        .list_jobs(&usher::store::JobFilter {
+            integration_id: Some("j"),
+            resource_id: Some(id),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs");
     let ops: Vec<&str> = jobs.iter().rev().map(|j| j.operation.as_str()).collect();
     assert_eq!(ops, ["create", "patch", "delete"]);
     // The leaver's job supersedes the ones still queued.

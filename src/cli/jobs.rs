@@ -7,7 +7,7 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use usher::audit::{NewEvent, kinds};
-use usher::store::{JobFilter, Store};
+use usher::store::{JobFilter, JobStatus, Store};
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
@@ -17,7 +17,7 @@ pub enum JobsCommand {
         integration: Option<String>,
         /// pending, staged, running, succeeded, failed, cancelled, superseded.
         #[arg(long)]
-        status: Option<String>,
+        status: Option<JobStatus>,
         /// Jobs of one SCIM user or group id.
         #[arg(long)]
         resource: Option<String>,
@@ -52,7 +52,7 @@ pub async fn run(path: &Path, command: JobsCommand) -> anyhow::Result<ExitCode> 
 async fn list(
     store: &Store,
     integration: Option<String>,
-    status: Option<String>,
+    status: Option<JobStatus>,
     resource: Option<String>,
     limit: i64,
 ) -> anyhow::Result<ExitCode> {
@@ -60,7 +60,7 @@ async fn list(
         .list_jobs(&JobFilter {
             integration_id: integration.as_deref(),
             resource_id: resource.as_deref(),
-            status: status.as_deref(),
+            status,
             limit,
         })
         .await?;
@@ -99,8 +99,8 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let out = json!({
-        "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type,
-        "resource": j.resource_id, "operation": j.operation, "status": j.status,
+        "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type.as_str(),
+        "resource": j.resource_id, "operation": j.operation.as_str(), "status": j.status.as_str(),
         "attempts": j.attempts, "run_after": j.run_after, "lease_owner": j.lease_owner,
         "lease_until": j.lease_until, "last_error": j.last_error,
         "superseded_by": j.superseded_by, "created_at": j.created_at,
@@ -125,7 +125,7 @@ async fn transition(store: &Store, id: i64, retry: bool) -> anyhow::Result<ExitC
         },
         target: Some(j.resource_id.clone()),
         integration_id: Some(j.integration_id.clone()),
-        detail: json!({"job": id, "was": j.status}),
+        detail: json!({"job": id, "was": j.status.as_str()}),
     };
     let done = if retry {
         store.requeue_job(id, &event).await?

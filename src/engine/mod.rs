@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 use crate::audit::evidence::EvidenceStore;
 use crate::config::{Config, EngineSettings, IntegrationConfig, WebhookConfig};
-use crate::playbook::{self, Driver, DriverConfig, DriverError, Playbook};
+use crate::playbook::{self, Driver, DriverConfig, DriverError, Playbook, PlaybookErrors};
 use crate::store::Store;
-use crate::vault::Secret;
+use crate::vault::{Secret, VaultError};
 
 pub use plan::{AccountState, plan};
 pub use rotate::{
@@ -31,10 +31,16 @@ pub use webhook::{SIGNATURE_HEADER, envelope as webhook_envelope, sign, wants as
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("{0}")]
-    Playbook(String),
-    #[error("integration `{integration}`: cannot read its service account's secret: {reason}")]
-    Secret { integration: String, reason: String },
+    /// Every integration's playbook that failed to load, each with all its mistakes.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Playbooks(Vec<PlaybookErrors>),
+    #[error("integration `{0}` has no loaded playbook")]
+    NoPlaybook(String),
+    #[error("integration `{integration}`: cannot read its service account's secret: {source}")]
+    Secret {
+        integration: String,
+        source: VaultError,
+    },
     #[error("evidence folder {path}: {reason}")]
     Evidence { path: String, reason: String },
     #[error(transparent)]
@@ -55,14 +61,10 @@ pub enum Secrets {
 
 impl Secrets {
     /// The secret named `name`; `Ok(None)` when there is none.
-    pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<Secret>>, String> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Option<Arc<Secret>>, VaultError> {
         match self {
             Secrets::Fixed(m) => Ok(m.get(name).cloned()),
-            Secrets::Vault(v) => v
-                .find(name)
-                .await
-                .map(|s| s.map(Arc::new))
-                .map_err(|e| e.to_string()),
+            Secrets::Vault(v) => Ok(v.find(name).await?.map(Arc::new)),
         }
     }
 }
@@ -88,13 +90,13 @@ pub fn load_playbooks(
             Ok(pb) => {
                 out.insert(i.id.clone(), Arc::new(pb));
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         Ok(out)
     } else {
-        Err(EngineError::Playbook(errors.join("\n")))
+        Err(EngineError::Playbooks(errors))
     }
 }
 
@@ -156,10 +158,7 @@ impl Engine {
         let mut integrations = HashMap::new();
         for cfg in p.integrations {
             let Some(pb) = p.playbooks.get(&cfg.id).cloned() else {
-                return Err(EngineError::Playbook(format!(
-                    "integration `{}` has no loaded playbook",
-                    cfg.id
-                )));
+                return Err(EngineError::NoPlaybook(cfg.id.clone()));
             };
             // A missing entry does not stop the start: the operator may set it next,
             // and each job reads it again (jobs fail clearly until it is there).
@@ -169,14 +168,16 @@ impl Engine {
                     tracing::warn!(integration = %cfg.id, entry = %cfg.service_account,
                         "no vault entry for the service account; jobs fail until `usher vault set` adds it");
                     Arc::new(
-                        Secret::new("", "", None)
-                            .map_err(|e| EngineError::Playbook(e.to_string()))?,
+                        Secret::new("", "", None).map_err(|source| EngineError::Secret {
+                            integration: cfg.id.clone(),
+                            source,
+                        })?,
                     )
                 }
-                Err(e) => {
+                Err(source) => {
                     return Err(EngineError::Secret {
                         integration: cfg.id.clone(),
-                        reason: e,
+                        source,
                     });
                 }
             };

@@ -278,7 +278,7 @@ impl Shared {
         let Some(integ) = self.integrations.get(&job.integration_id).cloned() else {
             return;
         };
-        if job.resource_type == ResourceType::Group.as_str() {
+        if job.resource_type == ResourceType::Group {
             let r = self
                 .store
                 .expand_group_job(claimed, |users| {
@@ -322,7 +322,7 @@ impl Shared {
             "job": job.id,
             "attempt": attempt,
             "worker": claimed.owner,
-            "operation": job.operation,
+            "operation": job.operation.as_str(),
             "userName": user_name,
             "actions": records,
             "duration_ms": started.elapsed().as_millis() as u64,

@@ -6,22 +6,155 @@
 //! limit of running jobs. SQLite claims go through its single writer; PostgreSQL claims
 //! use `FOR UPDATE SKIP LOCKED`, so several processes never take the same job.
 
+use std::fmt;
+use std::str::FromStr;
+
 use serde_json::Value;
 use sqlx::Row;
 
 use super::{Backend, ResourceType, Store, StoreError};
 use crate::audit::{self, NewEvent};
 
+/// Where a job is in its life. Stored as its lower-case name.
+///
+/// `pending` → `running` → `succeeded` | `failed` (or back to `pending` for a retry);
+/// `staged` waits for an invite claim; `cancelled` by an operator; `superseded` by a
+/// newer job of the same resource whose run covered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobStatus {
+    Pending,
+    Staged,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    Superseded,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 7] = [
+        JobStatus::Pending,
+        JobStatus::Staged,
+        JobStatus::Running,
+        JobStatus::Succeeded,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+        JobStatus::Superseded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Staged => "staged",
+            JobStatus::Running => "running",
+            JobStatus::Succeeded => "succeeded",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+            JobStatus::Superseded => "superseded",
+        }
+    }
+
+    /// True once the job will not run again by itself.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled | JobStatus::Superseded
+        )
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A name that is not a [`JobStatus`] or [`JobOperation`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown job {what} `{name}`; one of: {known}")]
+pub struct UnknownJobValue {
+    what: &'static str,
+    name: String,
+    known: String,
+}
+
+impl FromStr for JobStatus {
+    type Err = UnknownJobValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownJobValue {
+                what: "status",
+                name: s.chars().take(40).collect(),
+                known: JobStatus::ALL.map(JobStatus::as_str).join(", "),
+            })
+    }
+}
+
+/// What caused a job: the SCIM write (`create`, `replace`, `patch`, `delete`) or, for
+/// a user's job queued by a group change, `group`. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobOperation {
+    Create,
+    Replace,
+    Patch,
+    Delete,
+    Group,
+}
+
+impl JobOperation {
+    pub const ALL: [JobOperation; 5] = [
+        JobOperation::Create,
+        JobOperation::Replace,
+        JobOperation::Patch,
+        JobOperation::Delete,
+        JobOperation::Group,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobOperation::Create => "create",
+            JobOperation::Replace => "replace",
+            JobOperation::Patch => "patch",
+            JobOperation::Delete => "delete",
+            JobOperation::Group => "group",
+        }
+    }
+}
+
+impl fmt::Display for JobOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl FromStr for JobOperation {
+    type Err = UnknownJobValue;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobOperation::ALL
+            .into_iter()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownJobValue {
+                what: "operation",
+                name: s.chars().take(40).collect(),
+                known: JobOperation::ALL.map(JobOperation::as_str).join(", "),
+            })
+    }
+}
+
 /// A job row with everything operators and the engine look at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRow {
     pub id: i64,
     pub integration_id: String,
-    pub resource_type: String,
+    pub resource_type: ResourceType,
     pub resource_id: String,
-    pub operation: String,
+    pub operation: JobOperation,
     pub resource_version: i64,
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: i64,
     pub run_after: String,
     pub lease_owner: Option<String>,
@@ -37,10 +170,7 @@ pub struct JobRow {
 impl JobRow {
     /// True once the job will not run again by itself.
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "succeeded" | "failed" | "cancelled" | "superseded"
-        )
+        self.status.is_terminal()
     }
 }
 
@@ -89,14 +219,19 @@ where
     Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let outcome: Option<String> = row.try_get("outcome")?;
+    let resource_type: String = row.try_get("resource_type")?;
+    let operation: String = row.try_get("operation")?;
+    let status: String = row.try_get("status")?;
+    let corrupt = |e: UnknownJobValue| StoreError::Corrupt(e.to_string());
     Ok(JobRow {
         id: row.try_get("id")?,
         integration_id: row.try_get("integration_id")?,
-        resource_type: row.try_get("resource_type")?,
+        resource_type: ResourceType::parse(&resource_type)
+            .ok_or_else(|| StoreError::Corrupt(format!("resource type `{resource_type}`")))?,
         resource_id: row.try_get("resource_id")?,
-        operation: row.try_get("operation")?,
+        operation: operation.parse().map_err(corrupt)?,
         resource_version: row.try_get("resource_version")?,
-        status: row.try_get("status")?,
+        status: status.parse().map_err(corrupt)?,
         attempts: row.try_get("attempts")?,
         run_after: row.try_get("run_after")?,
         lease_owner: row.try_get("lease_owner")?,
@@ -115,7 +250,7 @@ where
 pub struct JobFilter<'a> {
     pub integration_id: Option<&'a str>,
     pub resource_id: Option<&'a str>,
-    pub status: Option<&'a str>,
+    pub status: Option<JobStatus>,
     pub limit: i64,
 }
 
@@ -223,11 +358,13 @@ impl Store {
         let is_pg = self.is_pg();
         let job = &claimed.job;
         let (status, run_after, error) = match finish {
-            JobFinish::Succeeded => ("succeeded", None, None),
-            JobFinish::Retry { run_after, error } => {
-                ("pending", Some(run_after.as_str()), Some(error.as_str()))
-            }
-            JobFinish::Failed { error } => ("failed", None, Some(error.as_str())),
+            JobFinish::Succeeded => (JobStatus::Succeeded, None, None),
+            JobFinish::Retry { run_after, error } => (
+                JobStatus::Pending,
+                Some(run_after.as_str()),
+                Some(error.as_str()),
+            ),
+            JobFinish::Failed { error } => (JobStatus::Failed, None, Some(error.as_str())),
         };
         let outcome = outcome.to_string();
         on_backend!(self, |w, _r| {
@@ -235,7 +372,7 @@ impl Store {
             let n = sqlx::query(
                 "UPDATE jobs SET status = $1, run_after = COALESCE($2, run_after), last_error = $3, outcome = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5 WHERE id = $6 AND lease_owner = $7 AND status = 'running'",
             )
-            .bind(status)
+            .bind(status.as_str())
             .bind(run_after)
             .bind(error)
             .bind(&outcome)
@@ -248,7 +385,7 @@ impl Store {
             if n != 1 {
                 return Ok(false);
             }
-            if status != "pending" {
+            if status != JobStatus::Pending {
                 supersede_covered!(tx, &now, claimed);
             }
             if let Some((state, reason)) = provisioning {
@@ -460,7 +597,7 @@ impl Store {
                         &job.integration_id,
                         ResourceType::User,
                         user,
-                        "group",
+                        JobOperation::Group,
                         v
                     );
                     queued.push(user.clone());
@@ -547,7 +684,7 @@ impl Store {
         for (col, v) in [
             ("integration_id", f.integration_id),
             ("resource_id", f.resource_id),
-            ("status", f.status),
+            ("status", f.status.map(JobStatus::as_str)),
         ] {
             if let Some(v) = v {
                 binds.push(v);
@@ -590,7 +727,7 @@ impl Store {
         self.operator_transition(
             id,
             "UPDATE jobs SET status = 'pending', attempts = 0, run_after = $1, last_error = NULL, updated_at = $1 WHERE id = $2 AND status IN ('failed', 'cancelled')",
-            Some("pending"),
+            Some(JobStatus::Pending.as_str()),
             event,
         )
         .await
@@ -825,5 +962,48 @@ impl Store {
             .await?;
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_operations_round_trip_and_refuse_unknown_names() {
+        for s in JobStatus::ALL {
+            assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
+            assert_eq!(format!("{s:<10}|"), format!("{:<10}|", s.as_str()));
+        }
+        for o in JobOperation::ALL {
+            assert_eq!(o.as_str().parse::<JobOperation>(), Ok(o));
+        }
+        let e = "Pending".parse::<JobStatus>().unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "unknown job status `Pending`; one of: pending, staged, running, succeeded, failed, cancelled, superseded"
+        );
+        assert!("update".parse::<JobOperation>().is_err());
+        assert!(JobStatus::Superseded.is_terminal() && !JobStatus::Staged.is_terminal());
+    }
+
+    /// The statuses the SQL of the store names are the enum's: a typo in a query
+    /// would otherwise match nothing, silently.
+    #[test]
+    fn every_status_named_in_sql_is_a_job_status() {
+        let sources = [include_str!("jobs.rs"), include_str!("mod.rs")];
+        let re = regex::Regex::new(r"status(?: = | IN \()((?:'[a-z]+'(?:, )?)+)")
+            .unwrap_or_else(|_| unreachable!());
+        let mut seen = 0;
+        for src in sources {
+            for c in re.captures_iter(src) {
+                for name in c[1].trim_end_matches(", ").split(", ") {
+                    let name = name.trim_matches('\'');
+                    seen += 1;
+                    assert!(name.parse::<JobStatus>().is_ok(), "`{name}` in SQL");
+                }
+            }
+        }
+        assert!(seen > 15, "the pattern found only {seen} names");
     }
 }

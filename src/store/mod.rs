@@ -55,6 +55,15 @@ impl ResourceType {
             ResourceType::Group => "Group",
         }
     }
+
+    /// The stored name back to the type.
+    pub fn parse(s: &str) -> Option<ResourceType> {
+        match s {
+            "User" => Some(ResourceType::User),
+            "Group" => Some(ResourceType::Group),
+            _ => None,
+        }
+    }
 }
 
 /// Where a user stands in the app (Usher's provisioning-state extension).
@@ -101,21 +110,6 @@ pub enum LookupColumn {
     NameKey,
     DisplayName,
     ExternalId,
-}
-
-/// A job as stored.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Job {
-    pub id: i64,
-    pub integration_id: String,
-    pub resource_type: String,
-    pub resource_id: String,
-    pub operation: String,
-    pub resource_version: i64,
-    pub status: String,
-    pub attempts: i64,
-    pub last_error: Option<String>,
-    pub created_at: String,
 }
 
 #[derive(Clone)]
@@ -171,11 +165,8 @@ where
 {
     let data: String = row.try_get("data")?;
     let rt: String = row.try_get("resource_type")?;
-    let resource_type = match rt.as_str() {
-        "User" => ResourceType::User,
-        "Group" => ResourceType::Group,
-        other => return Err(StoreError::Corrupt(format!("resource type `{other}`"))),
-    };
+    let resource_type = ResourceType::parse(&rt)
+        .ok_or_else(|| StoreError::Corrupt(format!("resource type `{rt}`")))?;
     Ok(StoredResource {
         id: row.try_get("id")?,
         integration_id: row.try_get("integration_id")?,
@@ -269,10 +260,14 @@ macro_rules! insert_job {
         .bind($integration)
         .bind($rt.as_str())
         .bind($id)
-        .bind($op)
+        .bind(JobOperation::as_str($op))
         .bind($version)
         .bind($now)
-        .bind(if claim.is_some() { "staged" } else { "pending" })
+        .bind(if claim.is_some() {
+            JobStatus::Staged.as_str()
+        } else {
+            JobStatus::Pending.as_str()
+        })
         .bind(claim)
         .fetch_one(&mut *$tx)
         .await?;
@@ -411,12 +406,20 @@ impl Store {
                             integration_id,
                             rt,
                             &id,
-                            "create",
+                            JobOperation::Create,
                             1i64,
                             Some(token)
                         );
                     } else {
-                        insert_job!(tx, &now, integration_id, rt, &id, "create", 1i64);
+                        insert_job!(
+                            tx,
+                            &now,
+                            integration_id,
+                            rt,
+                            &id,
+                            JobOperation::Create,
+                            1i64
+                        );
                     }
                     let mut event = event.clone();
                     event.target = Some(id.clone());
@@ -524,7 +527,7 @@ impl Store {
         id: &str,
         expected_version: i64,
         write: &ResourceWrite,
-        operation: &'static str,
+        operation: JobOperation,
         event: &NewEvent,
     ) -> Result<StoredResource, StoreError> {
         let now = self.now();
@@ -649,7 +652,15 @@ impl Store {
                         .await?;
                 }
             }
-            let job_id = insert_job!(tx, &now, integration_id, rt, id, "delete", version + 1);
+            let job_id = insert_job!(
+                tx,
+                &now,
+                integration_id,
+                rt,
+                id,
+                JobOperation::Delete,
+                version + 1
+            );
             // A leaver supersedes whatever of theirs is still queued or staged.
             sqlx::query(
                 "UPDATE jobs SET status = 'superseded', superseded_by = $1, updated_at = $2 WHERE integration_id = $3 AND resource_id = $4 AND status IN ('pending', 'staged') AND id < $1",
@@ -730,42 +741,6 @@ impl Store {
         Ok(audit::verify_chain(&events)?)
     }
 
-    /// Jobs, newest first, optionally of one resource.
-    pub async fn jobs(
-        &self,
-        integration_id: &str,
-        resource_id: Option<&str>,
-    ) -> Result<Vec<Job>, StoreError> {
-        let sql = if resource_id.is_some() {
-            "SELECT id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, last_error, created_at FROM jobs WHERE integration_id = $1 AND resource_id = $2 ORDER BY id DESC"
-        } else {
-            "SELECT id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, last_error, created_at FROM jobs WHERE integration_id = $1 ORDER BY id DESC"
-        };
-        on_backend!(self, |_w, r| {
-            let mut q = sqlx::query(sql).bind(integration_id);
-            if let Some(id) = resource_id {
-                q = q.bind(id);
-            }
-            let rows = q.fetch_all(r).await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(Job {
-                        id: row.try_get("id")?,
-                        integration_id: row.try_get("integration_id")?,
-                        resource_type: row.try_get("resource_type")?,
-                        resource_id: row.try_get("resource_id")?,
-                        operation: row.try_get("operation")?,
-                        resource_version: row.try_get("resource_version")?,
-                        status: row.try_get("status")?,
-                        attempts: row.try_get("attempts")?,
-                        last_error: row.try_get("last_error")?,
-                        created_at: row.try_get("created_at")?,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()
-        })
-    }
-
     /// Closes the pools (waits for connections to finish).
     pub async fn close(&self) {
         match &self.backend {
@@ -781,5 +756,8 @@ impl Store {
 // After the macros above, which they use.
 mod jobs;
 mod vault;
-pub use jobs::{ClaimedJob, JobFilter, JobFinish, JobRow, WebhookDelivery};
+pub use jobs::{
+    ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
+    WebhookDelivery,
+};
 pub use vault::{VaultExpect, VaultRow, VaultWrite};

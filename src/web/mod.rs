@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde_json::json;
 
 use crate::audit::{Actor, NewEvent, kinds};
-use crate::store::Store;
+use crate::store::{JobStatus, Store};
 
 /// Routes under `/claim`.
 pub fn router(store: Store) -> Router {
@@ -46,7 +46,7 @@ async fn show(State(store): State<Store>, Path(token): Path<String>) -> Response
         );
     }
     match store.staged_invite(&token).await {
-        Ok(Some(job)) if job.status == "staged" => page(
+        Ok(Some(job)) if job.status == JobStatus::Staged => page(
             StatusCode::OK,
             "Claim your access",
             &format!(

@@ -5,6 +5,7 @@ use super::state::ScimState;
 use crate::config::Mode;
 use crate::scim::auth::Gateway;
 use crate::scim::protocol::ScimError;
+use crate::store::{JobStatus, StoredResource};
 
 /// A claim token: 32 random bytes, URL-safe.
 pub(super) fn new_claim_token() -> String {
@@ -34,8 +35,8 @@ pub(super) async fn admit_sync_write(state: &ScimState, gateway: &Gateway) -> Re
 pub(super) async fn settle(
     state: &ScimState,
     gateway: &Gateway,
-    written: crate::store::StoredResource,
-) -> Result<crate::store::StoredResource, ApiError> {
+    written: StoredResource,
+) -> Result<StoredResource, ApiError> {
     if !await_job(state, gateway, &written.id, written.version).await? {
         return Ok(written);
     }
@@ -72,13 +73,13 @@ pub(super) async fn await_job(
         let Some(job) = state.store.job(job_id).await? else {
             return Ok(false);
         };
-        match job.status.as_str() {
-            "superseded" if job.superseded_by.is_some() => {
+        match job.status {
+            JobStatus::Superseded if job.superseded_by.is_some() => {
                 job_id = job.superseded_by.unwrap_or(job_id);
                 continue;
             }
-            "succeeded" => return Ok(true),
-            "failed" => {
+            JobStatus::Succeeded => return Ok(true),
+            JobStatus::Failed => {
                 return Err(ScimError::new(
                     502,
                     None,
@@ -89,8 +90,8 @@ pub(super) async fn await_job(
                 )
                 .into());
             }
-            "staged" | "cancelled" | "superseded" => return Ok(false),
-            _ => {}
+            JobStatus::Staged | JobStatus::Cancelled | JobStatus::Superseded => return Ok(false),
+            JobStatus::Pending | JobStatus::Running => {}
         }
         tokio::select! {
             _ = changed => {}

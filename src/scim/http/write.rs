@@ -20,7 +20,7 @@ use crate::audit::{self, Actor, NewEvent};
 use crate::config::{Invites, PatchResponse};
 use crate::scim::auth::Gateway;
 use crate::scim::protocol::{self, PatchRequest, Projection, ScimError, ScimType, WriteMode};
-use crate::store::{ResourceType, ResourceWrite, StoreError, StoredResource};
+use crate::store::{JobOperation, ResourceType, ResourceWrite, StoreError, StoredResource};
 
 /// How often a write re-reads and re-applies when another writer got there first.
 const MAX_WRITE_RETRIES: usize = 16;
@@ -233,19 +233,27 @@ async fn replace(
     let body = read_json(state, req).await?;
     let normalized = protocol::normalize_input(kind, body, WriteMode::Replace)?;
     admit_sync_write(state, &gateway).await?;
-    let updated = update_with_retry(state, &gateway, rt, id, wanted, "replace", |current| {
-        let mut replacement = normalized.resource.clone();
-        protocol::resource::carry_over_for_replace(kind, &current.data, &mut replacement)?;
-        let write = write_of(rt, replacement)?;
-        let event = audit_event(
-            &gateway,
-            audit::kinds::SCIM_REPLACE,
-            rt,
-            Some(id),
-            name_detail(rt, &write.data),
-        );
-        Ok(Change::Write(write, event))
-    })
+    let updated = update_with_retry(
+        state,
+        &gateway,
+        rt,
+        id,
+        wanted,
+        JobOperation::Replace,
+        |current| {
+            let mut replacement = normalized.resource.clone();
+            protocol::resource::carry_over_for_replace(kind, &current.data, &mut replacement)?;
+            let write = write_of(rt, replacement)?;
+            let event = audit_event(
+                &gateway,
+                audit::kinds::SCIM_REPLACE,
+                rt,
+                Some(id),
+                name_detail(rt, &write.data),
+            );
+            Ok(Change::Write(write, event))
+        },
+    )
     .await?;
     let base = base_url(&headers, gw);
     let v = render_one(state, &updated, &base).await?;
@@ -274,23 +282,31 @@ async fn patch(
     })?;
     let projection = params.projection(kind)?;
     admit_sync_write(state, &gateway).await?;
-    let updated = update_with_retry(state, &gateway, rt, id, wanted, "patch", |current| {
-        let mut data = current.data.clone();
-        // With its id in place, Okta's write-back of a group's own id is a no-op.
-        if let Some(obj) = data.as_object_mut() {
-            obj.insert("id".into(), json!(current.id));
-        }
-        protocol::apply_patch(&mut data, &patch_req, kind)?;
-        let normalized = protocol::normalize_input(kind, data, WriteMode::Replace)?;
-        let write = write_of(rt, normalized.resource)?;
-        if write.data == current.data {
-            // Nothing changed (IdPs re-send memberships): no new version, no job.
-            return Ok(Change::Unchanged);
-        }
-        let detail = json!({"operations": patch_summary(&patch_req)});
-        let event = audit_event(&gateway, audit::kinds::SCIM_PATCH, rt, Some(id), detail);
-        Ok(Change::Write(write, event))
-    })
+    let updated = update_with_retry(
+        state,
+        &gateway,
+        rt,
+        id,
+        wanted,
+        JobOperation::Patch,
+        |current| {
+            let mut data = current.data.clone();
+            // With its id in place, Okta's write-back of a group's own id is a no-op.
+            if let Some(obj) = data.as_object_mut() {
+                obj.insert("id".into(), json!(current.id));
+            }
+            protocol::apply_patch(&mut data, &patch_req, kind)?;
+            let normalized = protocol::normalize_input(kind, data, WriteMode::Replace)?;
+            let write = write_of(rt, normalized.resource)?;
+            if write.data == current.data {
+                // Nothing changed (IdPs re-send memberships): no new version, no job.
+                return Ok(Change::Unchanged);
+            }
+            let detail = json!({"operations": patch_summary(&patch_req)});
+            let event = audit_event(&gateway, audit::kinds::SCIM_PATCH, rt, Some(id), detail);
+            Ok(Change::Write(write, event))
+        },
+    )
     .await?;
     if gateway.patch_response == PatchResponse::NoContent && !params.asks_for_body() {
         let mut resp = StatusCode::NO_CONTENT.into_response();
@@ -329,7 +345,7 @@ async fn update_with_retry(
     rt: ResourceType,
     id: &str,
     wanted: Option<i64>,
-    operation: &'static str,
+    operation: JobOperation,
     mut change: impl FnMut(&StoredResource) -> Result<Change, ApiError>,
 ) -> Result<StoredResource, ApiError> {
     let gw = gateway.id.as_str();
