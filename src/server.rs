@@ -136,6 +136,7 @@ fn staged_hook(config: &Config, store: Store, public_url: &str) -> StagedHook {
             );
             let body = engine::webhook_envelope(
                 "invite.staged",
+                store.clock().now(),
                 gateway,
                 user_id,
                 serde_json::json!({"userName": user_name, "claim_url": claim_url}),

@@ -12,6 +12,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use support::{Db, TestServer, integration};
 use usher::audit::{Actor, NewEvent};
+use usher::clock::{Clock, SystemClock};
 use usher::store::{JobFilter, JobFinish, Store};
 
 const LEASE: Duration = Duration::from_secs(30);
@@ -222,7 +223,7 @@ async fn expired_leases_are_taken_over(db: Db) {
     );
     // Retry puts it back with its error; an operator can cancel a pending job and
     // queue a failed one again.
-    let later = usher::clock::format_time(chrono::Utc::now() + chrono::Duration::seconds(3600));
+    let later = usher::clock::format_time(SystemClock.now() + chrono::Duration::seconds(3600));
     assert!(
         store
             .finish_job(

@@ -299,7 +299,7 @@ async fn missing_selector_fails_with_position_locator_url_and_png() {
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = RunOptions {
         evidence: Some(Arc::new(EvidenceStore::new(dir.path()).expect("store"))),
-        on_step: None,
+        ..RunOptions::default()
     };
     let dave = scim_user("dave@acme.test", "Dave", "Moe", &[]);
     let err = match s
@@ -389,7 +389,7 @@ async fn secrets_never_reach_records_errors_or_logs() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ropts = RunOptions {
         evidence: Some(Arc::new(EvidenceStore::new(dir.path()).expect("store"))),
-        on_step: None,
+        ..RunOptions::default()
     };
     let ok = s
         .driver

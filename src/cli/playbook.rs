@@ -139,6 +139,7 @@ async fn run_action(a: RunArgs) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         on_step: Some(print_step(evidence.clone())),
         evidence,
+        ..RunOptions::default()
     };
     let driver = Driver::new(DriverConfig::default());
     let integ = driver.target(

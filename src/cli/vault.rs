@@ -192,7 +192,7 @@ async fn rotate(
             Some(dir) => Some(Arc::new(EvidenceStore::new(dir)?)),
             None => None,
         },
-        on_step: None,
+        ..RunOptions::default()
     };
     let driver = Driver::new(DriverConfig::default());
     let integ = driver.target(

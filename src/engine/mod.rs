@@ -154,7 +154,8 @@ impl Engine {
         })?;
         let mut dcfg = p.driver;
         dcfg.max_contexts = dcfg.max_contexts.max(p.settings.workers.max(1));
-        let driver = Arc::new(Driver::new(dcfg));
+        // One time source for the engine: the store's (leases, retries, TOTP windows).
+        let driver = Arc::new(Driver::with_clock(dcfg, p.store.clock()));
         let mut integrations = HashMap::new();
         for cfg in p.integrations {
             let Some(pb) = p.playbooks.get(&cfg.id).cloned() else {

@@ -143,7 +143,7 @@ pub async fn rotate_password(
 ) -> Result<Rotation, RotateError> {
     let current = vault.get(name).await?;
     if current.pending_password.is_some() {
-        let age = pending_age(vault, name).await?;
+        let age = vault.entry_age(name).await?;
         if age < ROTATION_GRACE {
             return Err(RotateError::InProgress {
                 name: name.to_owned(),
@@ -189,25 +189,6 @@ pub async fn rotate_password(
             }
         }
     }
-}
-
-/// How long ago the entry was last written (its pending password staged, for an
-/// entry that has one).
-async fn pending_age(vault: &Vault, name: &str) -> Result<Duration, VaultError> {
-    let info = vault
-        .list()
-        .await?
-        .into_iter()
-        .find(|e| e.name == name)
-        .ok_or_else(|| VaultError::NotFound(name.to_owned()))?;
-    let at = chrono::DateTime::parse_from_rfc3339(&info.updated_at).map_err(|_| {
-        VaultError::Corrupt {
-            name: name.to_owned(),
-            reason: "bad updated_at".into(),
-        }
-    })?;
-    let age = chrono::Utc::now().signed_duration_since(at);
-    Ok(age.to_std().unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]

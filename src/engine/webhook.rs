@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -43,6 +44,7 @@ pub fn sign(secret: &[u8], unix_seconds: i64, body: &str) -> String {
 /// wants the event gets this same body.
 pub fn envelope(
     event_type: &str,
+    at: DateTime<Utc>,
     integration: &str,
     user: &str,
     fields: serde_json::Value,
@@ -50,7 +52,7 @@ pub fn envelope(
     let mut body = serde_json::json!({
         "type": event_type,
         "id": uuid::Uuid::now_v7().to_string(),
-        "at": crate::clock::format_time(chrono::Utc::now()),
+        "at": crate::clock::format_time(at),
         "integration": integration,
         "user": user,
     });
@@ -106,7 +108,7 @@ pub(crate) async fn sender_loop(shared: Arc<Shared>) {
                             .await;
                         continue;
                     };
-                    let now = chrono::Utc::now().timestamp();
+                    let now = shared.clock.now().timestamp();
                     let sig = sign(w.secret.expose_for_signing(), now, &d.body);
                     let r = client
                         .post(&d.url)
@@ -168,8 +170,10 @@ mod tests {
 
     #[test]
     fn envelope_carries_type_id_time_integration_user_and_fields() {
+        let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         let a: serde_json::Value = serde_json::from_str(&envelope(
             "job.failed",
+            at,
             "acme",
             "u1",
             serde_json::json!({"job": 7, "detail": {"reason": "x"}}),
@@ -184,10 +188,15 @@ mod tests {
             (a["job"].as_i64(), a["detail"]["reason"].as_str()),
             (Some(7), Some("x"))
         );
-        assert!(a["at"].as_str().is_some_and(|t| t.ends_with('Z')));
-        let b: serde_json::Value =
-            serde_json::from_str(&envelope("job.failed", "acme", "u1", serde_json::json!({})))
-                .expect("json");
+        assert_eq!(a["at"], "2023-11-14T22:13:20.000Z");
+        let b: serde_json::Value = serde_json::from_str(&envelope(
+            "job.failed",
+            at,
+            "acme",
+            "u1",
+            serde_json::json!({}),
+        ))
+        .expect("json");
         assert_ne!(a["id"], b["id"], "each notification has its own id");
     }
 

@@ -13,6 +13,7 @@ use super::plan::{self, AccountState};
 use super::{RunningIntegration, Secrets};
 use crate::audit::evidence::EvidenceStore;
 use crate::audit::{Actor, NewEvent, kinds};
+use crate::clock::{Clock, format_time};
 use crate::config::{EngineSettings, WebhookConfig};
 use crate::playbook::{
     ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
@@ -23,6 +24,8 @@ use crate::store::{ClaimedJob, JobFinish, ResourceType, Store, StoreError};
 /// State shared by the workers of one engine.
 pub(crate) struct Shared {
     pub store: Store,
+    /// The store's clock: lease and retry times, webhook times and signatures.
+    pub clock: Arc<dyn Clock>,
     pub driver: Arc<Driver>,
     pub integrations: HashMap<String, Arc<RunningIntegration>>,
     order: Vec<String>,
@@ -139,16 +142,18 @@ impl Shared {
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         Shared {
+            clock: store.clock(),
+            run_options: RunOptions {
+                evidence: Some(evidence),
+                on_step: None,
+                clock: store.clock(),
+            },
             store,
             driver,
             integrations,
             order,
             next: AtomicUsize::new(0),
             settings,
-            run_options: RunOptions {
-                evidence: Some(evidence),
-                on_step: None,
-            },
             webhooks,
             secrets,
             process,
@@ -255,7 +260,7 @@ impl Shared {
                     "error": {"reason": "Usher shut down while the job ran"},
                 }));
                 let _ = self.store.finish_job(&claimed, &JobFinish::Retry {
-                    run_after: crate::clock::format_time(chrono::Utc::now()),
+                    run_after: format_time(self.clock.now()),
                     error: "released at shutdown".into(),
                 }, &json!({}), None, &event).await;
             }
@@ -348,8 +353,8 @@ impl Shared {
                 }
                 if f.transient && (attempt as u32) < self.settings.max_attempts {
                     let delay = self.backoff(attempt as u32);
-                    let run_after = crate::clock::format_time(
-                        chrono::Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default(),
+                    let run_after = format_time(
+                        self.clock.now() + chrono::Duration::from_std(delay).unwrap_or_default(),
                     );
                     if let Value::Object(m) = &mut detail {
                         m.insert("retry_in_ms".into(), json!(delay.as_millis() as u64));
@@ -456,6 +461,7 @@ impl Shared {
     async fn notify(&self, event_type: &str, claimed: &ClaimedJob, detail: &Value) {
         let body = super::webhook::envelope(
             event_type,
+            self.clock.now(),
             &claimed.job.integration_id,
             &claimed.job.resource_id,
             json!({"job": claimed.job.id, "detail": detail}),

@@ -20,16 +20,29 @@ use super::redact::Redactor;
 use super::template::{RenderError, Rendered, TemplateContext, TemplateEnv};
 use crate::audit::evidence::EvidenceStore;
 use crate::browser::{BrowserError, DialogPolicy, Locator, Page};
+use crate::clock::{Clock, SystemClock};
 
 /// Called with every step record as soon as it exists (progress output, logs).
 pub type StepObserver = Arc<dyn Fn(&StepRecord) + Send + Sync>;
 
-/// How a run keeps evidence and reports progress.
-#[derive(Clone, Default)]
+/// How a run keeps evidence, reports progress and tells the time.
+#[derive(Clone)]
 pub struct RunOptions {
     /// Where screenshots go; without it none are taken.
     pub evidence: Option<Arc<EvidenceStore>>,
     pub on_step: Option<StepObserver>,
+    /// Stamps every step record (`at`); the system clock by default.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            evidence: None,
+            on_step: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 impl fmt::Debug for RunOptions {
@@ -492,7 +505,7 @@ impl<'a> Exec<'a> {
     }
 
     async fn step(&mut self, step: &Step, scope: Option<&str>) -> Result<(), RunError> {
-        let at = Utc::now();
+        let at = self.opts.clock.now();
         let t0 = Instant::now();
         let mut summary = initial_summary(step);
         match &step.kind {
@@ -546,7 +559,7 @@ impl<'a> Exec<'a> {
                 self.ok_record(step, &summary, at, t0).await;
                 for page_no in 1..=*max_pages {
                     self.run_steps(steps, scope.map(str::to_owned)).await?;
-                    let at = Utc::now();
+                    let at = self.opts.clock.now();
                     let t0 = Instant::now();
                     let summary = format!("paginate next {next_loc} → page {}", page_no + 1);
                     let more = match self.page.enabled_now(&next_loc).await {

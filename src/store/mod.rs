@@ -346,6 +346,11 @@ impl Store {
         self.jobs_changed.notify_waiters();
     }
 
+    /// The clock every stored time comes from; the engine keeps time by it too.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
+    }
+
     fn is_pg(&self) -> bool {
         matches!(self.backend, Backend::Postgres(_))
     }

@@ -329,6 +329,25 @@ impl Vault {
         Vault::entries(&self.store).await
     }
 
+    /// How long ago entry `name` was last written (by its store's clock): for an entry
+    /// with a pending password, the age of that rotation.
+    pub async fn entry_age(&self, name: &str) -> Result<std::time::Duration, VaultError> {
+        let info = self
+            .list()
+            .await?
+            .into_iter()
+            .find(|e| e.name == name)
+            .ok_or_else(|| VaultError::NotFound(name.to_owned()))?;
+        let at = chrono::DateTime::parse_from_rfc3339(&info.updated_at).map_err(|_| {
+            VaultError::Corrupt {
+                name: name.to_owned(),
+                reason: "bad updated_at".into(),
+            }
+        })?;
+        let age = self.store.clock().now().signed_duration_since(at);
+        Ok(age.to_std().unwrap_or_default())
+    }
+
     /// [`Vault::list`] without a key: names and field names are stored in the clear.
     pub async fn entries(store: &Store) -> Result<Vec<EntryInfo>, VaultError> {
         Ok(store

@@ -203,9 +203,7 @@ mod tests {
     struct At(i64);
     impl Clock for At {
         fn now(&self) -> DateTime<Utc> {
-            Utc.timestamp_opt(self.0, 0)
-                .single()
-                .unwrap_or_else(Utc::now)
+            Utc.timestamp_opt(self.0, 0).single().unwrap_or_default()
         }
     }
 

@@ -15,10 +15,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 
 /// Where Debian's package puts DokuWiki's code (`lib/plugins` and `lib/tpl` are
 /// symlinks into /var/lib/dokuwiki/lib; the copy follows them).
@@ -260,20 +259,8 @@ async fn ensure_installed() -> anyhow::Result<()> {
 }
 
 fn random_hex(bytes: usize) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let mut h = Sha256::new();
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    h.update(now.as_nanos().to_le_bytes());
-    h.update(std::process::id().to_le_bytes());
-    h.update(N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
-    h.update(format!("{:p}", &h as *const _).as_bytes());
-    if let Ok(b) = std::fs::read("/proc/sys/kernel/random/uuid") {
-        h.update(b);
-    }
-    hex::encode(&h.finalize()[..bytes.min(32)])
+    let random: [u8; 32] = rand::random();
+    hex::encode(&random[..bytes.min(32)])
 }
 
 /// A bcrypt hash (`$2y$10$…`) as authplain's `PassHash::verify_hash` accepts it
