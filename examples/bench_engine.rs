@@ -8,6 +8,8 @@
 //!
 //! Prints one line per figure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool, not the product
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

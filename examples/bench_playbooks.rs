@@ -2,6 +2,8 @@
 //! fixture app with a warm session (median of 10), and 20 creates with 1, 2 and 4
 //! browser contexts in parallel. Prints one line per figure.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool, not the product
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

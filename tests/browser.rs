@@ -1,6 +1,8 @@
 //! Real-Chromium tests of the browser layer. One tokio runtime and one shared Browser for
 //! all tests (the crash test launches its own), pages served by a local axum server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 use std::time::{Duration, Instant};
 
 use axum::Router;

@@ -2,6 +2,8 @@
 //! driven by `playbooks/dokuwiki.yaml` in real headless Chromium, with the wiki's own
 //! `conf/users.auth.php` as ground truth.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 #[path = "support/dokuwiki.rs"]
 mod dokuwiki;
 

@@ -3,6 +3,8 @@
 //! joiner → mover → leaver sequences must leave the app's ground truth exactly as the
 //! IdP declared.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 #[macro_use]
 mod support;
 

@@ -3,6 +3,8 @@
 //! and cancel. SCIM writes go through the real server (gateway only); claims are made
 //! on its store as the engine's workers make them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 #[macro_use]
 mod support;
 

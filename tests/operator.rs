@@ -1,6 +1,8 @@
 //! Operators' commands: `usher jobs list|show|retry|cancel`, and `usher demo` (README's
 //! "run" command) provisioning a user end to end through the bundled app.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 mod support;
 
 use std::io::{BufRead, BufReader};

@@ -3,6 +3,8 @@
 //! truth. Also: failures carry position, locator, URL and a PNG; expired sessions and a
 //! killed Chromium are recovered from; secrets never leak; `usher playbook` CLI.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};

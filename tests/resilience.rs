@@ -7,6 +7,8 @@
 //! - scale-out: two processes on one PostgreSQL database take 100 jobs between them,
 //!   and each job runs exactly once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,6 +2,8 @@
 //! works in the app and is the vault's; a failure after the app took it, a crash before
 //! the vault recorded it, and a refusal by the app all end with Usher able to log in.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! SCIM gateway end to end: the real server on a loopback port, SQLite and PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 #[macro_use]
 mod support;
 

@@ -1,6 +1,8 @@
 //! The vault over a real database, SQLite and PostgreSQL: round trip, wrong key,
 //! tampered and moved ciphertexts, rekey, the rotation bookkeeping, and `usher vault`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 mod support;
 
 use std::io::Write;

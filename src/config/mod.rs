@@ -285,6 +285,10 @@ fn default_database() -> String {
     "sqlite://usher.db".to_string()
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern, compiled by the unit tests"
+)]
 fn var_pattern() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| Regex::new(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}").expect("static regex"))
@@ -416,6 +420,10 @@ fn de_token_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D:
     Ok(Some(out))
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern, compiled by the unit tests"
+)]
 fn strip_position(message: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re =
@@ -510,6 +518,10 @@ impl Config {
 }
 
 /// Hides the password of a database URL before it is shown anywhere.
+#[expect(
+    clippy::expect_used,
+    reason = "a constant pattern, compiled by the unit tests"
+)]
 pub fn redact_url(url: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| Regex::new(r"(://[^:/@]*:)[^@]*@").expect("static regex"));

@@ -64,7 +64,7 @@ impl<'de> Deserialize<'de> for Raw {
         struct V;
         impl<'de> Visitor<'de> for V {
             type Value = Raw;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("any YAML value")
             }
             fn visit_unit<E>(self) -> Result<Raw, E> {

@@ -149,7 +149,7 @@ pub(super) fn locator_skeleton(src: &str) -> String {
     static ANY: LazyLock<regex::Regex> = LazyLock::new(|| {
         regex::Regex::new(r"(?s)\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}").unwrap_or_else(|_| unreachable!())
     });
-    ANY.replace_all(src, |c: &regex::Captures| {
+    ANY.replace_all(src, |c: &regex::Captures<'_>| {
         if c.get(0).is_some_and(|m| m.as_str().starts_with("{{")) {
             "x"
         } else {

@@ -605,7 +605,7 @@ impl Loader {
 
     // ---------- steps ----------
 
-    fn steps(&mut self, n: &Node, what: &str, scope: Scope) -> Vec<Step> {
+    fn steps(&mut self, n: &Node, what: &str, scope: Scope<'_>) -> Vec<Step> {
         let Value::Seq(items) = &n.value else {
             self.err(
                 n,
@@ -619,7 +619,7 @@ impl Loader {
         items.iter().filter_map(|i| self.step(i, scope)).collect()
     }
 
-    fn step(&mut self, n: &Node, scope: Scope) -> Option<Step> {
+    fn step(&mut self, n: &Node, scope: Scope<'_>) -> Option<Step> {
         let Value::Map(m) = &n.value else {
             self.err(
                 n,
@@ -1072,7 +1072,7 @@ impl Loader {
         Some((StepKind::WaitFor { state, on }, timeout))
     }
 
-    fn extract(&mut self, vn: &Node, scope: Scope) -> Option<StepKind> {
+    fn extract(&mut self, vn: &Node, scope: Scope<'_>) -> Option<StepKind> {
         let Value::Map(m) = &vn.value else {
             self.err(
                 vn,
@@ -1098,7 +1098,7 @@ impl Loader {
         ok.then_some(StepKind::Extract(out))
     }
 
-    fn extraction(&mut self, k: &Node, spec: &Node, scope: Scope) -> Option<Extraction> {
+    fn extraction(&mut self, k: &Node, spec: &Node, scope: Scope<'_>) -> Option<Extraction> {
         let name = self.ident(k, "output name");
         let base = format!("extract.{}", name.as_deref().unwrap_or("?"));
         let what = format!("`{base}`");

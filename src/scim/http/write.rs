@@ -251,7 +251,7 @@ async fn replace(
                 Some(id),
                 name_detail(rt, &write.data),
             );
-            Ok(Change::Write(write, event))
+            Ok(Change::Write(Box::new((write, event))))
         },
     )
     .await?;
@@ -304,7 +304,7 @@ async fn patch(
             }
             let detail = json!({"operations": patch_summary(&patch_req)});
             let event = audit_event(&gateway, audit::kinds::SCIM_PATCH, rt, Some(id), detail);
-            Ok(Change::Write(write, event))
+            Ok(Change::Write(Box::new((write, event))))
         },
     )
     .await?;
@@ -330,7 +330,7 @@ enum Change {
     /// The resource stays as it is: no new version, no job.
     Unchanged,
     /// Store this, with this audit event.
-    Write(ResourceWrite, NewEvent),
+    Write(Box<(ResourceWrite, NewEvent)>),
 }
 
 /// The optimistic write shared by replace and patch. Under the resource's lock in this
@@ -364,7 +364,7 @@ async fn update_with_retry(
         }
         let (write, event) = match change(&current)? {
             Change::Unchanged => return Ok(current),
-            Change::Write(write, event) => (write, event),
+            Change::Write(w) => *w,
         };
         match state
             .store
