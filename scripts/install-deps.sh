@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs what Usher's tests and demo need on a Debian machine, when it is missing:
-# Chromium (the engine's browser), wrk (the benchmark's load tool), and starts the
-# local PostgreSQL server the tests use when one is installed but down.
+# Chromium (the engine's browser), wrk (the benchmark's load tool), rustfmt and clippy
+# (through rustup, when the toolchain comes from it), and starts the local PostgreSQL
+# server the tests use when one is installed but down.
 set -euo pipefail
+if command -v rustup >/dev/null 2>&1 && ! { cargo clippy --version && cargo fmt --version; } >/dev/null 2>&1; then
+  echo "install-deps: rustup component add clippy rustfmt"
+  rustup component add clippy rustfmt
+fi
 need=()
 command -v chromium >/dev/null 2>&1 || [ -x "${USHER_CHROME:-/usr/bin/chromium}" ] || need+=(chromium)
 if [ "${1:-}" = "--bench" ]; then command -v wrk >/dev/null 2>&1 || need+=(wrk); fi
