@@ -274,6 +274,274 @@ async fn bad_input_is_refused_and_writes_nothing(db: Db) {
     s.stop().await;
 }
 
+/// Input a held-out battery of malformed requests found accepted: every case is an
+/// RFC 7644 error document, and nothing of it is stored (resources, jobs, audit).
+async fn strict_input_is_refused_and_writes_nothing(db: Db) {
+    let s = TestServer::start(db, vec![integration("g")]).await;
+    let u = create(&s, "g", "/Users", &user("keep@x.example")).await;
+    let uid = u["id"].as_str().expect("id").to_string();
+    let g = create(
+        &s,
+        "g",
+        "/Groups",
+        &json!({"displayName": "Keepers", "members": [{"value": uid}]}),
+    )
+    .await;
+    let gid = g["id"].as_str().expect("id").to_string();
+    let get = |path: String| {
+        let s = &s;
+        async move {
+            s.req(Method::GET, "g", &path)
+                .send()
+                .await
+                .expect("send")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let user_before = get(format!("/Users/{uid}")).await;
+    let group_before = get(format!("/Groups/{gid}")).await;
+    let before = counts(&s, "g").await;
+    let patch_op = |ops: Value| json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops});
+    let users = "/Users".to_string();
+    let groups = "/Groups".to_string();
+    let the_user = format!("/Users/{uid}");
+    let the_group = format!("/Groups/{gid}");
+    let cases: Vec<(&str, Method, &String, Value, &str)> = vec![
+        // userName and group displayName: a string with a visible character and no control character.
+        (
+            "userName a number",
+            Method::POST,
+            &users,
+            json!({"userName": 12345}),
+            "invalidValue",
+        ),
+        (
+            "userName empty",
+            Method::POST,
+            &users,
+            json!({"userName": ""}),
+            "invalidValue",
+        ),
+        (
+            "userName whitespace",
+            Method::POST,
+            &users,
+            json!({"userName": " \t "}),
+            "invalidValue",
+        ),
+        (
+            "userName with NUL",
+            Method::POST,
+            &users,
+            json!({"userName": "bob\u{0}@x.example"}),
+            "invalidValue",
+        ),
+        (
+            "userName with BEL",
+            Method::POST,
+            &users,
+            json!({"userName": "a\u{7}b@x.example"}),
+            "invalidValue",
+        ),
+        (
+            "userName with a newline",
+            Method::POST,
+            &users,
+            json!({"userName": "a\nb@x.example"}),
+            "invalidValue",
+        ),
+        (
+            "userName a number on PUT",
+            Method::PUT,
+            &the_user,
+            json!({"userName": 5}),
+            "invalidValue",
+        ),
+        (
+            "group displayName a number",
+            Method::POST,
+            &groups,
+            json!({"displayName": 7}),
+            "invalidValue",
+        ),
+        (
+            "group displayName blank",
+            Method::POST,
+            &groups,
+            json!({"displayName": "   "}),
+            "invalidValue",
+        ),
+        (
+            "group displayName with NUL",
+            Method::POST,
+            &groups,
+            json!({"displayName": "x\u{0}"}),
+            "invalidValue",
+        ),
+        // A multi-valued attribute is an array.
+        (
+            "emails a string",
+            Method::POST,
+            &users,
+            json!({"userName": "m1@x.example", "emails": "a@example.com"}),
+            "invalidSyntax",
+        ),
+        (
+            "emails an object",
+            Method::POST,
+            &users,
+            json!({"userName": "m2@x.example", "emails": {"value": "a@example.com"}}),
+            "invalidSyntax",
+        ),
+        (
+            "roles a string",
+            Method::POST,
+            &users,
+            json!({"userName": "m3@x.example", "roles": "Admin"}),
+            "invalidSyntax",
+        ),
+        (
+            "emails a string on PUT",
+            Method::PUT,
+            &the_user,
+            json!({"userName": "keep@x.example", "emails": "a@example.com"}),
+            "invalidSyntax",
+        ),
+        (
+            "members a string",
+            Method::POST,
+            &groups,
+            json!({"displayName": "G2", "members": "someone"}),
+            "invalidSyntax",
+        ),
+        (
+            "members an object on PUT",
+            Method::PUT,
+            &the_group,
+            json!({"displayName": "Keepers", "members": {"value": uid}}),
+            "invalidSyntax",
+        ),
+        // PATCH: a value path that matches nothing is noTarget (only the Entra form creates).
+        (
+            "replace through an unmatched filter",
+            Method::PATCH,
+            &the_user,
+            patch_op(
+                json!([{"op": "replace", "path": "emails[value eq \"nobody@example.com\"].display", "value": "Nobody"}]),
+            ),
+            "noTarget",
+        ),
+        (
+            "add through an unmatched filter",
+            Method::PATCH,
+            &the_user,
+            patch_op(
+                json!([{"op": "add", "path": "emails[value eq \"nobody@example.com\"].display", "value": "Nobody"}]),
+            ),
+            "noTarget",
+        ),
+        (
+            "replace a whole unmatched element",
+            Method::PATCH,
+            &the_user,
+            patch_op(
+                json!([{"op": "replace", "path": "emails[type eq \"home\"]", "value": {"value": "h@x.example"}}]),
+            ),
+            "noTarget",
+        ),
+        (
+            "atomic: a good op, then an unmatched one",
+            Method::PATCH,
+            &the_user,
+            patch_op(json!([
+            {"op": "replace", "path": "displayName", "value": "Changed"},
+            {"op": "add", "path": "emails", "value": [{"value": "second@x.example", "type": "home"}]},
+            {"op": "replace", "path": "emails[value eq \"nobody@example.com\"].display", "value": "Nobody"}])),
+            "noTarget",
+        ),
+        (
+            "PATCH userName a number",
+            Method::PATCH,
+            &the_user,
+            patch_op(json!([{"op": "replace", "path": "userName", "value": 123}])),
+            "invalidValue",
+        ),
+        (
+            "PATCH path-less userName with a control character",
+            Method::PATCH,
+            &the_user,
+            patch_op(json!([{"op": "replace", "value": {"userName": "x\u{1b}y"}}])),
+            "invalidValue",
+        ),
+        (
+            "PATCH path-less emails a string",
+            Method::PATCH,
+            &the_user,
+            patch_op(json!([{"op": "add", "value": {"emails": "a@example.com"}}])),
+            "invalidSyntax",
+        ),
+        (
+            "PATCH group displayName empty",
+            Method::PATCH,
+            &the_group,
+            patch_op(json!([{"op": "replace", "path": "displayName", "value": ""}])),
+            "invalidValue",
+        ),
+        (
+            "PATCH path-less members a string",
+            Method::PATCH,
+            &the_group,
+            patch_op(json!([{"op": "replace", "value": {"members": "someone"}}])),
+            "invalidSyntax",
+        ),
+        (
+            "PATCH group member through an unmatched filter",
+            Method::PATCH,
+            &the_group,
+            patch_op(
+                json!([{"op": "replace", "path": "members[value eq \"nobody\"].display", "value": "x"}]),
+            ),
+            "noTarget",
+        ),
+    ];
+    for (name, method, path, body, scim_type) in cases {
+        let r = s
+            .req(method, "g", path)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let (status, doc) = error_of(r).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{name}: {doc}");
+        assert_eq!(doc["scimType"], json!(scim_type), "{name}: {doc}");
+        assert!(
+            doc["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name}"
+        );
+        assert_eq!(counts(&s, "g").await, before, "{name} wrote something");
+    }
+    assert_eq!(get(format!("/Users/{uid}")).await, user_before);
+    assert_eq!(get(format!("/Groups/{gid}")).await, group_before);
+    // The documented Entra form still creates the element it names.
+    let r = s
+        .req(Method::PATCH, "g", &the_user)
+        .json(&patch_op(json!([{"op": "add", "path": "emails[type eq \"home\"].value", "value": "home@x.example"}])))
+        .send()
+        .await
+        .expect("send");
+    assert!(r.status().is_success(), "{}", r.status());
+    let after = get(format!("/Users/{uid}")).await;
+    assert!(
+        after["emails"].as_array().is_some_and(|es| es
+            .iter()
+            .any(|e| e == &json!({"type": "home", "value": "home@x.example"}))),
+        "{after}"
+    );
+    s.stop().await;
+}
+
 async fn writes_record_job_and_audit_event(db: Db) {
     let s = TestServer::start(db, vec![integration("j")]).await;
     let u = create(&s, "j", "/Users", &user("job@x.example")).await;
@@ -628,6 +896,7 @@ on_both_databases!(
     replays_entra_fixtures,
     integrations_are_isolated,
     bad_input_is_refused_and_writes_nothing,
+    strict_input_is_refused_and_writes_nothing,
     writes_record_job_and_audit_event,
     etags_and_if_match,
     concurrent_group_patches_keep_every_member,

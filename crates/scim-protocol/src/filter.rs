@@ -3,7 +3,7 @@
 use std::cmp::Ordering;
 use std::fmt;
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Number, Value};
 
 use super::error::ScimError;
 use super::path::AttrPath;
@@ -662,28 +662,6 @@ impl Filter {
                 b.collect_paths(out);
             }
             Filter::Not(a) => a.collect_paths(out),
-        }
-    }
-
-    /// For a conjunction of `sub eq value` tests, the element those tests
-    /// describe; PATCH creates it when nothing matches (Entra relies on this).
-    pub(super) fn eq_template(&self) -> Option<Map<String, Value>> {
-        match self {
-            Filter::Compare {
-                path,
-                op: CompareOp::Eq,
-                value,
-            } if !value.is_null() => {
-                let mut m = Map::new();
-                m.insert(path.sub.clone()?, value.clone());
-                Some(m)
-            }
-            Filter::And(a, b) => {
-                let mut m = a.eq_template()?;
-                m.extend(b.eq_template()?);
-                Some(m)
-            }
-            _ => None,
         }
     }
 

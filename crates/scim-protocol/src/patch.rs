@@ -7,7 +7,8 @@ use super::error::ScimError;
 use super::filter::{CompareOp, Filter, compare_one};
 use super::path::{AttrPath, PatchPath, parse_patch_path};
 use super::resource::{
-    check_required, coerce_scalar, fix_schemas, normalize_attr, normalize_item, normalize_single,
+    check_multi_valued_shape, check_required, coerce_scalar, fix_schemas, normalize_attr,
+    normalize_item, normalize_single,
 };
 use super::schema::{self, AttrDef, Mutability, PATCH_OP_SCHEMA, ResourceKind, SchemaDef};
 use super::util::{get_ci, is_unassigned, key_ci, remove_ci};
@@ -216,6 +217,14 @@ fn apply_pathless(
             continue;
         }
         let pp = parse_patch_path(k, kind)?;
+        // A path-less value is a set of attributes, as in a body: whole multi-valued
+        // attributes come as arrays.
+        if pp.value_filter.is_none()
+            && pp.attr.sub.is_none()
+            && let Some(top) = pp.attr.top_def(kind)
+        {
+            check_multi_valued_shape(top, v, &pp.attr.to_string())?;
+        }
         let eff_op = if v.is_null() { PatchOpKind::Remove } else { op };
         apply_path(
             obj,
@@ -640,12 +649,15 @@ fn write_filtered(
         .filter(|(_, e)| e.is_object() && f.matches_element(e, kind))
         .map(|(i, _)| i)
         .collect();
-    // New element built from the filter when nothing matches (Entra's
-    // `emails[type eq "work"].value` on a user without a work email).
+    // A new element when nothing matches, only for the documented Entra form
+    // `ATTR[type eq "…"].SUB` (`emails[type eq "work"].value` on a user without a
+    // work email); any other filter that matches nothing is 400 noTarget
+    // (RFC 7644 §3.5.2.3), so a typo never invents an element.
     let create = |extra: Obj, ignored: &mut Vec<String>| -> Result<Value, ScimError> {
-        let Some(mut tpl) = f.eq_template() else {
+        let Some(mut tpl) = sub_def.and_then(|_| type_template(f)) else {
             return Err(ScimError::no_target(format!(
-                "no value of '{name}' matches the filter"
+                "no value of '{name}' matches the filter {}",
+                f.display_in_scope()
             )));
         };
         tpl.extend(extra);
@@ -712,6 +724,23 @@ fn write_filtered(
         enforce_primary(arr, i);
     }
     Ok(())
+}
+
+/// `{"type": "work"}` for the filter `type eq "work"`, the one filter a PATCH may
+/// create an element from.
+fn type_template(f: &Filter) -> Option<Obj> {
+    match f {
+        Filter::Compare {
+            path,
+            op: CompareOp::Eq,
+            value: value @ Value::String(_),
+        } if path.sub.as_deref() == Some("type") => {
+            let mut m = Map::new();
+            m.insert("type".to_string(), value.clone());
+            Some(m)
+        }
+        _ => None,
+    }
 }
 
 fn remove_at(
@@ -1423,6 +1452,144 @@ mod tests {
         })
     }
 
+    #[test]
+    fn a_filter_that_matches_nothing_creates_only_the_entra_form() {
+        // The documented Entra form still creates: `ATTR[type eq "…"].SUB`.
+        for op in ["add", "replace"] {
+            let r = patch(
+                user(),
+                U,
+                json!([{"op": op, "path": "emails[type eq \"home\"].value", "value": "h@x"}]),
+            )
+            .unwrap();
+            assert_eq!(r["emails"][1], json!({"type": "home", "value": "h@x"}));
+            let r = patch(user(), U, json!([{"op": op, "path": "addresses[TYPE eq \"work\"].locality", "value": "Oslo"}])).unwrap();
+            assert_eq!(
+                r["addresses"],
+                json!([{"type": "work", "locality": "Oslo"}])
+            );
+        }
+        // Any other filter that matches nothing is noTarget, for add and replace.
+        for (op, path, value) in [
+            (
+                "replace",
+                "emails[value eq \"nobody@example.com\"].display",
+                json!("N"),
+            ),
+            (
+                "add",
+                "emails[value eq \"nobody@example.com\"].display",
+                json!("N"),
+            ),
+            (
+                "replace",
+                "emails[type eq \"home\"]",
+                json!({"value": "h@x"}),
+            ),
+            ("add", "emails[type eq \"home\"]", json!({"value": "h@x"})),
+            (
+                "replace",
+                "emails[type eq \"home\" and primary eq true].value",
+                json!("h@x"),
+            ),
+            ("replace", "emails[type ne \"work\"].value", json!("h@x")),
+            ("replace", "emails[type co \"hom\"].value", json!("h@x")),
+            (
+                "replace",
+                "phoneNumbers[value eq \"+1 555\"].type",
+                json!("mobile"),
+            ),
+        ] {
+            let before = user();
+            let mut after = before.clone();
+            let req = PatchRequest::from_value(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": op, "path": path, "value": value}]})).unwrap();
+            let e = apply_patch(&mut after, &req, U).unwrap_err();
+            assert_eq!(e.scim_type, Some(ScimType::NoTarget), "{op} {path}");
+            assert_eq!(e.status, 400);
+            assert!(e.detail.contains("matches the filter"), "{}", e.detail);
+            assert_eq!(after, before, "nothing changes");
+        }
+        let e = patch_err(
+            group(),
+            G,
+            json!([{"op":"add","path":"members[value eq \"u9\"].display","value":"x"}]),
+        );
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+    }
+
+    #[test]
+    fn a_failing_operation_keeps_the_whole_request_out() {
+        let before = user();
+        let mut after = before.clone();
+        let req = PatchRequest::from_value(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [
+            {"op": "replace", "path": "displayName", "value": "Babs"},
+            {"op": "add", "path": "emails", "value": [{"value": "new@x", "type": "home"}]},
+            {"op": "replace", "path": "emails[value eq \"nobody@example.com\"].display", "value": "N"}
+        ]}))
+        .unwrap();
+        let e = apply_patch(&mut after, &req, U).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+        assert!(e.detail.starts_with("Operations[2]: "), "{}", e.detail);
+        assert_eq!(after, before);
+    }
+
+    #[test]
+    fn names_stay_strict_through_patch() {
+        for ops in [
+            json!([{"op":"replace","path":"userName","value":12345}]),
+            json!([{"op":"replace","path":"userName","value":"   "}]),
+            json!([{"op":"replace","path":"userName","value":"a\u{0}b"}]),
+            json!([{"op":"replace","value":{"userName": 7}}]),
+            json!([{"op":"add","value":{"userName": "tab\tbed"}}]),
+        ] {
+            let e = patch_err(user(), U, ops.clone());
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{ops}");
+        }
+        for ops in [
+            json!([{"op":"replace","path":"displayName","value":99}]),
+            json!([{"op":"replace","value":{"displayName":"\u{1b}[31mred"}}]),
+        ] {
+            let e = patch_err(group(), G, ops.clone());
+            assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{ops}");
+        }
+        let r = patch(
+            user(),
+            U,
+            json!([{"op":"replace","path":"userName","value":"b.jensen@example.com"}]),
+        )
+        .unwrap();
+        assert_eq!(r["userName"], "b.jensen@example.com");
+    }
+
+    #[test]
+    fn path_less_values_carry_multi_valued_attributes_as_arrays() {
+        for (kind, res, value) in [
+            (U, user(), json!({"emails": "a@example.com"})),
+            (U, user(), json!({"emails": {"value": "a@example.com"}})),
+            (G, group(), json!({"members": "u1"})),
+            (G, group(), json!({"members": {"value": "u1"}})),
+        ] {
+            let e = patch_err(res, kind, json!([{"op":"add","value": value.clone()}]));
+            assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax), "{value}");
+        }
+        let r = patch(
+            user(),
+            U,
+            json!([{"op":"add","value":{"emails":[{"value":"c@x"}]}}]),
+        )
+        .unwrap();
+        assert_eq!(r["emails"].as_array().map(Vec::len), Some(2));
+        // With a path, the value is the value added (RFC 7644 §3.5.2.1): one element
+        // may come alone.
+        let r = patch(
+            user(),
+            U,
+            json!([{"op":"add","path":"emails","value":{"value":"c@x"}}]),
+        )
+        .unwrap();
+        assert_eq!(r["emails"].as_array().map(Vec::len), Some(2));
+    }
+
     proptest! {
         #[test]
         fn patch_never_panics_and_is_atomic(ops in prop::collection::vec(arb_op(), 0..5)) {
@@ -1442,6 +1609,21 @@ mod tests {
                     }
                 }
             }
+        }
+
+        #[test]
+        fn a_value_filter_other_than_type_eq_never_invents_an_element(
+            value in "[a-z@.]{1,12}",
+            sub in prop::sample::select(vec!["display", "type", "value"]),
+            op in prop::sample::select(vec!["add", "replace", "Replace"]),
+        ) {
+            let path = format!("emails[value eq \"{value}-absent\"].{sub}");
+            let before = user();
+            let mut after = before.clone();
+            let req = PatchRequest::from_value(json!({"schemas": [PATCH_OP_SCHEMA], "Operations": [{"op": op, "path": path, "value": "x"}]})).unwrap();
+            let e = apply_patch(&mut after, &req, U).unwrap_err();
+            prop_assert_eq!(e.scim_type, Some(ScimType::NoTarget));
+            prop_assert_eq!(after, before);
         }
     }
 }

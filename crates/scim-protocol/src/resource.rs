@@ -22,9 +22,66 @@ pub struct Normalized {
     pub ignored: Vec<String>,
 }
 
+/// The name of a resource (User `userName`, Group `displayName`) must be a JSON string
+/// with a visible character and no control character (U+0000-U+001F, U+007F-U+009F):
+/// it becomes a login or group name in the app, where a number, a blank or a NUL is
+/// at best a broken account. 400 invalidValue otherwise; no coercion.
+pub(super) fn check_name(v: &Value, name: &str) -> Result<(), ScimError> {
+    let Value::String(s) = v else {
+        return Err(ScimError::invalid_value(format!(
+            "attribute '{name}' must be a string, got {}",
+            json_kind(v)
+        )));
+    };
+    if s.trim().is_empty() {
+        return Err(ScimError::invalid_value(format!(
+            "attribute '{name}' must not be empty or only whitespace"
+        )));
+    }
+    if let Some(c) = s.chars().find(|c| c.is_control()) {
+        return Err(ScimError::invalid_value(format!(
+            "attribute '{name}' must not contain control characters (found U+{:04X})",
+            u32::from(c)
+        )));
+    }
+    Ok(())
+}
+
+/// A multi-valued attribute in a resource body is a JSON array (RFC 7643 §2.4); a
+/// lone string or object is not among the dialects Usher accepts: 400 invalidSyntax.
+pub(super) fn check_multi_valued_shape(
+    def: &AttrDef,
+    v: &Value,
+    name: &str,
+) -> Result<(), ScimError> {
+    if def.multi_valued && !matches!(v, Value::Array(_) | Value::Null) {
+        return Err(ScimError::invalid_syntax(format!(
+            "attribute '{name}' is multi-valued and must be a JSON array, got {}",
+            json_kind(v)
+        )));
+    }
+    Ok(())
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// Coerces one scalar to `def`'s type where lossless (Entra sends "True",
-/// some clients send numbers for string attributes); else 400 invalidValue.
+/// some clients send numbers for string attributes); else 400 invalidValue. The
+/// resource's name is never coerced (`check_name`).
 pub(super) fn coerce_scalar(def: &AttrDef, v: Value, name: &str) -> Result<Value, ScimError> {
+    if def.names_resource {
+        check_name(&v, name)?;
+        return Ok(v);
+    }
     let bad = |v: &Value| {
         ScimError::invalid_value(format!(
             "attribute '{name}' expects a {} value, got {v}",
@@ -337,6 +394,7 @@ fn absorb(
                 continue;
             }
             let full = format!("{}:{}", ext.id, def.name);
+            check_multi_valued_shape(def, &iv, &full)?;
             if let Some(nv) = normalize_attr(def, iv, &full, ignored)? {
                 place(out, Some(ext), def.name, None, nv);
             }
@@ -364,6 +422,7 @@ fn absorb(
     let full = path.to_string();
     match &path.sub {
         None => {
+            check_multi_valued_shape(top, &v, &full)?;
             if let Some(nv) = normalize_attr(top, v, &full, ignored)? {
                 place(out, ext, top.name, None, nv);
             }
@@ -657,9 +716,95 @@ mod tests {
             n.resource["emails"],
             json!([{"value": "a@x", "primary": true}, {"value": "b@x", "primary": false}])
         );
-        // A lone object for a multi-valued attribute is wrapped.
-        let n = norm(U, json!({"userName": "a", "emails": {"value": "a@x"}})).unwrap();
-        assert_eq!(n.resource["emails"], json!([{"value": "a@x"}]));
+    }
+
+    #[test]
+    fn a_multi_valued_attribute_must_be_an_array() {
+        for body in [
+            json!({"userName": "a", "emails": "a@example.com"}),
+            json!({"userName": "a", "emails": {"value": "a@x"}}),
+            json!({"userName": "a", "roles": "Admin"}),
+            json!({"userName": "a", "emails": 5}),
+            json!({"urn:ietf:params:scim:schemas:core:2.0:User": {"userName": "a", "phoneNumbers": {"value": "1"}}}),
+        ] {
+            let e = norm(U, body.clone()).unwrap_err();
+            assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax), "{body}");
+            assert!(e.detail.contains("must be a JSON array"), "{}", e.detail);
+        }
+        let e = norm(G, json!({"displayName": "g", "members": "u1"})).unwrap_err();
+        assert_eq!(e.scim_type, Some(ScimType::InvalidSyntax));
+        assert!(e.detail.starts_with("attribute 'members' is multi-valued"));
+        // An array, an empty array and null stay fine.
+        for emails in [json!([{"value": "a@x"}]), json!([]), Value::Null] {
+            assert!(norm(U, json!({"userName": "a", "emails": emails})).is_ok());
+        }
+    }
+
+    #[test]
+    fn the_name_of_a_resource_is_real_text() {
+        for (kind, attr) in [(U, "userName"), (G, "displayName")] {
+            for bad in [
+                json!(12345),
+                json!(1.5),
+                json!(true),
+                json!(""),
+                json!("   "),
+                json!("\t\n"),
+                json!("bob\u{0}"),
+                json!("a\u{7}b"),
+                json!("line\nbreak"),
+                json!("del\u{7f}"),
+                json!("c1\u{85}"),
+            ] {
+                let e = norm(kind, json!({ attr: bad.clone() })).unwrap_err();
+                assert_eq!(e.scim_type, Some(ScimType::InvalidValue), "{attr}: {bad}");
+                assert!(e.detail.contains(attr), "{}", e.detail);
+            }
+            for good in ["bob@example.com", "Ünïcødé 名前", " padded "] {
+                let n = norm(kind, json!({ attr: good })).unwrap();
+                assert_eq!(n.resource[attr], good);
+            }
+        }
+        let e = norm(U, json!({"userName": 42})).unwrap_err();
+        assert_eq!(
+            e.detail,
+            "attribute 'userName' must be a string, got a number"
+        );
+        let e = norm(U, json!({"userName": "a\u{0}"})).unwrap_err();
+        assert_eq!(
+            e.detail,
+            "attribute 'userName' must not contain control characters (found U+0000)"
+        );
+        // Other string attributes keep the lenient coercion of numbers.
+        let n = norm(U, json!({"userName": "a", "displayName": 7})).unwrap();
+        assert_eq!(n.resource["displayName"], "7");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn names_with_a_control_character_are_refused(
+            before in "[a-z]{0,5}",
+            c in proptest::sample::select((0u32..0x20).chain(0x7f..0xa0).filter_map(char::from_u32).collect::<Vec<_>>()),
+            after in "[a-z]{0,5}",
+        ) {
+            let name = format!("{before}{c}{after}");
+            let e = norm(U, json!({"userName": name})).unwrap_err();
+            proptest::prop_assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+        }
+
+        #[test]
+        fn any_number_for_a_name_is_refused(n in proptest::num::f64::NORMAL, i in proptest::num::i64::ANY) {
+            for v in [json!(n), json!(i)] {
+                let e = norm(G, json!({"displayName": v})).unwrap_err();
+                proptest::prop_assert_eq!(e.scim_type, Some(ScimType::InvalidValue));
+            }
+        }
+
+        #[test]
+        fn printable_names_are_kept_as_sent(name in "[ -~\u{a0}-\u{2fff}]{0,40}[!-~\u{a1}-\u{2fff}][ -~]{0,5}") {
+            let n = norm(U, json!({"userName": name.clone()})).unwrap();
+            proptest::prop_assert_eq!(&n.resource["userName"], &json!(name));
+        }
     }
 
     #[test]
@@ -701,8 +846,12 @@ mod tests {
 
     #[test]
     fn coercions() {
+        let user_name = &super::super::schema::USER_CORE.attributes[0];
+        assert!(user_name.names_resource);
+        assert!(coerce_scalar(user_name, json!(5), "userName").is_err());
         let d = AttrDef {
-            ..super::super::schema::USER_CORE.attributes[0].clone()
+            names_resource: false,
+            ..user_name.clone()
         };
         assert_eq!(coerce_scalar(&d, json!(5), "x").unwrap(), json!("5"));
         let i = AttrDef {

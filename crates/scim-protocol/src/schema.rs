@@ -164,6 +164,10 @@ pub struct AttrDef {
     pub canonical_values: &'static [&'static str],
     pub reference_types: &'static [&'static str],
     pub sub_attributes: &'static [AttrDef],
+    /// The attribute that names the resource (User `userName`, Group `displayName`):
+    /// it becomes an account or group name in the app, so it must be real text (see
+    /// `resource::check_name`); no other attribute is held to that.
+    pub names_resource: bool,
 }
 
 impl AttrDef {
@@ -181,7 +185,12 @@ impl AttrDef {
             canonical_values: &[],
             reference_types: &[],
             sub_attributes: &[],
+            names_resource: false,
         }
+    }
+    const fn names(mut self) -> Self {
+        self.names_resource = true;
+        self
     }
     const fn multi(mut self) -> Self {
         self.multi_valued = true;
@@ -423,6 +432,7 @@ static X509_SUBS: [AttrDef; 4] = [
 static USER_ATTRS: [AttrDef; 21] = [
     s("userName")
         .req()
+        .names()
         .uniq(Uniqueness::Server)
         .desc("Unique identifier for the User, typically used to authenticate."),
     c("name", &NAME_SUBS).desc("The components of the user's real name."),
@@ -524,6 +534,7 @@ static MEMBER_SUBS: [AttrDef; 4] = [
 static GROUP_ATTRS: [AttrDef; 2] = [
     s("displayName")
         .req()
+        .names()
         .desc("A human-readable name for the Group."),
     c("members", &MEMBER_SUBS)
         .multi()
