@@ -138,3 +138,78 @@ impl IntoResponse for ApiError {
 }
 
 pub(super) type ApiResult = Result<Response, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn doc(e: ApiError) -> (StatusCode, axum::http::HeaderMap, Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let headers = r.headers().clone();
+        let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_error_is_a_scim_error_document() {
+        let cases = [
+            (
+                ApiError::Scim(ScimError::invalid_value("bad")),
+                400,
+                Some("invalidValue"),
+            ),
+            (ApiError::Unauthorized, 401, None),
+            (ApiError::PreconditionFailed, 412, None),
+            (ApiError::Overloaded, 429, None),
+            (
+                ApiError::Busy {
+                    retry_after_secs: 15,
+                },
+                429,
+                None,
+            ),
+            (
+                ApiError::Internal("db password=hunter2 in an error".into()),
+                500,
+                None,
+            ),
+            (StoreError::NotFound.into(), 404, None),
+            (
+                StoreError::Uniqueness("userName".into()).into(),
+                409,
+                Some("uniqueness"),
+            ),
+        ];
+        for (e, status, scim_type) in cases {
+            let (got, headers, body) = doc(e).await;
+            assert_eq!(got.as_u16(), status);
+            assert_eq!(
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok()),
+                Some(SCIM_CONTENT_TYPE)
+            );
+            assert_eq!(body["schemas"], json!([protocol::ERROR_SCHEMA]));
+            assert_eq!(body["status"], json!(status.to_string()));
+            assert_eq!(body.get("scimType").and_then(Value::as_str), scim_type);
+            assert!(
+                !body.to_string().contains("hunter2"),
+                "internal causes stay in the log"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_and_auth_headers() {
+        let (_, h, _) = doc(ApiError::Unauthorized).await;
+        assert_eq!(h[header::WWW_AUTHENTICATE], "Bearer realm=\"usher\"");
+        let (_, h, _) = doc(ApiError::Overloaded).await;
+        assert_eq!(h[header::RETRY_AFTER], "1");
+        let (_, h, _) = doc(ApiError::Busy {
+            retry_after_secs: 15,
+        })
+        .await;
+        assert_eq!(h[header::RETRY_AFTER], "15");
+    }
+}

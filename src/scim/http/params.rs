@@ -97,3 +97,73 @@ pub(super) fn search_params(body: Value) -> Result<Params, ApiError> {
     }
     Ok(Params(pairs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn scim_type(e: ApiError) -> Option<ScimType> {
+        match e {
+            ApiError::Scim(e) => e.scim_type,
+            other => panic!("not a SCIM error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn names_match_in_any_case_and_values_are_decoded() {
+        let p = Params::parse(Some(
+            "FILTER=userName%20eq%20%22a%22&StartIndex=2&count=&attributes=emails".into(),
+        ))
+        .unwrap();
+        assert_eq!(p.get("filter"), Some("userName eq \"a\""));
+        assert_eq!(p.integer("startIndex").unwrap(), Some(2));
+        assert_eq!(
+            p.integer("count").unwrap(),
+            None,
+            "an empty value is absent"
+        );
+        assert_eq!(p.integer("sortBy").unwrap(), None);
+        assert!(p.asks_for_body());
+        assert!(!Params::parse(None).unwrap().asks_for_body());
+    }
+
+    #[test]
+    fn bad_integers_are_invalid_values() {
+        let p = Params::parse(Some("count=ten".into())).unwrap();
+        assert_eq!(
+            scim_type(p.integer("count").unwrap_err()),
+            Some(ScimType::InvalidValue)
+        );
+    }
+
+    #[test]
+    fn a_search_body_stands_for_the_query() {
+        let p = search_params(json!({
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "attributes": ["userName", "emails"],
+            "filter": "userName sw \"a\"",
+            "startIndex": 3,
+            "count": "10",
+            "sortOrder": null
+        }))
+        .unwrap();
+        assert_eq!(p.get("attributes"), Some("userName,emails"));
+        assert_eq!(p.get("filter"), Some("userName sw \"a\""));
+        assert_eq!(p.integer("startindex").unwrap(), Some(3));
+        assert_eq!(p.integer("count").unwrap(), Some(10));
+        assert_eq!(p.get("sortOrder"), None);
+        for (body, t) in [
+            (json!([1]), ScimType::InvalidSyntax),
+            (json!({"filter": 5}), ScimType::InvalidSyntax),
+            (json!({"shoeSize": "9"}), ScimType::InvalidSyntax),
+            (json!({"attributes": ["a", 1]}), ScimType::InvalidValue),
+        ] {
+            assert_eq!(
+                scim_type(search_params(body.clone()).err().unwrap()),
+                Some(t),
+                "{body}"
+            );
+        }
+    }
+}

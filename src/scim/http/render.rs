@@ -131,3 +131,73 @@ pub(super) async fn render_one(
         Ok(render(r, base, None))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProvisioningState;
+
+    fn stored(rt: ResourceType, data: Value) -> StoredResource {
+        StoredResource {
+            id: "r1".into(),
+            integration_id: "acme".into(),
+            resource_type: rt,
+            version: 3,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            modified_at: "2026-01-02T00:00:00.000Z".into(),
+            data,
+            provisioning: ProvisioningState {
+                state: "provisioned".into(),
+                reason: None,
+                app_account_id: Some("42".into()),
+                last_synced_at: None,
+            },
+        }
+    }
+
+    #[test]
+    fn a_user_gets_id_meta_groups_and_its_provisioning_state() {
+        let base = "https://usher.example/scim/v2/acme";
+        let r = stored(
+            ResourceType::User,
+            json!({"schemas": [protocol::USER_SCHEMA], "userName": "ada"}),
+        );
+        let groups = vec![("g1".to_string(), "Finance".to_string())];
+        let v = render(&r, base, Some(&groups));
+        assert_eq!(v["id"], "r1");
+        assert_eq!(v["meta"]["version"], "W/\"3\"");
+        assert_eq!(v["meta"]["location"], format!("{base}/Users/r1"));
+        assert_eq!(v["meta"]["resourceType"], "User");
+        assert_eq!(
+            v["groups"],
+            json!([{"value": "g1", "display": "Finance", "$ref": format!("{base}/Groups/g1"), "type": "direct"}])
+        );
+        assert_eq!(
+            v[protocol::PROVISIONING_SCHEMA],
+            json!({"state": "provisioned", "appAccountId": "42"})
+        );
+        assert_eq!(
+            v["schemas"],
+            json!([protocol::USER_SCHEMA, protocol::PROVISIONING_SCHEMA])
+        );
+        // Leaving the extension out also takes its URN out of `schemas`.
+        let kind = ResourceKind::User;
+        let p = Projection::parse(None, Some(protocol::PROVISIONING_SCHEMA), kind).unwrap();
+        let projected = project(&p, &v, kind);
+        assert_eq!(projected["schemas"], json!([protocol::USER_SCHEMA]));
+        assert!(projected.get(protocol::PROVISIONING_SCHEMA).is_none());
+    }
+
+    #[test]
+    fn group_members_get_references() {
+        let r = stored(
+            ResourceType::Group,
+            json!({"displayName": "G", "members": [{"value": "u1"}, {"value": "g2", "type": "Group"}, {"value": "u3", "$ref": "kept"}]}),
+        );
+        let v = render(&r, "http://h/scim/v2/acme", None);
+        assert_eq!(v["members"][0]["$ref"], "http://h/scim/v2/acme/Users/u1");
+        assert_eq!(v["members"][1]["$ref"], "http://h/scim/v2/acme/Groups/g2");
+        assert_eq!(v["members"][2]["$ref"], "kept");
+        assert_eq!(etag(12), "W/\"12\"");
+    }
+}

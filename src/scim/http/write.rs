@@ -486,3 +486,72 @@ pub(super) async fn delete_group(
 ) -> ApiResult {
     delete(&s, &gw, ResourceType::Group, &id, &headers).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(if_match: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::IF_MATCH, HeaderValue::from_str(if_match).unwrap());
+        h
+    }
+
+    #[test]
+    fn if_match_names_a_version_or_none() {
+        assert_eq!(if_match(&HeaderMap::new()).unwrap(), None);
+        assert_eq!(if_match(&headers("W/\"3\"")).unwrap(), Some(3));
+        assert_eq!(if_match(&headers("\"4\"")).unwrap(), Some(4));
+        assert_eq!(if_match(&headers("*")).unwrap(), None);
+        assert!(matches!(
+            if_match(&headers("W/\"abc\"")),
+            Err(ApiError::PreconditionFailed)
+        ));
+        assert!(matches!(conflict(Some(3)), ApiError::PreconditionFailed));
+        assert!(matches!(conflict(None), ApiError::Scim(e) if e.status == 409));
+    }
+
+    #[test]
+    fn a_write_keeps_no_password_and_no_server_owned_attributes() {
+        let w = write_of(
+            ResourceType::User,
+            json!({"userName": "Ada@X.example", "password": "hunter2", "id": "x", "meta": {},
+                   "groups": [{"value": "g"}], "externalId": "e1", "displayName": "Ada",
+                   protocol::PROVISIONING_SCHEMA: {"state": "provisioned"}}),
+        )
+        .unwrap();
+        assert_eq!(
+            w.data,
+            json!({"userName": "Ada@X.example", "externalId": "e1", "displayName": "Ada"})
+        );
+        assert_eq!(w.name_key, "ada@x.example");
+        assert_eq!(w.external_id.as_deref(), Some("e1"));
+        assert_eq!(w.members, None);
+        let g = write_of(
+            ResourceType::Group,
+            json!({"displayName": "Finance", "members": [{"value": "u1"}, {"display": "no id"}, {"value": "u2"}]}),
+        )
+        .unwrap();
+        assert_eq!(g.name_key, "finance");
+        assert_eq!(g.members, Some(vec!["u1".to_string(), "u2".to_string()]));
+        assert!(write_of(ResourceType::Group, json!({"members": []})).is_err());
+    }
+
+    #[test]
+    fn the_audit_trail_gets_operations_and_paths_never_values() {
+        let req: PatchRequest = serde_json::from_value(json!({
+            "schemas": [protocol::PATCH_OP_SCHEMA],
+            "Operations": [{"op": "Replace", "path": "userName", "value": "secret-name"},
+                           {"op": "add", "value": {"title": "x"}}]
+        }))
+        .unwrap();
+        let summary = patch_summary(&req);
+        assert_eq!(
+            summary,
+            vec![
+                json!({"op": "replace", "path": "userName"}),
+                json!({"op": "add", "path": null})
+            ]
+        );
+    }
+}
