@@ -9,6 +9,7 @@ use rand::RngCore;
 use usher::config::{Config, hash_token};
 
 mod demo;
+mod healthcheck;
 
 /// Secrets of the integrations' service accounts for `usher serve`: the vault, when
 /// the engine runs (it needs the key).
@@ -85,6 +86,8 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Check that a running server answers on /healthz (or --path); exit 0 or 1.
+    Healthcheck(healthcheck::Args),
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -331,6 +334,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault { command } => vault_command(command).await?,
         Command::Jobs { config, command } => return jobs_command(&config, command).await,
         Command::Demo { listen, dir } => return demo::run(listen, &dir).await,
+        Command::Healthcheck(args) => healthcheck::run(args).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
