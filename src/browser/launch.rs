@@ -12,9 +12,9 @@ use futures::StreamExt;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
-use super::BrowserConfig;
 use super::context::Context;
 use super::error::{BrowserError, fmt_duration};
+use super::{BrowserConfig, Sandbox};
 
 /// Switches for an offline, root, headless run (chromiumoxide adds the `--`; it already
 /// passes disable-background-networking, disable-dev-shm-usage, disable-sync, no-first-run).
@@ -33,6 +33,68 @@ const BASE_ARGS: &[&str] = &[
 ];
 
 static PROFILE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Set once Chromium said its sandbox cannot start here; later `Auto` launches go
+/// straight to `--no-sandbox`.
+static SANDBOX_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this launch asks for Chromium's sandbox.
+fn wants_sandbox(setting: Sandbox, root: bool) -> bool {
+    match setting {
+        Sandbox::On => true,
+        Sandbox::Off => false,
+        // Chromium refuses its sandbox as root ("Running as root without --no-sandbox is
+        // not supported"); root in a disposable VM or CI is the usual case for that.
+        Sandbox::Auto => !root && !SANDBOX_UNAVAILABLE.load(Ordering::SeqCst),
+    }
+}
+
+/// The effective user id is 0 (read from /proc: no libc call needed for one number).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_uid(&s))
+        .is_some_and(|uid| uid == 0)
+}
+
+/// `Uid:\treal\teffective\tsaved\tfs` in /proc/PID/status.
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+}
+
+/// Chromium exits at start with "No usable sandbox!" when neither its namespace sandbox
+/// (user namespaces) nor a setuid helper can be used.
+fn no_usable_sandbox(launch_error: &str) -> bool {
+    launch_error.contains("No usable sandbox")
+}
+
+/// Starts the Chromium process and its DevTools connection.
+async fn start(
+    cfg: &BrowserConfig,
+    profile: &Path,
+    args: &[String],
+    sandboxed: bool,
+) -> Result<(CBrowser, chromiumoxide::Handler), String> {
+    let mut builder = CConfig::builder()
+        .chrome_executable(&cfg.executable)
+        .user_data_dir(profile)
+        .viewport(None)
+        .request_timeout(cfg.cdp_timeout)
+        .launch_timeout(Duration::from_secs(20))
+        .args(args.iter().cloned());
+    if !sandboxed {
+        builder = builder.no_sandbox();
+    }
+    if !cfg.headless {
+        builder = builder.with_head();
+    }
+    let ccfg = builder.build()?;
+    CBrowser::launch(ccfg).await.map_err(|e| e.to_string())
+}
 
 /// State shared by the browser, its contexts and pages.
 pub(super) struct Shared {
@@ -185,35 +247,37 @@ impl Browser {
                 .iter()
                 .map(|a| a.trim_start_matches('-').to_string()),
         );
-        let mut builder = CConfig::builder()
-            .chrome_executable(&cfg.executable)
-            .no_sandbox()
-            .user_data_dir(&profile)
-            .viewport(None)
-            .request_timeout(cfg.cdp_timeout)
-            .launch_timeout(Duration::from_secs(20))
-            .args(args);
-        if !cfg.headless {
-            builder = builder.with_head();
-        }
-        let ccfg = match builder.build() {
-            Ok(c) => c,
+        let started = Instant::now();
+        let sandboxed = wants_sandbox(cfg.sandbox, running_as_root());
+        let launched = match start(&cfg, &profile, &args, sandboxed).await {
+            Err(e) if sandboxed && cfg.sandbox == Sandbox::Auto && no_usable_sandbox(&e) => {
+                if !SANDBOX_UNAVAILABLE.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        "chromium's sandbox cannot start here (no user namespaces: a container's \
+                         seccomp profile?); chromium runs without it from now on. \
+                         USHER_CHROME_SANDBOX=off says so explicitly; docs/operations.md"
+                    );
+                }
+                // The failed attempt may have left files in the profile.
+                let _ = std::fs::remove_dir_all(&profile);
+                let _ = std::fs::create_dir_all(&profile);
+                start(&cfg, &profile, &args, false)
+                    .await
+                    .map(|b| (b, false))
+            }
+            other => other.map(|b| (b, sandboxed)),
+        };
+        let ((mut cb, mut handler), sandboxed) = match launched {
+            Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&profile);
                 return Err(launch_err(e));
             }
         };
-        let started = Instant::now();
-        let (mut cb, mut handler) = match CBrowser::launch(ccfg).await {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&profile);
-                return Err(launch_err(e.to_string()));
-            }
-        };
         let pid = cb.get_mut_child().and_then(|c| c.as_mut_inner().id());
         tracing::debug!(
             pid,
+            sandboxed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "chromium launched"
         );
@@ -404,5 +468,36 @@ fn process_running(stat: &Path) -> bool {
             None => true,
         },
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_uid_is_the_second_uid_field() {
+        let status =
+            "Name:\tusher\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_sandbox_is_asked_for_unless_root_or_off() {
+        assert!(wants_sandbox(Sandbox::On, true));
+        assert!(!wants_sandbox(Sandbox::Off, false));
+        assert!(!wants_sandbox(Sandbox::Auto, true));
+        // (Auto as non-root also depends on what earlier launches found: not asserted
+        // here, since tests share the process.)
+    }
+
+    #[test]
+    fn chromium_saying_no_usable_sandbox_is_recognised() {
+        let e = r#"Browser process exited with status ExitStatus(unix_wait_status(5)) before websocket URL could be resolved, stderr: BrowserStderr("[1:1:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox! If you are running on Ubuntu 23.10+ ...")"#;
+        assert!(no_usable_sandbox(e));
+        assert!(!no_usable_sandbox(
+            "Running as root without --no-sandbox is not supported"
+        ));
     }
 }
