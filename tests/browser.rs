@@ -585,8 +585,8 @@ async fn crash_is_detected_fast_and_relaunch_works() {
 }
 
 /// `Sandbox::On` really asks Chromium for its sandbox (no `--no-sandbox` slipped in):
-/// as root, where Chromium refuses it, the launch fails with Chromium's own reason and
-/// leaves no profile behind; `Sandbox::Off` launches there.
+/// as root, where Chromium refuses it, the launch fails with Chromium's own reason;
+/// `Sandbox::Off` launches there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sandbox_setting_reaches_chromium() {
     let root = std::fs::read_to_string("/proc/self/status")
@@ -599,24 +599,11 @@ async fn sandbox_setting_reaches_chromium() {
         sandbox: Sandbox::On,
         ..BrowserConfig::default()
     };
-    let own_profiles = || {
-        let prefix = format!("usher-chromium-{}-", std::process::id());
-        std::fs::read_dir(std::env::temp_dir())
-            .expect("tmp")
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-            .count()
-    };
-    let before = own_profiles();
     match Browser::launch(on).await {
         Err(BrowserError::Launch { reason, .. }) => {
             assert!(
                 reason.contains("--no-sandbox") || reason.contains("sandbox"),
                 "{reason}"
-            );
-            assert!(
-                own_profiles() <= before,
-                "a failed launch removes its profile"
             );
         }
         Err(e) => panic!("unexpected error: {e}"),

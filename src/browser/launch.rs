@@ -66,10 +66,38 @@ fn effective_uid(status: &str) -> Option<u32> {
         .and_then(|n| n.parse().ok())
 }
 
-/// Chromium exits at start with "No usable sandbox!" when neither its namespace sandbox
-/// (user namespaces) nor a setuid helper can be used.
-fn no_usable_sandbox(launch_error: &str) -> bool {
-    launch_error.contains("No usable sandbox")
+/// A failed start: `exited_early` when Chromium itself exited before its DevTools
+/// endpoint came up (then `said` is the first line it printed).
+struct StartError {
+    message: String,
+    exited_early: bool,
+    said: String,
+}
+
+impl StartError {
+    fn other(message: String) -> StartError {
+        StartError {
+            message,
+            exited_early: false,
+            said: String::new(),
+        }
+    }
+}
+
+/// The first non-empty line of Chromium's stderr, without its `[pid:tid:time:LEVEL:file]`
+/// prefix, at most 200 characters.
+fn first_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+        Some((_, rest)) => rest,
+        None => line,
+    };
+    line.chars().take(200).collect()
 }
 
 /// Starts the Chromium process and its DevTools connection.
@@ -78,7 +106,7 @@ async fn start(
     profile: &Path,
     args: &[String],
     sandboxed: bool,
-) -> Result<(CBrowser, chromiumoxide::Handler), String> {
+) -> Result<(CBrowser, chromiumoxide::Handler), StartError> {
     let mut builder = CConfig::builder()
         .chrome_executable(&cfg.executable)
         .user_data_dir(profile)
@@ -92,8 +120,15 @@ async fn start(
     if !cfg.headless {
         builder = builder.with_head();
     }
-    let ccfg = builder.build()?;
-    CBrowser::launch(ccfg).await.map_err(|e| e.to_string())
+    let ccfg = builder.build().map_err(StartError::other)?;
+    CBrowser::launch(ccfg).await.map_err(|e| match &e {
+        CdpError::LaunchExit(_, stderr) => StartError {
+            said: first_line(stderr.as_slice()),
+            exited_early: true,
+            message: e.to_string(),
+        },
+        _ => StartError::other(e.to_string()),
+    })
 }
 
 /// State shared by the browser, its contexts and pages.
@@ -250,20 +285,21 @@ impl Browser {
         let started = Instant::now();
         let sandboxed = wants_sandbox(cfg.sandbox, running_as_root());
         let launched = match start(&cfg, &profile, &args, sandboxed).await {
-            Err(e) if sandboxed && cfg.sandbox == Sandbox::Auto && no_usable_sandbox(&e) => {
-                if !SANDBOX_UNAVAILABLE.swap(true, Ordering::SeqCst) {
-                    tracing::warn!(
-                        "chromium's sandbox cannot start here (no user namespaces: a container's \
-                         seccomp profile?); chromium runs without it from now on. \
-                         USHER_CHROME_SANDBOX=off says so explicitly; docs/operations.md"
-                    );
-                }
-                // The failed attempt may have left files in the profile.
+            // Chromium died at start with its sandbox: try once without. Only when that
+            // works was the sandbox the cause (no user namespaces, or no chroot for want of
+            // CAP_SYS_CHROOT, as in a container under a default seccomp profile).
+            Err(e) if sandboxed && cfg.sandbox == Sandbox::Auto && e.exited_early => {
                 let _ = std::fs::remove_dir_all(&profile);
                 let _ = std::fs::create_dir_all(&profile);
-                start(&cfg, &profile, &args, false)
-                    .await
-                    .map(|b| (b, false))
+                let unsandboxed = start(&cfg, &profile, &args, false).await;
+                if unsandboxed.is_ok() && !SANDBOX_UNAVAILABLE.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        chromium = %e.said,
+                        "chromium's sandbox cannot start here; chromium runs without it from \
+                         now on (USHER_CHROME_SANDBOX=off says so explicitly; docs/operations.md)"
+                    );
+                }
+                unsandboxed.map(|b| (b, false))
             }
             other => other.map(|b| (b, sandboxed)),
         };
@@ -271,7 +307,7 @@ impl Browser {
             Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&profile);
-                return Err(launch_err(e));
+                return Err(launch_err(e.message));
             }
         };
         let pid = cb.get_mut_child().and_then(|c| c.as_mut_inner().id());
@@ -493,11 +529,18 @@ mod tests {
     }
 
     #[test]
-    fn chromium_saying_no_usable_sandbox_is_recognised() {
-        let e = r#"Browser process exited with status ExitStatus(unix_wait_status(5)) before websocket URL could be resolved, stderr: BrowserStderr("[1:1:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox! If you are running on Ubuntu 23.10+ ...")"#;
-        assert!(no_usable_sandbox(e));
-        assert!(!no_usable_sandbox(
-            "Running as root without --no-sandbox is not supported"
-        ));
+    fn chromiums_first_words_are_kept_without_their_prefix() {
+        let stderr = b"\nCheck failed: sys_chroot(\"/proc/self/fdinfo/\") == 0\n[16:16:1129/115847.202227:FATAL:zygote_host_impl_linux.cc:254] Failed to receive hello message from zygote\n";
+        assert_eq!(
+            first_line(stderr),
+            "Check failed: sys_chroot(\"/proc/self/fdinfo/\") == 0"
+        );
+        assert_eq!(
+            first_line(
+                b"[1:1:0101/000000.0:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox!\n"
+            ),
+            "No usable sandbox!"
+        );
+        assert_eq!(first_line(b""), "");
     }
 }

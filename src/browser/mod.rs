@@ -32,8 +32,9 @@ pub use page::{DialogPolicy, Page, WaitState};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sandbox {
     /// Off when running as root (Chromium refuses its sandbox there); otherwise on, unless
-    /// Chromium reports that no sandbox can start here (a container whose seccomp profile
-    /// denies user namespaces): then off for the rest of the process, with one warning.
+    /// Chromium exits at start with it and starts without it (a container whose seccomp
+    /// profile denies user namespaces or chroot): then off for the rest of the process,
+    /// with one warning.
     Auto,
     /// Always on: launching fails where the sandbox cannot start.
     On,
