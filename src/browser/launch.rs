@@ -34,8 +34,8 @@ const BASE_ARGS: &[&str] = &[
 
 static PROFILE_SEQ: AtomicU64 = AtomicU64::new(0);
 
-/// Set once Chromium said its sandbox cannot start here; later `Auto` launches go
-/// straight to `--no-sandbox`.
+/// Set once Chromium exited at start with its sandbox and then started without it;
+/// later `Auto` launches go straight to `--no-sandbox`.
 static SANDBOX_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
 
 /// Whether this launch asks for Chromium's sandbox.
