@@ -11,7 +11,7 @@ use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use futures::StreamExt;
 use usher::browser::{
-    Browser, BrowserConfig, BrowserError, DialogPolicy, Locator, SessionState, WaitState,
+    Browser, BrowserConfig, BrowserError, DialogPolicy, Locator, Sandbox, SessionState, WaitState,
 };
 use usher::digest::sha256_hex;
 
@@ -583,6 +583,45 @@ async fn crash_is_detected_fast_and_relaunch_works() {
         let profile = b.profile_dir().to_path_buf();
         b.close().await.expect("close");
         assert!(!profile.exists(), "profile removed on close");
+    }
+}
+
+/// `Sandbox::On` really asks Chromium for its sandbox (no `--no-sandbox` slipped in):
+/// as root, where Chromium refuses it, the launch fails with Chromium's own reason;
+/// `Sandbox::Off` launches there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_setting_reaches_chromium() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .expect("uid");
+    let on = BrowserConfig {
+        sandbox: Sandbox::On,
+        ..BrowserConfig::default()
+    };
+    match Browser::launch(on).await {
+        Err(BrowserError::Launch { reason, .. }) => {
+            assert!(
+                reason.contains("--no-sandbox") || reason.contains("sandbox"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(b) => {
+            // Only a non-root user on a kernel with user namespaces gets here.
+            assert!(!root, "chromium ran sandboxed as root?");
+            b.close().await.expect("close");
+        }
+    }
+    if root {
+        let off = BrowserConfig {
+            sandbox: Sandbox::Off,
+            ..BrowserConfig::default()
+        };
+        let b = Browser::launch(off).await.expect("launch without sandbox");
+        b.close().await.expect("close");
     }
 }
 

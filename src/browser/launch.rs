@@ -12,9 +12,9 @@ use futures::StreamExt;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
-use super::BrowserConfig;
 use super::context::BrowserContext;
 use super::error::{BrowserError, fmt_duration};
+use super::{BrowserConfig, Sandbox};
 
 /// Switches for an offline, root, headless run (chromiumoxide adds the `--`; it already
 /// passes disable-background-networking, disable-dev-shm-usage, disable-sync, no-first-run).
@@ -33,6 +33,103 @@ const BASE_ARGS: &[&str] = &[
 ];
 
 static PROFILE_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Set once Chromium exited at start with its sandbox and then started without it;
+/// later `Auto` launches go straight to `--no-sandbox`.
+static SANDBOX_UNAVAILABLE: AtomicBool = AtomicBool::new(false);
+
+/// Whether this launch asks for Chromium's sandbox.
+fn wants_sandbox(setting: Sandbox, root: bool) -> bool {
+    match setting {
+        Sandbox::On => true,
+        Sandbox::Off => false,
+        // Chromium refuses its sandbox as root ("Running as root without --no-sandbox is
+        // not supported"); root in a disposable VM or CI is the usual case for that.
+        Sandbox::Auto => !root && !SANDBOX_UNAVAILABLE.load(Ordering::SeqCst),
+    }
+}
+
+/// The effective user id is 0 (read from /proc: no libc call needed for one number).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| effective_uid(&s))
+        .is_some_and(|uid| uid == 0)
+}
+
+/// `Uid:\treal\teffective\tsaved\tfs` in /proc/PID/status.
+fn effective_uid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|n| n.parse().ok())
+}
+
+/// A failed start: `exited_early` when Chromium itself exited before its DevTools
+/// endpoint came up (then `said` is the first line it printed).
+struct StartError {
+    message: String,
+    exited_early: bool,
+    said: String,
+}
+
+impl StartError {
+    fn other(message: String) -> StartError {
+        StartError {
+            message,
+            exited_early: false,
+            said: String::new(),
+        }
+    }
+}
+
+/// The first non-empty line of Chromium's stderr, without its `[pid:tid:time:LEVEL:file]`
+/// prefix, at most 200 characters.
+fn first_line(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
+        Some((_, rest)) => rest,
+        None => line,
+    };
+    line.chars().take(200).collect()
+}
+
+/// Starts the Chromium process and its DevTools connection.
+async fn start(
+    cfg: &BrowserConfig,
+    profile: &Path,
+    args: &[String],
+    sandboxed: bool,
+) -> Result<(CBrowser, chromiumoxide::Handler), StartError> {
+    let mut builder = CConfig::builder()
+        .chrome_executable(&cfg.executable)
+        .user_data_dir(profile)
+        .viewport(None)
+        .request_timeout(cfg.cdp_timeout)
+        .launch_timeout(Duration::from_secs(20))
+        .args(args.iter().cloned());
+    if !sandboxed {
+        builder = builder.no_sandbox();
+    }
+    if !cfg.headless {
+        builder = builder.with_head();
+    }
+    let ccfg = builder.build().map_err(StartError::other)?;
+    CBrowser::launch(ccfg).await.map_err(|e| match &e {
+        CdpError::LaunchExit(_, stderr) => StartError {
+            said: first_line(stderr.as_slice()),
+            exited_early: true,
+            message: e.to_string(),
+        },
+        _ => StartError::other(e.to_string()),
+    })
+}
 
 /// State shared by the browser, its contexts and pages.
 pub(super) struct Shared {
@@ -185,35 +282,38 @@ impl Browser {
                 .iter()
                 .map(|a| a.trim_start_matches('-').to_string()),
         );
-        let mut builder = CConfig::builder()
-            .chrome_executable(&cfg.executable)
-            .no_sandbox()
-            .user_data_dir(&profile)
-            .viewport(None)
-            .request_timeout(cfg.cdp_timeout)
-            .launch_timeout(Duration::from_secs(20))
-            .args(args);
-        if !cfg.headless {
-            builder = builder.with_head();
-        }
-        let ccfg = match builder.build() {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&profile);
-                return Err(launch_err(e));
-            }
-        };
         let started = Instant::now();
-        let (mut cb, mut handler) = match CBrowser::launch(ccfg).await {
+        let sandboxed = wants_sandbox(cfg.sandbox, running_as_root());
+        let launched = match start(&cfg, &profile, &args, sandboxed).await {
+            // Chromium died at start with its sandbox: try once without. Only when that
+            // works was the sandbox the cause (no user namespaces, or no chroot for want of
+            // CAP_SYS_CHROOT, as in a container under a default seccomp profile).
+            Err(e) if sandboxed && cfg.sandbox == Sandbox::Auto && e.exited_early => {
+                let _ = std::fs::remove_dir_all(&profile);
+                let _ = std::fs::create_dir_all(&profile);
+                let unsandboxed = start(&cfg, &profile, &args, false).await;
+                if unsandboxed.is_ok() && !SANDBOX_UNAVAILABLE.swap(true, Ordering::SeqCst) {
+                    tracing::warn!(
+                        chromium = %e.said,
+                        "chromium's sandbox cannot start here; chromium runs without it from \
+                         now on (USHER_CHROME_SANDBOX=off says so explicitly; docs/operations.md)"
+                    );
+                }
+                unsandboxed.map(|b| (b, false))
+            }
+            other => other.map(|b| (b, sandboxed)),
+        };
+        let ((mut cb, mut handler), sandboxed) = match launched {
             Ok(v) => v,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&profile);
-                return Err(launch_err(e.to_string()));
+                return Err(launch_err(e.message));
             }
         };
         let pid = cb.get_mut_child().and_then(|c| c.as_mut_inner().id());
         tracing::debug!(
             pid,
+            sandboxed,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "chromium launched"
         );
@@ -404,5 +504,43 @@ fn process_running(stat: &Path) -> bool {
             None => true,
         },
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn effective_uid_is_the_second_uid_field() {
+        let status =
+            "Name:\tusher\nUmask:\t0022\nUid:\t1000\t0\t0\t0\nGid:\t1000\t1000\t1000\t1000\n";
+        assert_eq!(effective_uid(status), Some(0));
+        assert_eq!(effective_uid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn the_sandbox_is_asked_for_unless_root_or_off() {
+        assert!(wants_sandbox(Sandbox::On, true));
+        assert!(!wants_sandbox(Sandbox::Off, false));
+        assert!(!wants_sandbox(Sandbox::Auto, true));
+        // (Auto as non-root also depends on what earlier launches found: not asserted
+        // here, since tests share the process.)
+    }
+
+    #[test]
+    fn chromiums_first_words_are_kept_without_their_prefix() {
+        let stderr = b"\nCheck failed: sys_chroot(\"/proc/self/fdinfo/\") == 0\n[16:16:1129/115847.202227:FATAL:zygote_host_impl_linux.cc:254] Failed to receive hello message from zygote\n";
+        assert_eq!(
+            first_line(stderr),
+            "Check failed: sys_chroot(\"/proc/self/fdinfo/\") == 0"
+        );
+        assert_eq!(
+            first_line(
+                b"[1:1:0101/000000.0:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox!\n"
+            ),
+            "No usable sandbox!"
+        );
+        assert_eq!(first_line(b""), "");
     }
 }

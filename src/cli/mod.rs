@@ -1,11 +1,13 @@
 //! The `usher` command line: the clap definitions and one module per command group
-//! (`serve`, `config` with `token`, `audit`, `playbook`, `vault`, `jobs`, `demo`).
+//! (`serve`, `config` with `token`, `audit`, `playbook`, `vault`, `jobs`, `healthcheck`,
+//! `demo`).
 //! Handlers print their result and return the exit code; errors go back to `main`,
 //! which prints them as one plain line.
 
 mod audit;
 mod config;
 mod demo;
+mod healthcheck;
 mod jobs;
 mod playbook;
 mod serve;
@@ -79,6 +81,8 @@ enum Command {
         #[command(subcommand)]
         command: jobs::JobsCommand,
     },
+    /// Check that a running server answers on /healthz (or --path); exit 0 or 1.
+    Healthcheck(healthcheck::Args),
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -100,6 +104,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Playbook { command } => playbook::run(command).await,
         Command::Vault { command } => vault::run(command).await,
         Command::Jobs { config, command } => jobs::run(&config, command).await,
+        Command::Healthcheck(args) => {
+            healthcheck::run(args).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Demo { listen, dir } => demo::run(listen, &dir).await,
     }
 }
