@@ -41,13 +41,8 @@ fn main() -> ExitCode {
     match rt.block_on(cli::run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            // One plain line: the error and its causes.
-            let mut line = e.to_string();
-            for cause in e.chain().skip(1) {
-                line.push_str(": ");
-                line.push_str(&cause.to_string());
-            }
-            eprintln!("usher: {line}");
+            // One plain line: the error and each cause once.
+            eprintln!("usher: {}", cli::one_line(&e));
             ExitCode::FAILURE
         }
     }

@@ -12,6 +12,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
+use crate::audit::checkpoint::{CheckpointError, CheckpointKey, CheckpointSinks, CheckpointWriter};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineError, EngineParams, Secrets};
@@ -25,6 +26,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("cannot start the engine: {0}")]
     Engine(#[from] EngineError),
+    #[error("audit checkpoints: {0}")]
+    Checkpoint(#[from] CheckpointError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -42,6 +45,13 @@ pub struct Running {
     shutdown_grace: Duration,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// The checkpoint writer's task and its stop signal.
+struct Checkpoints {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
@@ -53,6 +63,11 @@ impl Running {
             e.shutdown(self.shutdown_grace).await;
         }
         let r = self.task.await.unwrap_or(Ok(()));
+        // Last, so that the final checkpoint covers what the shutdown appended.
+        if let Some(c) = self.checkpoints {
+            let _ = c.stop.send(true);
+            let _ = c.task.await;
+        }
         self.store.close().await;
         Ok(r?)
     }
@@ -175,6 +190,7 @@ pub async fn start_with(
     engine_setup: Option<EngineSetup>,
 ) -> Result<Running, ServeError> {
     let store = Store::connect(&config.database, Arc::new(SystemClock)).await?;
+    let checkpoints = start_checkpoints(config, &store)?;
     // Playbooks are checked before anything listens: a broken one stops the start.
     let engine_parts = match engine_setup {
         Some(setup) if config.engine.workers > 0 && !config.integrations.is_empty() => {
@@ -231,7 +247,93 @@ pub async fn start_with(
         shutdown_grace: config.engine.shutdown_grace,
         shutdown: tx,
         task,
+        checkpoints,
     })
+}
+
+/// Starts the audit checkpoint writer when a checkpoint key is set: after appends (at
+/// most every `audit.checkpoint_interval`, and every few intervals for appends by other
+/// processes) it signs the chain head and writes it to the file, the log and the
+/// webhooks that list `audit.checkpoint`.
+fn start_checkpoints(config: &Config, store: &Store) -> Result<Option<Checkpoints>, ServeError> {
+    let settings = &config.audit;
+    let Some(key) = CheckpointKey::from_env_or_config(settings.checkpoint_key_file.as_deref())?
+    else {
+        // A file was asked for: running without it would silently drop the protection.
+        if settings.checkpoint_file.is_some() {
+            return Err(CheckpointError::NoKey.into());
+        }
+        return Ok(None);
+    };
+    let targets: Vec<String> = config
+        .webhooks
+        .iter()
+        .filter(|w| w.events.iter().any(|e| e == "audit.checkpoint"))
+        .map(|w| w.url.clone())
+        .collect();
+    let forward: Option<Arc<dyn Fn(String) + Send + Sync>> = if targets.is_empty() {
+        None
+    } else {
+        let store = store.clone();
+        Some(Arc::new(move |line: String| {
+            let store = store.clone();
+            let targets = targets.clone();
+            tokio::spawn(async move {
+                let body = format!("{{\"type\":\"audit.checkpoint\",\"checkpoint\":{line}}}");
+                for url in targets {
+                    if let Err(e) = store.enqueue_webhook(&url, "audit.checkpoint", &body).await {
+                        tracing::warn!(error = %e, "queueing an audit checkpoint webhook failed");
+                    }
+                }
+            });
+        }))
+    };
+    let key_id = key.id().to_owned();
+    let mut writer = CheckpointWriter::new(
+        key,
+        CheckpointSinks {
+            file: settings.checkpoint_file.clone(),
+            log: settings.checkpoint_log,
+            forward,
+        },
+    );
+    let interval = settings.checkpoint_interval.max(Duration::from_millis(10));
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let store = store.clone();
+    let clock = store.clock();
+    let task = tokio::spawn(async move {
+        let mut write = |head: Option<(i64, String)>| {
+            if let Some((seq, hash)) = head {
+                let at = crate::clock::format_time(clock.now());
+                if let Err(e) = writer.write(seq, &hash, &at) {
+                    tracing::error!(error = %e, "writing an audit checkpoint failed");
+                }
+            }
+        };
+        loop {
+            let stopping = tokio::select! {
+                _ = crate::audit::checkpoint::appended() => false,
+                _ = tokio::time::sleep(interval * 5) => false,
+                _ = stopped.changed() => true,
+            };
+            if !stopping {
+                // Let a burst of appends (and their commits) land: one checkpoint for all.
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {},
+                    _ = stopped.changed() => {},
+                }
+            }
+            match store.audit_head().await {
+                Ok(head) => write(head),
+                Err(e) => tracing::warn!(error = %e, "reading the audit chain head failed"),
+            }
+            if *stopped.borrow() {
+                return;
+            }
+        }
+    });
+    tracing::info!(key = %key_id, "audit checkpoints on");
+    Ok(Some(Checkpoints { stop, task }))
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -566,6 +566,19 @@ async fn crash_is_detected_fast_and_relaunch_works() {
         assert!(e.is_crash(), "{e}");
         assert!(t0.elapsed() < Duration::from_secs(2));
         assert!(!b.is_alive());
+        // Reaped at once, not left a zombie until a relaunch or Usher's exit.
+        let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
+        for _ in 0..50 {
+            if !proc_dir.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            !proc_dir.exists(),
+            "killed chromium {pid} is still in the process table: {:?}",
+            std::fs::read_to_string(proc_dir.join("stat")).unwrap_or_default()
+        );
         let e = b.new_context().await.expect_err("dead browser");
         assert!(e.is_crash());
         let old_profile = b.profile_dir().to_path_buf();

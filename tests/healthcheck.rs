@@ -2,6 +2,8 @@
 //! unhealthy answers, a server that is gone, one that never answers, and the listen
 //! address read from the configuration.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
 mod support;
 
 use std::process::Command;

@@ -35,17 +35,44 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-/// Every process below `pid`, deepest first (Chromium and its helpers).
+/// Every process below `pid`, deepest first (Chromium and its helpers), whichever of
+/// its threads forked them.
 fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    for c in children
-        .split_whitespace()
-        .filter_map(|c| c.parse::<u32>().ok())
-    {
-        out.extend(descendants(c));
-        out.push(c);
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for t in tasks {
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{}/children", t.to_string_lossy()))
+                .unwrap_or_default();
+        for c in children
+            .split_whitespace()
+            .filter_map(|c| c.parse::<u32>().ok())
+        {
+            out.extend(descendants(c));
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Processes (not zombies) whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|s| s == "Z" || s == "X");
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        if !zombie && String::from_utf8_lossy(&cmd).contains(needle) {
+            out.push(pid);
+        }
     }
     out
 }
@@ -55,6 +82,10 @@ fn kill9(pid: u32) {
 }
 
 async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
+    serve_env(config, key, log, &[]).await
+}
+
+async fn serve_env(config: &Path, key: &VaultKey, log: &Path, env: &[(&str, &Path)]) -> Serve {
     let text = std::fs::read_to_string(config).expect("config");
     let listen = text
         .lines()
@@ -71,6 +102,7 @@ async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
         .arg(config)
         .env("USHER_VAULT_KEY", key.to_base64().as_str())
         .env("USHER_LOG", "debug,sqlx=warn,hyper=info,reqwest=info")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_os_str())))
         .stdout(Stdio::null())
         .stderr(logf)
         .spawn()
@@ -97,6 +129,12 @@ async fn serve(config: &Path, key: &VaultKey, log: &Path) -> Serve {
 }
 
 impl Serve {
+    /// SIGKILL to `usher serve` alone, as an OOM killer or an operator would send it.
+    fn kill9_alone(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     fn kill9(&mut self) {
         let below = descendants(self.child.id());
         let _ = self.child.kill(); // SIGKILL
@@ -436,5 +474,257 @@ async fn two_processes_on_postgresql_run_each_of_100_jobs_once() {
     a.stop();
     b.stop();
     store.verify_audit_chain().await.expect("chain");
+    app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_dies_with_a_killed_usher_and_the_next_start_removes_its_profile() {
+    let opts = secret_options();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("app");
+    let db = TestDb::new(Db::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Usher's own temporary folder, so that its profile folders are the only ones here.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(&tmp).expect("tmp");
+    let (key, store) = seed_vault(&db.url, &opts).await;
+    let token = format!("orphan-{}", uuid::Uuid::new_v4().simple());
+    let cfg = dir.path().join("usher.yaml");
+    std::fs::write(
+        &cfg,
+        config(
+            &db.url,
+            free_port(),
+            app.base_url(),
+            &token,
+            2,
+            &dir.path().join("ev"),
+        ),
+    )
+    .expect("config");
+    let log = dir.path().join("serve.log");
+    let env = [("TMPDIR", tmp.as_path())];
+    let profiles = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&tmp)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let needle = tmp.display().to_string();
+
+    let mut first = serve_env(&cfg, &key, &log, &env).await;
+    post_users(&first.base, &token, "orphan", 0..3).await;
+    // Chromium runs (and works) for the first process.
+    for _ in 0..600 {
+        if !app.users().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let chromium = processes_mentioning(&needle);
+    assert!(
+        !chromium.is_empty(),
+        "chromium runs with a profile in {needle}"
+    );
+    let left = profiles();
+    assert_eq!(left.len(), 1, "one profile folder: {left:?}");
+
+    first.kill9_alone();
+    // The kernel kills Chromium with its parent; its helpers follow.
+    let mut survivors = processes_mentioning(&needle);
+    for _ in 0..100 {
+        if survivors.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        survivors = processes_mentioning(&needle);
+    }
+    for p in &survivors {
+        kill9(*p);
+    }
+    assert!(
+        survivors.is_empty(),
+        "chromium processes outlived the killed usher: {survivors:?}"
+    );
+    assert!(
+        left[0].exists(),
+        "a killed usher cannot remove its profile folder"
+    );
+
+    // The next start removes it (before any job needs a browser).
+    let mut second = serve_env(&cfg, &key, &log, &env).await;
+    for _ in 0..100 {
+        if !left[0].exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !left[0].exists(),
+        "stale profile folder {} removed",
+        left[0].display()
+    );
+    all_jobs_end(&store, 5).await;
+    assert_each_once(&app, "orphan", 3);
+    second.stop();
+    // A stopped usher closes its browser and removes its own folder.
+    assert!(profiles().is_empty(), "{:?}", profiles());
+    assert!(processes_mentioning(&needle).is_empty());
+    app.shutdown().await;
+}
+
+/// kill -9 of a node mid-run, then a restart: the jobs it held are taken over as soon
+/// as its heartbeat is stale (a few seconds), not when their 60 s leases run out, and
+/// each take-over is logged and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_over_its_predecessors_jobs_within_10_s() {
+    let opts = secret_options();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("app");
+    let db = TestDb::new(Db::Sqlite).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, store) = seed_vault(&db.url, &opts).await;
+    let token = format!("takeover-{}", uuid::Uuid::new_v4().simple());
+    let cfg = dir.path().join("usher.yaml");
+    std::fs::write(
+        &cfg,
+        config(
+            &db.url,
+            free_port(),
+            app.base_url(),
+            &token,
+            3,
+            &dir.path().join("ev"),
+        )
+        .replace("lease: 6s", "lease: 60s"),
+    )
+    .expect("config");
+    let log = dir.path().join("serve.log");
+    let mut first = serve(&cfg, &key, &log).await;
+    post_users(&first.base, &token, "takeover", 0..20).await;
+    let running = |jobs: &[usher::store::JobRow]| -> Vec<(i64, String)> {
+        jobs.iter()
+            .filter(|j| j.status == JobStatus::Running)
+            .map(|j| (j.id, j.lease_owner.clone().unwrap_or_default()))
+            .collect()
+    };
+    let mut held = Vec::new();
+    for _ in 0..1500 {
+        let jobs = store
+            .list_jobs(&JobFilter {
+                integration_id: Some("acme"),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("jobs");
+        held = running(&jobs);
+        if held.len() >= 2 && !app.users().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!held.is_empty(), "jobs were running at the kill");
+    first.kill9();
+    let mut second = serve(&cfg, &key, &log).await;
+    let restarted = std::time::Instant::now();
+    let mut waiting: Vec<i64> = held.iter().map(|(id, _)| *id).collect();
+    while !waiting.is_empty() && restarted.elapsed() < Duration::from_secs(10) {
+        let mut still = Vec::new();
+        for id in waiting {
+            let j = store.job(id).await.expect("job").expect("row");
+            let old = held
+                .iter()
+                .find(|(h, _)| *h == id)
+                .map(|(_, o)| o.as_str())
+                .unwrap_or("");
+            if j.status == JobStatus::Running && j.lease_owner.as_deref() == Some(old) {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        waiting.is_empty(),
+        "jobs {waiting:?} still held by the killed node 10 s after the restart"
+    );
+    let jobs = all_jobs_end(&store, 10).await;
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
+        "{jobs:?}"
+    );
+    assert_each_once(&app, "takeover", 20);
+    second.stop();
+    let events = store
+        .audit_events(Some("acme"), 10_000)
+        .await
+        .expect("events");
+    for (id, old) in &held {
+        let e = events
+            .iter()
+            .find(|e| e.event_type == "job.taken_over" && e.detail["job"] == json!(id))
+            .unwrap_or_else(|| panic!("no job.taken_over event for job {id}"));
+        assert_eq!(e.detail["from"], json!(old), "{}", e.detail);
+    }
+    let logs = std::fs::read_to_string(&log).expect("log");
+    assert!(logs.contains("taking over job"), "take-over logged");
+    store.verify_audit_chain().await.expect("chain");
+    app.shutdown().await;
+}
+
+/// Two processes on one database never sign in with the same TOTP code window: the
+/// app refuses a replayed code (and counts it towards locking the account).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_never_use_one_totp_window_twice() {
+    let opts = secret_options();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("app");
+    let db = TestDb::new(Db::Postgres).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, store) = seed_vault(&db.url, &opts).await;
+    let token = format!("totp-{}", uuid::Uuid::new_v4().simple());
+    let evidence = dir.path().join("evidence");
+    let (c1, c2) = (dir.path().join("a.yaml"), dir.path().join("b.yaml"));
+    for c in [&c1, &c2] {
+        std::fs::write(
+            c,
+            config(&db.url, free_port(), app.base_url(), &token, 1, &evidence),
+        )
+        .expect("config");
+    }
+    let (la, lb) = (dir.path().join("a.log"), dir.path().join("b.log"));
+    let (mut a, mut b) = tokio::join!(serve(&c1, &key, &la), serve(&c2, &key, &lb));
+    // Both processes get work at once, so both sign in at once.
+    tokio::join!(
+        post_users(&a.base, &token, "totp", 0..4),
+        post_users(&b.base, &token, "totp", 4..8)
+    );
+    let jobs = all_jobs_end(&store, 5).await;
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
+        "{jobs:?}"
+    );
+    assert_each_once(&app, "totp", 8);
+    a.stop();
+    b.stop();
+    let processes: BTreeSet<String> = store
+        .audit_events(Some("acme"), 10_000)
+        .await
+        .expect("events")
+        .iter()
+        .filter(|e| e.event_type == "job.succeeded")
+        .filter_map(|e| e.detail["worker"].as_str())
+        .map(|w| {
+            w.rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default()
+        })
+        .collect();
+    assert_eq!(processes.len(), 2, "both processes signed in and ran jobs");
+    assert_eq!(app.failed_logins(), 0, "no code was replayed");
+    assert_eq!(app.successful_logins(), 2, "one sign-in per process");
     app.shutdown().await;
 }

@@ -1,6 +1,9 @@
 //! The audit trail: append-only events, each chained to the one before by a SHA-256
-//! hash over a deterministic serialisation, so that any edit or deletion is detectable.
+//! hash over a deterministic serialisation, so that any edit or deletion is detectable;
+//! signed checkpoints of the chain head (`checkpoint`) make a truncated tail
+//! detectable too, and the evidence files the events cite are checked by content.
 
+pub mod checkpoint;
 pub mod evidence;
 
 use serde_json::Value;
@@ -70,6 +73,14 @@ pub mod kinds {
     pub const JOB_REQUEUED: &str = "job.requeued";
     /// A staged joiner claimed access at their link.
     pub const INVITE_CLAIMED: &str = "invite.claimed";
+    /// A worker took over a running job whose holder stopped (dead process or lease).
+    pub const JOB_TAKEN_OVER: &str = "job.taken_over";
+    /// A job waits because its integration is paused.
+    pub const JOB_PAUSED: &str = "job.paused";
+    /// The app refused the service account's sign-in: no more sign-ins until resumed.
+    pub const INTEGRATION_PAUSED: &str = "integration.paused";
+    /// Sign-ins allowed again (vault entry changed, or an operator said so).
+    pub const INTEGRATION_RESUMED: &str = "integration.resumed";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

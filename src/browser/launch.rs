@@ -1,4 +1,5 @@
-//! One Chromium process: launch, handler polling, crash detection, close and relaunch.
+//! One Chromium process: launch, handler polling, crash detection (and reaping), close
+//! and relaunch.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -6,29 +7,26 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chromiumoxide::browser::{Browser as CBrowser, BrowserConfig as CConfig};
+use chromiumoxide::browser::Browser as CBrowser;
 use chromiumoxide::error::CdpError;
+use chromiumoxide::handler::HandlerConfig;
 use futures::StreamExt;
 use tokio::sync::{RwLock, watch};
 use tokio::task::JoinHandle;
 
 use super::context::BrowserContext;
 use super::error::{BrowserError, fmt_duration};
+use super::process::{self, StartFailure, kill_and_reap, process_running, sweep_processes};
 use super::{BrowserConfig, Sandbox};
 
-/// Switches for an offline, root, headless run (chromiumoxide adds the `--`; it already
-/// passes disable-background-networking, disable-dev-shm-usage, disable-sync, no-first-run).
+/// Switches for an offline, root, headless run, besides the defaults of
+/// `process::command_line` (`--` is added).
 const BASE_ARGS: &[&str] = &[
     "disable-gpu",
-    "disable-background-networking",
     "disable-component-update",
-    "no-first-run",
-    "disable-sync",
     "disable-quic",
-    "disable-dev-shm-usage",
     "disable-features=Translate,MediaRouter,OptimizationHints,AutofillServerCommunication",
     "no-default-browser-check",
-    "password-store=basic",
     "window-size=1280,900",
 ];
 
@@ -66,69 +64,15 @@ fn effective_uid(status: &str) -> Option<u32> {
         .and_then(|n| n.parse().ok())
 }
 
-/// A failed start: `exited_early` when Chromium itself exited before its DevTools
-/// endpoint came up (then `said` is the first line it printed).
-struct StartError {
-    message: String,
-    exited_early: bool,
-    said: String,
-}
-
-impl StartError {
-    fn other(message: String) -> StartError {
-        StartError {
-            message,
-            exited_early: false,
-            said: String::new(),
-        }
-    }
-}
-
-/// The first non-empty line of Chromium's stderr, without its `[pid:tid:time:LEVEL:file]`
-/// prefix, at most 200 characters.
-fn first_line(stderr: &[u8]) -> String {
-    let text = String::from_utf8_lossy(stderr);
-    let line = text
-        .lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .unwrap_or("");
-    let line = match line.strip_prefix('[').and_then(|l| l.split_once("] ")) {
-        Some((_, rest)) => rest,
-        None => line,
-    };
-    line.chars().take(200).collect()
-}
-
-/// Starts the Chromium process and its DevTools connection.
-async fn start(
+/// Starts the Chromium process, with or without its sandbox, up to its DevTools URL.
+async fn spawn(
     cfg: &BrowserConfig,
     profile: &Path,
-    args: &[String],
+    tmp: &Path,
     sandboxed: bool,
-) -> Result<(CBrowser, chromiumoxide::Handler), StartError> {
-    let mut builder = CConfig::builder()
-        .chrome_executable(&cfg.executable)
-        .user_data_dir(profile)
-        .viewport(None)
-        .request_timeout(cfg.cdp_timeout)
-        .launch_timeout(Duration::from_secs(20))
-        .args(args.iter().cloned());
-    if !sandboxed {
-        builder = builder.no_sandbox();
-    }
-    if !cfg.headless {
-        builder = builder.with_head();
-    }
-    let ccfg = builder.build().map_err(StartError::other)?;
-    CBrowser::launch(ccfg).await.map_err(|e| match &e {
-        CdpError::LaunchExit(_, stderr) => StartError {
-            said: first_line(stderr.as_slice()),
-            exited_early: true,
-            message: e.to_string(),
-        },
-        _ => StartError::other(e.to_string()),
-    })
+) -> Result<process::Started, StartFailure> {
+    let args = process::command_line(cfg.headless, sandboxed, profile, BASE_ARGS, &cfg.extra_args);
+    process::start(&cfg.executable, args, tmp, Duration::from_secs(20)).await
 }
 
 /// State shared by the browser, its contexts and pages.
@@ -139,6 +83,8 @@ pub(super) struct Shared {
     reason: Mutex<String>,
     pub(super) cdp_timeout: Duration,
     pid: Option<u32>,
+    /// The Chromium process, reaped as soon as it dies (no zombie waits for Usher's exit).
+    child: Mutex<Option<std::process::Child>>,
     profile: PathBuf,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -146,6 +92,32 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn is_dead(&self) -> bool {
         *self.dead.borrow()
+    }
+
+    /// Collects the exit status of a Chromium that has exited (no-op while it runs).
+    fn reap(&self) {
+        if let Ok(mut child) = self.child.lock()
+            && let Some(c) = child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            tracing::debug!(pid = self.pid, %status, "chromium reaped");
+            child.take();
+        }
+    }
+
+    /// True once the Chromium process has exited and been reaped.
+    fn exited(&self) -> bool {
+        self.reap();
+        self.child.lock().map(|c| c.is_none()).unwrap_or(true)
+    }
+
+    /// SIGKILL (if still running) and reap.
+    fn kill(&self) {
+        if let Ok(mut child) = self.child.lock()
+            && let Some(mut c) = child.take()
+        {
+            kill_and_reap(&mut c);
+        }
     }
 
     fn mark_dead(&self, reason: &str) {
@@ -230,11 +202,11 @@ impl Drop for Shared {
                 t.abort();
             }
         }
-        // chromiumoxide kills the process on drop (kill_on_drop); then remove the profile.
-        if let Some(mut cb) = self.cb.get_mut().take()
-            && let Some(child) = cb.get_mut_child()
+        self.cb.get_mut().take();
+        if let Ok(child) = self.child.get_mut()
+            && let Some(mut c) = child.take()
         {
-            let _ = child.as_mut_inner().start_kill();
+            kill_and_reap(&mut c);
         }
         sweep_processes(&self.profile);
         let _ = std::fs::remove_dir_all(&self.profile);
@@ -267,31 +239,25 @@ impl Browser {
         if !cfg.executable.exists() {
             return Err(launch_err("executable not found".to_string()));
         }
-        let profile = std::env::temp_dir().join(format!(
-            "usher-chromium-{}-{}",
-            std::process::id(),
-            PROFILE_SEQ.fetch_add(1, Ordering::SeqCst)
-        ));
+        // A restarted Usher first removes what a killed one left behind.
+        process::clean_stale_profiles();
+        let profile = process::profile_dir(PROFILE_SEQ.fetch_add(1, Ordering::SeqCst));
         let _ = std::fs::remove_dir_all(&profile);
-        std::fs::create_dir_all(&profile)
+        let tmp = profile.join("tmp");
+        std::fs::create_dir_all(&tmp)
             .map_err(|e| launch_err(format!("cannot create profile dir: {e}")))?;
 
-        let mut args: Vec<String> = BASE_ARGS.iter().map(|s| s.to_string()).collect();
-        args.extend(
-            cfg.extra_args
-                .iter()
-                .map(|a| a.trim_start_matches('-').to_string()),
-        );
         let started = Instant::now();
         let sandboxed = wants_sandbox(cfg.sandbox, running_as_root());
-        let launched = match start(&cfg, &profile, &args, sandboxed).await {
+        let spawned = match spawn(&cfg, &profile, &tmp, sandboxed).await {
             // Chromium died at start with its sandbox: try once without. Only when that
             // works was the sandbox the cause (no user namespaces, or no chroot for want of
             // CAP_SYS_CHROOT, as in a container under a default seccomp profile).
             Err(e) if sandboxed && cfg.sandbox == Sandbox::Auto && e.exited_early => {
+                sweep_processes(&profile);
                 let _ = std::fs::remove_dir_all(&profile);
-                let _ = std::fs::create_dir_all(&profile);
-                let unsandboxed = start(&cfg, &profile, &args, false).await;
+                let _ = std::fs::create_dir_all(&tmp);
+                let unsandboxed = spawn(&cfg, &profile, &tmp, false).await;
                 if unsandboxed.is_ok() && !SANDBOX_UNAVAILABLE.swap(true, Ordering::SeqCst) {
                     tracing::warn!(
                         chromium = %e.said,
@@ -299,18 +265,39 @@ impl Browser {
                          now on (USHER_CHROME_SANDBOX=off says so explicitly; docs/operations.md)"
                     );
                 }
-                unsandboxed.map(|b| (b, false))
+                unsandboxed.map(|s| (s, false))
             }
-            other => other.map(|b| (b, sandboxed)),
+            other => other.map(|s| (s, sandboxed)),
         };
-        let ((mut cb, mut handler), sandboxed) = match launched {
+        let (spawned, sandboxed) = match spawned {
             Ok(v) => v,
             Err(e) => {
+                sweep_processes(&profile);
                 let _ = std::fs::remove_dir_all(&profile);
                 return Err(launch_err(e.message));
             }
         };
-        let pid = cb.get_mut_child().and_then(|c| c.as_mut_inner().id());
+        let mut child = spawned.child;
+        let handler_cfg = HandlerConfig {
+            ignore_https_errors: true,
+            ignore_invalid_messages: true,
+            viewport: None,
+            context_ids: Vec::new(),
+            request_timeout: cfg.cdp_timeout,
+            request_intercept: false,
+            cache_enabled: true,
+        };
+        let (cb, mut handler) =
+            match CBrowser::connect_with_config(spawned.ws_url.clone(), handler_cfg).await {
+                Ok(v) => v,
+                Err(e) => {
+                    kill_and_reap(&mut child);
+                    sweep_processes(&profile);
+                    let _ = std::fs::remove_dir_all(&profile);
+                    return Err(launch_err(format!("cannot connect to DevTools: {e}")));
+                }
+            };
+        let pid = Some(child.id());
         tracing::debug!(
             pid,
             sandboxed,
@@ -326,6 +313,7 @@ impl Browser {
             reason: Mutex::new(String::new()),
             cdp_timeout: cfg.cdp_timeout,
             pid,
+            child: Mutex::new(Some(child)),
             profile,
             tasks: Mutex::new(Vec::new()),
         });
@@ -353,20 +341,25 @@ impl Browser {
             }
         });
 
-        // Watch the process itself: a SIGKILLed chromium becomes a zombie (we have not
-        // reaped it yet) or disappears; either way report it within ~100 ms.
+        // Watch the process itself: a SIGKILLed chromium becomes a zombie until it is
+        // reaped; report it within ~100 ms and reap it then, so that no zombie waits
+        // for Usher's own exit (or for a relaunch that may never come).
         let weak = Arc::downgrade(&shared);
         let watcher_task = tokio::spawn(async move {
             let Some(pid) = pid else { return };
-            let stat = PathBuf::from(format!("/proc/{pid}/stat"));
             loop {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 let Some(s) = weak.upgrade() else { return };
-                if s.is_dead() {
-                    return;
-                }
-                if !process_running(&stat) {
+                if !process_running(pid) {
                     s.mark_dead(&format!("chromium process {pid} exited"));
+                    // A killed multi-threaded process shows as a zombie before its
+                    // other threads are gone, and cannot be reaped until they are.
+                    if s.exited() {
+                        return;
+                    }
+                    continue;
+                }
+                if s.is_dead() && s.closed.load(Ordering::SeqCst) {
                     return;
                 }
             }
@@ -429,17 +422,19 @@ impl Browser {
         shared.mark_dead("closed");
         {
             let mut guard = shared.cb.write().await;
-            if let Some(cb) = guard.as_mut() {
-                if !was_dead {
-                    let _ = tokio::time::timeout(timeout, cb.close()).await;
-                }
-                let waited = tokio::time::timeout(Duration::from_secs(5), cb.wait()).await;
-                if !matches!(waited, Ok(Ok(_))) {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), cb.kill()).await;
-                }
+            if let Some(cb) = guard.as_mut()
+                && !was_dead
+            {
+                let _ = tokio::time::timeout(timeout, cb.close()).await;
             }
             guard.take();
         }
+        // Give Chromium a moment to exit by itself (it flushes its profile), then kill.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !shared.exited() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        shared.kill();
         if let Ok(mut tasks) = shared.tasks.lock() {
             for t in tasks.drain(..) {
                 t.abort();
@@ -448,37 +443,6 @@ impl Browser {
         sweep_processes(&shared.profile);
         remove_profile(&shared.profile).await;
     }
-}
-
-/// Kills every process still using our profile directory (renderers or zygotes orphaned
-/// by a crashed browser, or a browser that ignored `Browser.close`).
-fn sweep_processes(profile: &Path) {
-    let needle = format!("--user-data-dir={}", profile.display());
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    let pids: Vec<String> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.split('\0').any(|a| a == needle).then_some(name)
-        })
-        .collect();
-    if pids.is_empty() {
-        return;
-    }
-    tracing::debug!(count = pids.len(), "killing leftover chromium processes");
-    let _ = std::process::Command::new("kill")
-        .arg("-KILL")
-        .args(&pids)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
 }
 
 /// Chromium's helpers may still be writing for a moment after exit: retry a few times.
@@ -491,20 +455,6 @@ async fn remove_profile(dir: &Path) {
         }
     }
     tracing::warn!(dir = %dir.display(), "could not remove chromium profile directory");
-}
-
-fn process_running(stat: &Path) -> bool {
-    match std::fs::read_to_string(stat) {
-        // "pid (comm) S ..." — comm may contain spaces/parens, so look after the last ')'.
-        Ok(s) => match s
-            .rfind(')')
-            .and_then(|i| s[i + 1..].split_whitespace().next())
-        {
-            Some(state) => state != "Z" && state != "X",
-            None => true,
-        },
-        Err(_) => false,
-    }
 }
 
 #[cfg(test)]
@@ -530,17 +480,17 @@ mod tests {
 
     #[test]
     fn chromiums_first_words_are_kept_without_their_prefix() {
-        let stderr = b"\nCheck failed: sys_chroot(\"/proc/self/fdinfo/\") == 0\n[16:16:1129/115847.202227:FATAL:zygote_host_impl_linux.cc:254] Failed to receive hello message from zygote\n";
+        let stderr = "\nCheck failed: sys_chroot(\"/proc/self/fdinfo/\") == 0\n[16:16:1129/115847.202227:FATAL:zygote_host_impl_linux.cc:254] Failed to receive hello message from zygote\n";
         assert_eq!(
-            first_line(stderr),
+            process::first_line(stderr),
             "Check failed: sys_chroot(\"/proc/self/fdinfo/\") == 0"
         );
         assert_eq!(
-            first_line(
-                b"[1:1:0101/000000.0:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox!\n"
+            process::first_line(
+                "[1:1:0101/000000.0:FATAL:zygote_host_impl_linux.cc(128)] No usable sandbox!\n"
             ),
             "No usable sandbox!"
         );
-        assert_eq!(first_line(b""), "");
+        assert_eq!(process::first_line(""), "");
     }
 }

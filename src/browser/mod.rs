@@ -21,12 +21,14 @@ mod error;
 mod launch;
 mod locator;
 mod page;
+mod process;
 
 pub use context::{BrowserContext, SessionCookie, SessionState};
 pub use error::{BrowserError, LocatorError};
 pub use launch::Browser;
 pub use locator::{ARIA_ROLES, Locator};
 pub use page::{DialogPolicy, Page, WaitState};
+pub use process::clean_stale_profiles;
 
 /// Whether Chromium runs its own sandbox (renderers confined by Linux namespaces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,27 +1,91 @@
-//! `usher audit verify`.
+//! `usher audit verify` and `usher audit keygen`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use usher::audit::checkpoint::{Checkpoint, CheckpointError, CheckpointKey, check_trail};
+use usher::audit::evidence::EvidenceStore;
 
 #[derive(Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain of the audit trail; non-zero exit if it was tampered with.
+    /// Recompute the hash chain of the audit trail, check every evidence file the events
+    /// cite, and (with --checkpoint) that the trail still reaches every signed
+    /// checkpoint; non-zero exit, one line per problem, if anything was tampered with.
     Verify {
         #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
         config: PathBuf,
+        /// A file of signed checkpoints (`audit.checkpoint_file`, or a log holding
+        /// `audit checkpoint` lines); needs the checkpoint key.
+        #[arg(long)]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print a new random checkpoint key (base64), or write it to a new file (mode 600).
+    Keygen {
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
 }
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
-        AuditCommand::Verify { config } => {
-            let (_, store) = super::open(&config).await?;
-            let verified = store.verify_audit_chain().await;
-            store.close().await;
-            println!("audit trail intact: {} event(s) verified", verified?);
+        AuditCommand::Verify { config, checkpoint } => verify(&config, checkpoint).await,
+        AuditCommand::Keygen { out } => {
+            // The same form as a vault key: 32 random bytes in base64.
+            let (_, text) = super::vault::keygen(out.as_deref())?;
+            match (text, out) {
+                (Some(text), _) => print!("{}", text.as_str()),
+                (None, Some(path)) => println!("wrote audit checkpoint key to {}", path.display()),
+                (None, None) => {}
+            }
+            Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+async fn verify(config: &std::path::Path, checkpoint: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let (c, store) = super::open(config).await?;
+    let events = store.audit_events(None, i64::MAX).await;
+    store.close().await;
+    let events = events?;
+    let mut problems: Vec<String> = Vec::new();
+    if let Err(e) = usher::audit::verify_chain(&events) {
+        problems.push(e.to_string());
+    }
+    let evidence = EvidenceStore::at(usher::engine::evidence_dir(&c));
+    let report = evidence.verify(&events);
+    for m in &report.missing {
+        problems.push(format!("evidence missing: {m}"));
+    }
+    for a in &report.altered {
+        problems.push(format!("evidence altered: {a}"));
+    }
+    let mut vouched = None;
+    if let Some(path) = &checkpoint {
+        let key = CheckpointKey::from_env_or_config(c.audit.checkpoint_key_file.as_deref())?
+            .ok_or(CheckpointError::NoKey)?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read checkpoints {}: {e}", path.display()))?;
+        let cps = Checkpoint::parse_all(&path.display().to_string(), &text)?;
+        match check_trail(&events, &cps, &key) {
+            Ok(seq) => vouched = Some((cps.len(), seq)),
+            Err(e) => problems.push(e.to_string()),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("usher: {p}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    print!(
+        "audit trail intact: {} event(s) verified, {} evidence file(s) checked",
+        events.len(),
+        report.intact
+    );
+    match vouched {
+        Some((n, seq)) => println!(", reaches {n} signed checkpoint(s) (up to event {seq})"),
+        None => println!(),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@ mod audit;
 mod config;
 mod demo;
 mod healthcheck;
+mod integration;
 mod jobs;
 mod playbook;
 mod serve;
@@ -83,6 +84,19 @@ enum Command {
     },
     /// Check that a running server answers on /healthz (or --path); exit 0 or 1.
     Healthcheck(healthcheck::Args),
+    /// Integrations' shared state: list (running or paused, and why), resume.
+    Integration {
+        #[arg(
+            long,
+            short,
+            default_value = "usher.yaml",
+            env = "USHER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: integration::IntegrationCommand,
+    },
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -108,6 +122,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             healthcheck::run(args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Integration { config, command } => integration::run(&config, command).await,
         Command::Demo { listen, dir } => demo::run(listen, &dir).await,
     }
 }
@@ -124,8 +139,60 @@ async fn open(path: &Path) -> anyhow::Result<(Config, Store)> {
     Ok((config, store))
 }
 
+/// An error as one plain line: its message, then each cause its message does not
+/// already show (many errors print their source in their own message, and the chain
+/// would say it again).
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if c.is_empty() || line.contains(&c) {
+            continue;
+        }
+        line.push_str(": ");
+        line.push_str(&c);
+    }
+    line
+}
+
 /// Who the audit trail names for anything done through the CLI: `admin:cli:$USER`.
 fn cli_actor() -> Actor {
     let who = std::env::var("USER").unwrap_or_else(|_| "operator".into());
     Actor::Admin(format!("cli:{who}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("cannot listen on 127.0.0.1:1: {source}")]
+        Bind { source: std::io::Error },
+        #[error("cannot start: {0}")]
+        Wrapped(#[source] Inner),
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner reason")]
+    struct Inner;
+
+    #[test]
+    fn each_cause_is_printed_once() {
+        let e = anyhow::Error::new(Outer::Bind {
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        });
+        let line = one_line(&e);
+        assert_eq!(line.matches("address in use").count(), 1, "{line}");
+        // A cause the message does not show is still printed.
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot start")]
+        struct Plain(#[source] Inner);
+        let line = one_line(&anyhow::Error::new(Plain(Inner)));
+        assert_eq!(line, "cannot start: inner reason");
+        let line = one_line(&anyhow::Error::new(Outer::Wrapped(Inner)));
+        assert_eq!(line, "cannot start: inner reason");
+        let line = one_line(&anyhow::Error::new(Plain(Inner)).context("running usher serve"));
+        assert_eq!(line, "running usher serve: cannot start: inner reason");
+    }
 }

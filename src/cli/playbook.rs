@@ -43,6 +43,10 @@ pub enum PlaybookCommand {
         /// Integration name shown to templates as `integration.name`.
         #[arg(long, default_value = "cli")]
         integration: String,
+        /// A configuration whose database records the TOTP code windows used, shared
+        /// with `usher serve` (without it, only this run knows them).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -64,8 +68,10 @@ pub async fn run(command: PlaybookCommand) -> anyhow::Result<ExitCode> {
             secrets,
             evidence,
             integration,
+            config,
         } => {
             run_action(RunArgs {
+                config,
                 file,
                 action,
                 base_url,
@@ -98,6 +104,7 @@ fn check(files: &[PathBuf]) -> ExitCode {
 }
 
 struct RunArgs {
+    config: Option<PathBuf>,
     file: PathBuf,
     action: String,
     base_url: String,
@@ -141,7 +148,14 @@ async fn run_action(a: RunArgs) -> anyhow::Result<ExitCode> {
         evidence,
         ..RunOptions::default()
     };
-    let driver = Driver::new(DriverConfig::default());
+    let mut driver = Driver::new(DriverConfig::default());
+    let store = match &a.config {
+        Some(path) => Some(super::open(path).await?.1),
+        None => None,
+    };
+    if let Some(store) = &store {
+        driver = driver.with_totp(usher::vault::TotpTracker::shared(store.clone()));
+    }
     let integ = driver.target(
         a.integration.clone(),
         a.integration.clone(),

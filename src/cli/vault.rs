@@ -194,7 +194,10 @@ async fn rotate(
         },
         ..RunOptions::default()
     };
-    let driver = Driver::new(DriverConfig::default());
+    // Code windows are taken in the database, as `usher serve` takes them.
+    let store = super::open_store(&c).await?;
+    let driver = Driver::new(DriverConfig::default())
+        .with_totp(usher::vault::TotpTracker::shared(store.clone()));
     let integ = driver.target(
         ic.id.clone(),
         ic.name.clone(),

@@ -54,6 +54,9 @@ pub struct Config {
     pub integrations: Vec<IntegrationConfig>,
     #[serde(default)]
     pub engine: EngineSettings,
+    /// Signed checkpoints of the audit trail.
+    #[serde(default)]
+    pub audit: AuditSettings,
     /// Where failed jobs and recoveries are sent.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
@@ -90,6 +93,12 @@ pub struct EngineSettings {
     /// (back to `pending`) for another worker.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
+    /// How often this process writes its heartbeat.
+    #[serde(deserialize_with = "de_duration")]
+    pub heartbeat_every: Duration,
+    /// A process whose heartbeat is older than this loses its running jobs to others.
+    #[serde(deserialize_with = "de_duration")]
+    pub heartbeat_timeout: Duration,
     /// Where screenshots (evidence) are kept. Default: `evidence/` beside the database
     /// for SQLite, else `./evidence`.
     #[serde(deserialize_with = "de_opt_expanded_path")]
@@ -107,6 +116,8 @@ impl Default for EngineSettings {
             poll: Duration::from_millis(500),
             sync_timeout: Duration::from_secs(50),
             shutdown_grace: Duration::from_secs(20),
+            heartbeat_every: Duration::from_secs(1),
+            heartbeat_timeout: Duration::from_secs(5),
             evidence_dir: None,
         }
     }
@@ -134,6 +145,38 @@ pub struct VaultSettings {
     /// A file holding the key: base64 of 32 bytes (`usher vault keygen --out FILE`).
     #[serde(default, deserialize_with = "de_opt_expanded_path")]
     pub key_file: Option<PathBuf>,
+}
+
+/// Signed checkpoints of the audit trail (`docs/audit.md`). They are written when a
+/// checkpoint key is set: `USHER_AUDIT_KEY` (base64 of 32 bytes), the file
+/// `USHER_AUDIT_KEY_FILE` names, or `checkpoint_key_file`. The key is never written in
+/// this file nor in the database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// A file holding the checkpoint key: base64 of 32 bytes (`usher audit keygen`).
+    #[serde(deserialize_with = "de_opt_expanded_path")]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// A file outside the database that every checkpoint is appended to (a JSON line).
+    #[serde(deserialize_with = "de_opt_expanded_path")]
+    pub checkpoint_file: Option<PathBuf>,
+    /// Also write every checkpoint to the log (`audit checkpoint` lines).
+    pub checkpoint_log: bool,
+    /// Appends are checkpointed at most this often (a burst gets one checkpoint of its
+    /// newest event).
+    #[serde(deserialize_with = "de_duration")]
+    pub checkpoint_interval: Duration,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            checkpoint_key_file: None,
+            checkpoint_file: None,
+            checkpoint_log: true,
+            checkpoint_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Limits of the SCIM service shared by all gateways.
@@ -503,6 +546,15 @@ impl Config {
         if self.engine.max_attempts == 0 || self.engine.lease < Duration::from_secs(2) {
             return Err(semantic(
                 "engine.max_attempts must be at least 1 and engine.lease at least 2s".into(),
+            ));
+        }
+        // A timeout of a few beats: one late beat must not hand a live process's jobs over.
+        if self.engine.heartbeat_every.is_zero()
+            || self.engine.heartbeat_timeout < self.engine.heartbeat_every * 3
+        {
+            return Err(semantic(
+                "engine.heartbeat_timeout must be at least three times engine.heartbeat_every (above 0)"
+                    .into(),
             ));
         }
         if self.scim.max_body_bytes < 1024 {

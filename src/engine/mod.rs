@@ -6,6 +6,7 @@
 //! read-back, and record the outcome, the evidence and the audit event. Transient
 //! failures are retried with exponential backoff and jitter; permanent ones fail at once.
 
+mod pause;
 mod plan;
 mod rotate;
 mod user;
@@ -152,10 +153,38 @@ impl Engine {
             path: p.evidence_dir.display().to_string(),
             reason: e.to_string(),
         })?;
+        // What a killed predecessor left behind goes before this engine runs anything.
+        crate::browser::clean_stale_profiles();
         let mut dcfg = p.driver;
         dcfg.max_contexts = dcfg.max_contexts.max(p.settings.workers.max(1));
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "usher".into());
+        // host:pid:token:n — the token is drawn once per OS process, so that a new
+        // process with a reused pid (Usher as PID 1 of a restarted container) is told
+        // from its predecessor; n tells engines of one process apart (tests).
+        let process = format!(
+            "{host}:{}:{}:{}",
+            std::process::id(),
+            process_token(),
+            ENGINES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
         // One time source for the engine: the store's (leases, retries, TOTP windows).
-        let driver = Arc::new(Driver::with_clock(dcfg, p.store.clock()));
+        // TOTP windows and sign-in admissions go through the database: every process
+        // on it agrees.
+        let driver = Arc::new(
+            Driver::with_clock(dcfg, p.store.clock())
+                .with_totp(crate::vault::TotpTracker::shared(p.store.clone()))
+                .with_sign_in_gate(Arc::new(pause::StoreGate {
+                    store: p.store.clone(),
+                    process: process.clone(),
+                    secrets: p.secrets.clone(),
+                    accounts: p
+                        .integrations
+                        .iter()
+                        .map(|i| (i.id.clone(), i.service_account.clone()))
+                        .collect(),
+                    webhooks: p.webhooks.clone(),
+                })),
+        );
         let mut integrations = HashMap::new();
         for cfg in p.integrations {
             let Some(pb) = p.playbooks.get(&cfg.id).cloned() else {
@@ -198,6 +227,27 @@ impl Engine {
                 }),
             );
         }
+        // Registered before the first claim, so that its leases are backed by a heartbeat.
+        p.store
+            .register_process(&process, &host, std::process::id())
+            .await?;
+        // A predecessor on this machine that is gone (killed, crashed; or this very pid,
+        // when Usher is PID 1 of a restarted container) loses its jobs now.
+        let me = i64::from(std::process::id());
+        let mine = format!("{host}:{me}:{}:", process_token());
+        let gone = p
+            .store
+            .forget_gone_processes(&host, &process, |id, pid| {
+                if pid == me {
+                    !id.starts_with(&mine)
+                } else {
+                    !std::path::Path::new(&format!("/proc/{pid}")).exists()
+                }
+            })
+            .await?;
+        if !gone.is_empty() {
+            tracing::warn!(processes = ?gone, "processes on this machine are gone; their running jobs are taken over");
+        }
         let shared = Arc::new(worker::Shared::new(
             p.store,
             driver,
@@ -206,8 +256,15 @@ impl Engine {
             Arc::new(evidence),
             p.webhooks,
             p.secrets,
+            process,
         ));
         let mut tasks = Vec::new();
+        {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { heartbeat_loop(s).await }));
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { pause::resume_loop(s).await }));
+        }
         for n in 0..p.settings.workers {
             let s = shared.clone();
             tasks.push(tokio::spawn(async move { s.worker_loop(n).await }));
@@ -235,6 +292,52 @@ impl Engine {
         if let Err(e) = self.shared.driver.shutdown().await {
             tracing::warn!(error = %e, "closing Chromium failed");
         }
+        // Its jobs are finished or released: nothing for another process to take over.
+        if let Err(e) = self
+            .shared
+            .store
+            .deregister_process(self.shared.process())
+            .await
+        {
+            tracing::warn!(error = %e, "removing this process's heartbeat failed");
+        }
         tracing::info!("provisioning engine stopped");
+    }
+}
+
+/// Engines started by this OS process.
+static ENGINES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A random token drawn once per OS process.
+fn process_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_string())
+}
+
+/// Writes this process's heartbeat every `heartbeat_every` until the engine stops. A
+/// missed beat is logged: after `heartbeat_timeout` of them others take its jobs over.
+async fn heartbeat_loop(shared: Arc<worker::Shared>) {
+    let mut stop = shared.stop_signal();
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "usher".into());
+    while !shared.is_stopping() {
+        match shared.store.process_heartbeat(shared.process()).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // Its row was removed (pruned after a long stall): write it again.
+                tracing::warn!(process = %shared.process(), "heartbeat row missing; registering again");
+                if let Err(e) = shared
+                    .store
+                    .register_process(shared.process(), &host, std::process::id())
+                    .await
+                {
+                    tracing::warn!(error = %e, "registering this process failed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "writing the heartbeat failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(shared.settings.heartbeat_every) => {}
+            _ = stop.changed() => {}
+        }
     }
 }

@@ -18,7 +18,13 @@ use crate::config::WebhookConfig;
 pub const SIGNATURE_HEADER: &str = "Usher-Signature";
 
 /// Event types sent when a webhook lists none.
-pub const DEFAULT_EVENTS: &[&str] = &["job.failed", "job.recovered", "invite.staged"];
+pub const DEFAULT_EVENTS: &[&str] = &[
+    "job.failed",
+    "job.recovered",
+    "invite.staged",
+    "integration.paused",
+    "integration.resumed",
+];
 
 /// Deliveries are given up after this many attempts (about a day with the backoff).
 const MAX_ATTEMPTS: i64 = 12;

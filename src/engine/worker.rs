@@ -19,7 +19,7 @@ use crate::playbook::{
     ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
     RunOptions, UserContext,
 };
-use crate::store::{ClaimedJob, JobFinish, ResourceType, Store, StoreError};
+use crate::store::{Claimant, ClaimedJob, JobFinish, ResourceType, Store, StoreError};
 
 /// State shared by the workers of one engine.
 pub(crate) struct Shared {
@@ -47,6 +47,19 @@ struct Failure {
     message: String,
     transient: bool,
     detail: Value,
+    /// The job must wait rather than retry: no attempt is spent.
+    wait: Option<Wait>,
+}
+
+/// Why a job waits without spending an attempt.
+enum Wait {
+    /// The app refused the sign-in (the reason as the app or the failed step said it):
+    /// the integration is to be paused.
+    Refused(String),
+    /// The integration is paused (by this or another process).
+    Paused(String),
+    /// The sign-in budget is spent until this time.
+    Until(String),
 }
 
 impl Failure {
@@ -56,6 +69,7 @@ impl Failure {
             detail: json!({ "reason": message }),
             message,
             transient: false,
+            wait: None,
         }
     }
 
@@ -66,6 +80,7 @@ impl Failure {
             detail: json!({ "reason": message }),
             message,
             transient: true,
+            wait: None,
         }
     }
 
@@ -81,14 +96,23 @@ impl Failure {
                 json!({ "reason": e.to_string() }),
             ),
         };
+        // A pause is not the app's fault, and waits for an operator or a new secret.
+        let transient = transient || matches!(e, DriverError::Paused(_));
         let mut detail = detail;
         if let Value::Object(m) = &mut detail {
             m.insert("action".into(), json!(action.as_str()));
         }
+        let wait = match e {
+            DriverError::LoginRefused { reason, .. } => Some(Wait::Refused(reason.clone())),
+            DriverError::Paused(reason) => Some(Wait::Paused(reason.clone())),
+            DriverError::SignInBudget { retry_at } => Some(Wait::Until(retry_at.clone())),
+            _ => None,
+        };
         Failure {
             message: format!("{action}: {e}"),
             transient,
             detail,
+            wait,
         }
     }
 }
@@ -132,15 +156,10 @@ impl Shared {
         evidence: Arc<EvidenceStore>,
         webhooks: Vec<WebhookConfig>,
         secrets: Secrets,
+        process: String,
     ) -> Shared {
         let mut order: Vec<String> = integrations.keys().cloned().collect();
         order.sort();
-        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "usher".into());
-        let process = format!(
-            "{host}:{}:{}",
-            std::process::id(),
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        );
         Shared {
             clock: store.clock(),
             run_options: RunOptions {
@@ -181,6 +200,15 @@ impl Shared {
         self.stop_tx.subscribe()
     }
 
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    /// This process's id (`host:pid:random`), as its heartbeat row and leases name it.
+    pub fn process(&self) -> &str {
+        &self.process
+    }
+
     pub async fn worker_loop(self: Arc<Self>, n: usize) {
         let owner = format!("{}/w{n}", self.process);
         let mut stop = self.stop_tx.subscribe();
@@ -215,9 +243,14 @@ impl Shared {
                 continue;
             };
             let limit = integ.config.concurrency as i64;
+            let claimant = Claimant {
+                owner,
+                process: Some(&self.process),
+                stale_after: self.settings.heartbeat_timeout,
+            };
             if let Some(c) = self
                 .store
-                .claim_job(id, limit, owner, self.settings.lease)
+                .claim_job_as(id, limit, &claimant, self.settings.lease)
                 .await?
             {
                 return Ok(Some(c));
@@ -226,9 +259,26 @@ impl Shared {
         Ok(None)
     }
 
-    /// Runs a claimed job with a heartbeat; releases it when the shutdown grace ends.
+    /// Runs a claimed job with a heartbeat; releases it when the shutdown grace ends,
+    /// and stops it when its lease is lost (another worker took it over).
     async fn run_claimed(&self, claimed: ClaimedJob) {
-        let lost = Arc::new(AtomicBool::new(false));
+        if let Some(from) = &claimed.job.taken_over_from {
+            let why = claimed
+                .job
+                .taken_over_why
+                .clone()
+                .unwrap_or_else(|| "lease expired".into());
+            tracing::warn!(job = claimed.job.id, from = %from, %why, "taking over job {} from {from} ({why})", claimed.job.id);
+            let event = self.event(
+                &claimed,
+                kinds::JOB_TAKEN_OVER,
+                json!({"job": claimed.job.id, "from": from, "why": why, "by": claimed.owner}),
+            );
+            if let Err(e) = self.store.append_event(&event).await {
+                tracing::warn!(job = claimed.job.id, error = %e, "auditing a take-over failed");
+            }
+        }
+        let lost = Arc::new(tokio::sync::Notify::new());
         let hb = {
             let store = self.store.clone();
             let (id, owner, lease) = (claimed.job.id, claimed.owner.clone(), self.settings.lease);
@@ -240,8 +290,11 @@ impl Shared {
                     match store.heartbeat(id, &owner, lease).await {
                         Ok(true) => {}
                         Ok(false) => {
-                            tracing::warn!(job = id, "lease lost: another worker took the job");
-                            lost.store(true, Ordering::SeqCst);
+                            tracing::warn!(
+                                job = id,
+                                "lease lost: another worker took the job; stopping this run"
+                            );
+                            lost.notify_one();
                             return;
                         }
                         Err(e) => tracing::warn!(job = id, error = %e, "heartbeat failed"),
@@ -253,6 +306,7 @@ impl Shared {
         let job_id = claimed.job.id;
         tokio::select! {
             _ = self.run_job(&claimed) => {}
+            _ = lost.notified() => {}
             _ = async { while !*abort.borrow_and_update() { if abort.changed().await.is_err() { break; } } } => {
                 tracing::warn!(job = job_id, "shutting down: releasing the running job");
                 let event = self.event(&claimed, kinds::JOB_RETRY, json!({
@@ -332,6 +386,13 @@ impl Shared {
             "actions": records,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
+        let result = match result {
+            Err((_, f)) if f.wait.is_some() => {
+                self.wait(claimed, &integ, f, base).await;
+                return;
+            }
+            r => r,
+        };
         let (finish, kind, prov, detail) = match result {
             Ok((_, deleted)) => {
                 let state = if deleted {
@@ -427,6 +488,96 @@ impl Shared {
             JobFinish::Failed { error } => {
                 tracing::error!(job = job.id, attempt, error = %error, "job failed");
                 self.notify("job.failed", claimed, &detail).await;
+            }
+            // Ended by `wait`.
+            JobFinish::Paused { .. } | JobFinish::Deferred { .. } => {}
+        }
+    }
+
+    /// Ends a run that must wait without spending an attempt: the app refused the
+    /// sign-in (the integration is paused, everywhere, at once), the integration was
+    /// paused meanwhile, or the sign-in budget is spent.
+    async fn wait(
+        &self,
+        claimed: &ClaimedJob,
+        integ: &RunningIntegration,
+        f: Failure,
+        mut detail: Value,
+    ) {
+        let job = &claimed.job;
+        if let Value::Object(m) = &mut detail {
+            m.insert("error".into(), f.detail.clone());
+        }
+        let (finish, reason, kind) = match f.wait {
+            Some(Wait::Refused(said)) => {
+                // The driver's gate paused it already; this covers a driver without one.
+                let reason = super::pause::refusal_reason(&integ.config.service_account, &said);
+                super::pause::pause(
+                    &self.store,
+                    &self.secrets,
+                    &self.webhooks,
+                    &job.integration_id,
+                    &integ.config.service_account,
+                    &reason,
+                    Some(job.id),
+                )
+                .await;
+                let shown = format!("integration paused: {reason}");
+                (
+                    JobFinish::Paused {
+                        reason: shown.clone(),
+                    },
+                    shown,
+                    kinds::JOB_PAUSED,
+                )
+            }
+            Some(Wait::Paused(reason)) => {
+                let shown = format!("integration paused: {reason}");
+                (
+                    JobFinish::Paused {
+                        reason: shown.clone(),
+                    },
+                    shown,
+                    kinds::JOB_PAUSED,
+                )
+            }
+            Some(Wait::Until(retry_at)) => (
+                JobFinish::Deferred {
+                    run_after: retry_at,
+                    reason: f.message.clone(),
+                },
+                f.message.clone(),
+                kinds::JOB_RETRY,
+            ),
+            None => return,
+        };
+        let event = self.event(claimed, kind, detail.clone());
+        match self
+            .store
+            .finish_job(
+                claimed,
+                &finish,
+                &detail,
+                Some(("pending", Some(reason.as_str()))),
+                &event,
+            )
+            .await
+        {
+            Ok(true) => tracing::info!(job = job.id, %reason, "job waits"),
+            Ok(false) => tracing::warn!(job = job.id, "the job's lease was lost before it ended"),
+            Err(e) => tracing::error!(job = job.id, error = %e, "recording a waiting job failed"),
+        }
+    }
+
+    /// Tells the webhooks that want it about an integration (paused, resumed).
+    pub async fn notify_integration(&self, event_type: &str, integration: &str, fields: Value) {
+        let body = super::webhook::envelope(event_type, self.clock.now(), integration, "", fields);
+        for w in &self.webhooks {
+            if !super::webhook::wants(w, event_type) {
+                continue;
+            }
+            if let Err(e) = self.store.enqueue_webhook(&w.url, event_type, &body).await {
+                tracing::warn!(error = %e, "queueing a webhook failed");
             }
         }
     }
@@ -571,6 +722,14 @@ impl Shared {
                             .resource_was_attempted(&job.integration_id, &job.resource_id, job.id)
                             .await
                             .unwrap_or(true));
+                // A look-up that cannot answer is an error (retried), never "not there";
+                // with no way to look at all, a second create is not risked.
+                if retried && !integ.playbook.actions.contains_key(&ActionName::ListUsers) {
+                    return Err(fail(Failure::permanent(format!(
+                        "create_user may have run before for this user, and the playbook of `{}` has neither a precondition on create_user nor a list_users action to find out; check the app, then `usher jobs retry`",
+                        integ.config.id
+                    ))));
+                }
                 if retried
                     && let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)?
                 {
@@ -636,6 +795,7 @@ impl Shared {
                         ),
                         transient: true,
                         detail: json!({"action": action.as_str(), "reason": "read-back through list_users disagrees"}),
+                        wait: None,
                     }));
                 }
                 "list_users"

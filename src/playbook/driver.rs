@@ -6,6 +6,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
 use secrecy::SecretString;
 use tokio::sync::{RwLock, Semaphore};
@@ -21,9 +22,28 @@ use crate::vault::{Secret, TotpTracker};
 pub enum DriverError {
     #[error(transparent)]
     Browser(#[from] BrowserError),
-    /// Login steps failed, or the session check still failed after them.
+    /// The sign-in failed for a reason other than a refusal: the app answered with an
+    /// error (HTTP 5xx, unreachable), or the playbook's login is broken.
     #[error("login failed: {0}")]
     Login(Box<RunError>),
+    /// The app refused the sign-in (any login failure that is not an app error):
+    /// `reason` is what the app showed (a `login.refused` marker) or the failed step.
+    #[error("the app refused the sign-in: {reason}")]
+    LoginRefused { reason: String, run: Box<RunError> },
+    /// The integration is paused: no sign-in is attempted.
+    #[error("integration paused: {0}")]
+    Paused(String),
+    /// The sign-in budget of a playbook without `login.refused` is spent.
+    #[error(
+        "sign-ins wait until {retry_at}: at most {SIGN_IN_BUDGET} sign-in attempts per 15 minutes for a playbook without `login.refused`"
+    )]
+    SignInBudget { retry_at: String },
+    /// Whether a sign-in may be attempted could not be found out (database).
+    #[error("cannot tell whether a sign-in is allowed: {0}")]
+    Gate(String),
+    /// No unused TOTP code window could be taken.
+    #[error("TOTP: {0}")]
+    Totp(String),
     #[error(transparent)]
     Run(Box<RunError>),
     #[error(transparent)]
@@ -46,9 +66,42 @@ impl DriverError {
     pub fn run_error(&self) -> Option<&RunError> {
         match self {
             DriverError::Login(e) | DriverError::Run(e) => Some(e.as_ref()),
+            DriverError::LoginRefused { run, .. } => Some(run.as_ref()),
             _ => None,
         }
     }
+}
+
+/// Sign-in attempts a playbook without `login.refused` may make per integration per
+/// [`SIGN_IN_WINDOW`]: it cannot tell a refusal from a page that did not render.
+pub const SIGN_IN_BUDGET: i64 = 2;
+/// The window of [`SIGN_IN_BUDGET`].
+pub const SIGN_IN_WINDOW: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Whether a sign-in may be attempted now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignInVerdict {
+    Go,
+    Paused {
+        reason: String,
+    },
+    /// The budget is spent until `retry_at` (RFC 3339).
+    Budget {
+        retry_at: String,
+    },
+    /// The answer could not be had (database down): do not sign in.
+    Unknown(String),
+}
+
+/// Asked before every sign-in attempt. The engine answers from the database, so that
+/// every process agrees: no sign-in while the integration is paused, and, for a
+/// playbook that cannot tell a refusal (`budgeted`), no more than the budget.
+pub trait SignInGate: Send + Sync {
+    fn admit<'a>(&'a self, target: &'a str, budgeted: bool) -> BoxFuture<'a, SignInVerdict>;
+    /// The app refused a sign-in (`said`: its message, or the failed step). Called
+    /// before the login lock is released, so that no other sign-in of any worker or
+    /// process is admitted after it.
+    fn refused<'a>(&'a self, target: &'a str, said: &'a str) -> BoxFuture<'a, ()>;
 }
 
 /// Driver settings.
@@ -136,6 +189,7 @@ pub struct Driver {
     slots: Semaphore,
     totp: TotpTracker,
     clock: Arc<dyn Clock>,
+    gate: Option<Arc<dyn SignInGate>>,
 }
 
 impl fmt::Debug for Driver {
@@ -159,7 +213,21 @@ impl Driver {
             slots,
             totp: TotpTracker::new(),
             clock,
+            gate: None,
         }
+    }
+
+    /// Takes TOTP windows with `tracker` (e.g. [`TotpTracker::shared`], so that every
+    /// process on the database agrees). Before any [`target`](Self::target) is made.
+    pub fn with_totp(mut self, tracker: TotpTracker) -> Driver {
+        self.totp = tracker;
+        self
+    }
+
+    /// Asks `gate` before every sign-in attempt.
+    pub fn with_sign_in_gate(mut self, gate: Arc<dyn SignInGate>) -> Driver {
+        self.gate = Some(gate);
+        self
     }
 
     /// Prepares the app of an integration: compiles the playbook's templates with a `totp()` that
@@ -486,28 +554,25 @@ impl Driver {
                 return Ok(());
             }
         }
-        // Failed logins may have spent the code windows that are open now: wait for a
-        // fresh one (at most one period) rather than fail on a code the app refuses.
-        if let Some((seed, _)) = &integ.secret().totp {
-            let wait = self
-                .totp
-                .wait_for_unused(seed.expose_secret(), self.clock.as_ref());
-            if !wait.is_zero() {
-                tracing::info!(integration = %integ.key, wait_s = wait.as_secs(), "waiting for an unused TOTP window before logging in");
-                tokio::time::sleep(wait).await;
-            }
-        }
-        let first = self.attempt_login(integ, page, ctx, opts, steps).await;
+        let first = self.sign_in(integ, page, ctx, opts, steps).await;
         let secret = integ.secret();
         match (first, secret.promoted()) {
-            (Err(DriverError::Login(first)), Some(promoted)) => {
+            (
+                Err(first @ (DriverError::Login(_) | DriverError::LoginRefused { .. })),
+                Some(promoted),
+            ) if first
+                .run_error()
+                .is_some_and(|r| r.kind != run::RunErrorKind::Playbook) =>
+            {
                 // A rotation stored its new password before changing it in the app and
                 // may not have recorded the app's answer: try that password.
                 tracing::warn!(integration = %integ.key,
                     "login with the current password failed; trying the pending password of an unfinished rotation");
-                steps.extend(first.steps.iter().cloned());
+                if let Some(r) = first.run_error() {
+                    steps.extend(r.steps.iter().cloned());
+                }
                 let current = std::mem::replace(&mut ctx.secret, promoted.template_values());
-                match self.attempt_login(integ, page, ctx, opts, steps).await {
+                match self.sign_in(integ, page, ctx, opts, steps).await {
                     Ok(()) => {
                         tracing::warn!(integration = %integ.key,
                             "the pending password logged in: the app took the rotation");
@@ -517,16 +582,26 @@ impl Driver {
                     Err(e) if e.is_crash() => return Err(e),
                     Err(e) => {
                         ctx.secret = current;
-                        let mut first = first;
                         let second = match e.run_error() {
                             Some(r) => format!("{}: {}", r.step_file_line, r.reason),
                             None => e.to_string(),
                         };
-                        first.reason = format!(
-                            "{}; the pending password of an unfinished rotation failed too ({second})",
-                            first.reason
+                        let also = format!(
+                            "; the pending password of an unfinished rotation failed too ({second})"
                         );
-                        return Err(DriverError::Login(first));
+                        return Err(match first {
+                            DriverError::LoginRefused { reason, run } => {
+                                DriverError::LoginRefused {
+                                    reason: format!("{reason}{also}"),
+                                    run,
+                                }
+                            }
+                            DriverError::Login(mut r) => {
+                                r.reason = format!("{}{also}", r.reason);
+                                DriverError::Login(r)
+                            }
+                            other => other,
+                        });
                     }
                 }
             }
@@ -537,6 +612,56 @@ impl Driver {
         self.keep(&integ.key, state, true);
         tracing::info!(integration = %integ.key, "logged in");
         Ok(())
+    }
+
+    /// One sign-in attempt: admitted by the gate (not paused, within the budget), with a
+    /// TOTP code window taken for it, then the login steps and the session check. A
+    /// failure that is not an app error (HTTP 5xx, unreachable) nor a playbook bug is a
+    /// refusal.
+    async fn sign_in(
+        &self,
+        integ: &AppTarget,
+        page: &crate::browser::Page,
+        ctx: &mut TemplateContext,
+        opts: &RunOptions,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<(), DriverError> {
+        let pb = integ.playbook.as_ref();
+        if let Some(gate) = &self.gate {
+            match gate.admit(&integ.key, pb.login_refused.is_empty()).await {
+                SignInVerdict::Go => {}
+                SignInVerdict::Paused { reason } => return Err(DriverError::Paused(reason)),
+                SignInVerdict::Budget { retry_at } => {
+                    return Err(DriverError::SignInBudget { retry_at });
+                }
+                SignInVerdict::Unknown(e) => return Err(DriverError::Gate(e)),
+            }
+        }
+        // Failed sign-ins (here or in another process) may have used the open code
+        // windows: take one nobody used, waiting for it if need be.
+        if let Some((seed, _)) = &integ.secret().totp {
+            self.totp
+                .reserve(seed.expose_secret(), self.clock.as_ref())
+                .await
+                .map_err(|e| DriverError::Totp(e.to_string()))?;
+        }
+        match self.attempt_login(integ, page, ctx, opts, steps).await {
+            Err(DriverError::Login(e))
+                if !matches!(e.kind, run::RunErrorKind::App | run::RunErrorKind::Playbook) =>
+            {
+                let shown = run::refusal_shown(pb, &integ.env, page, ctx, opts).await;
+                let reason = match shown {
+                    Some(text) => text,
+                    None => format!("{}: {}: {}", e.step_file_line, e.step, e.reason),
+                };
+                tracing::error!(integration = %integ.key, %reason, "the app refused the sign-in");
+                if let Some(gate) = &self.gate {
+                    gate.refused(&integ.key, &reason).await;
+                }
+                Err(DriverError::LoginRefused { reason, run: e })
+            }
+            other => other,
+        }
     }
 
     /// The login steps, then the session check.

@@ -26,7 +26,10 @@ mod tests;
 use std::fmt;
 use std::path::Path;
 
-pub use driver::{AppTarget, Driver, DriverConfig, DriverError};
+pub use driver::{
+    AppTarget, Driver, DriverConfig, DriverError, SIGN_IN_BUDGET, SIGN_IN_WINDOW, SignInGate,
+    SignInVerdict,
+};
 pub use locator_check::{ARIA_ROLES, validate_locator};
 pub use model::{
     Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation, ExtractFrom, Extraction,

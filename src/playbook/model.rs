@@ -16,6 +16,9 @@ pub struct Playbook {
     pub defaults: Defaults,
     /// Run when `session_check` fails.
     pub login: Vec<Step>,
+    /// What a refused sign-in looks like (`login.refused`): looked for when a login
+    /// fails, the first one shown gives the reason in the app's words.
+    pub login_refused: Vec<LocatorTpl>,
     /// Succeeds when the kept session is still logged in.
     pub session_check: Vec<Step>,
     /// Reusable step sequences, run by `call`.

@@ -66,10 +66,15 @@ pub enum Phase {
 }
 
 impl Phase {
-    /// Phases whose failure is an answer ("not logged in", "not done yet"), not an error:
-    /// no failure screenshot, outcome `not_met`.
-    fn failure_is_answer(self) -> bool {
-        matches!(self, Phase::SessionCheck | Phase::Precondition)
+    /// Whether a failure in this phase is an answer ("not logged in", "not done yet")
+    /// rather than an error: no failure screenshot, outcome `not_met`. Any failed step of
+    /// a session check is; in a precondition only a check that did not match is.
+    fn failure_is_answer(self, check: bool) -> bool {
+        match self {
+            Phase::SessionCheck => true,
+            Phase::Precondition => check,
+            _ => false,
+        }
     }
 }
 
@@ -124,8 +129,10 @@ pub struct ActionOutcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunErrorKind {
-    /// A browser operation failed (timeout, navigation, action).
+    /// A browser operation failed (timeout, action).
     Browser,
+    /// The app answered with an error (HTTP status ≥ 500) or could not be reached.
+    App,
     /// Chromium died or its connection dropped: retry on a fresh browser.
     Crashed,
     /// A template or a rendered locator is wrong (a playbook bug).
@@ -149,6 +156,11 @@ pub struct RunError {
     pub screenshot: Option<String>,
     pub screenshot_path: Option<PathBuf>,
     pub kind: RunErrorKind,
+    /// The failed step is a check that did not match: an `expect` or `wait_for` that
+    /// timed out, or a `fail` step. In a precondition this is the answer "not done";
+    /// any other failure leaves the answer unknown.
+    #[serde(skip)]
+    pub check: bool,
     /// Every step record of the run up to and including the failed one.
     #[serde(skip)]
     pub steps: Vec<StepRecord>,
@@ -163,8 +175,10 @@ impl RunError {
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: ", self.step_file_line)?;
-        if self.phase == Phase::Verify {
-            f.write_str("verify failed: ")?;
+        match self.phase {
+            Phase::Verify => f.write_str("verify failed: ")?,
+            Phase::Precondition => f.write_str("precondition could not be answered: ")?,
+            _ => {}
         }
         write!(f, "{}: {}", self.step, self.reason)?;
         if let Some(u) = self.url.as_deref().filter(|u| !self.reason.contains(*u)) {
@@ -181,6 +195,8 @@ struct Failure {
     reason: String,
     locator: Option<String>,
     kind: RunErrorKind,
+    /// An auto-waiting operation gave up (what a check that does not match does).
+    timed_out: bool,
 }
 
 impl Failure {
@@ -188,9 +204,12 @@ impl Failure {
         Failure {
             kind: if e.is_crash() || matches!(e, BrowserError::Closed) {
                 RunErrorKind::Crashed
+            } else if matches!(e, BrowserError::Navigation { .. }) {
+                RunErrorKind::App
             } else {
                 RunErrorKind::Browser
             },
+            timed_out: matches!(e, BrowserError::Timeout { .. }),
             reason: e.to_string(),
             locator: locator.map(|l| l.source().to_owned()),
         }
@@ -200,7 +219,28 @@ impl Failure {
             reason,
             locator,
             kind: RunErrorKind::Playbook,
+            timed_out: false,
         }
+    }
+    /// A step that ran and said no (`fail`, an `extract` pattern that did not match).
+    fn failed(reason: String, locator: Option<String>) -> Failure {
+        Failure {
+            reason,
+            locator,
+            kind: RunErrorKind::Failed,
+            timed_out: false,
+        }
+    }
+}
+
+/// Whether `f`, the failure of `step`, is a check that did not match.
+fn is_check(step: &Step, f: &Failure) -> bool {
+    match step.kind {
+        StepKind::Expect(_) | StepKind::WaitFor { .. } => {
+            f.timed_out && f.kind == RunErrorKind::Browser
+        }
+        StepKind::Fail { .. } => f.kind == RunErrorKind::Failed,
+        _ => false,
     }
 }
 
@@ -223,6 +263,44 @@ pub async fn run_phase(
             Err(e)
         }
     }
+}
+
+/// What the app shows to say that it refused a sign-in: the text of the first of the
+/// playbook's `login.refused` markers visible on the page (whitespace collapsed,
+/// redacted, at most 200 characters), or the marker itself when it has no text.
+pub async fn refusal_shown(
+    playbook: &Playbook,
+    env: &TemplateEnv,
+    page: &Page,
+    ctx: &mut TemplateContext,
+    opts: &RunOptions,
+) -> Option<String> {
+    let ex = Exec::new(playbook, env, page, ctx, opts);
+    let mut ex = ex;
+    for marker in &playbook.login_refused {
+        let Ok(loc) = ex.locator(marker, None) else {
+            continue;
+        };
+        if page
+            .expect_visible(&loc, Duration::from_millis(300))
+            .await
+            .is_err()
+        {
+            continue;
+        }
+        let text = page
+            .text(&loc, Duration::from_millis(500))
+            .await
+            .unwrap_or_default();
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        let shown = if text.is_empty() {
+            format!("{loc} is shown")
+        } else {
+            text
+        };
+        return Some(truncate(&ex.redactor.redact(&shown), 200));
+    }
+    None
 }
 
 /// Adds `user.app_roles` (the user's SCIM roles and groups mapped through the
@@ -262,6 +340,7 @@ pub async fn run_action(
             screenshot: None,
             screenshot_path: None,
             kind: RunErrorKind::Playbook,
+            check: false,
             steps: Vec::new(),
         });
     };
@@ -319,12 +398,20 @@ impl<'a> Exec<'a> {
     async fn action(&mut self, act: &super::model::Action) -> Result<ActionStatus, RunError> {
         if let Some(pre) = &act.precondition {
             self.phase = Phase::Precondition;
+            // Done, not done, or unknown: only a check that did not match says "not
+            // done"; an app that failed to answer has not said the work is missing.
             match self.run_steps(pre, None).await {
                 Ok(()) => return Ok(ActionStatus::AlreadyDone),
-                Err(e) if matches!(e.kind, RunErrorKind::Browser | RunErrorKind::Failed) => {
-                    tracing::debug!(at = %e.step_file_line, "precondition not met, running the action");
+                Err(e) if e.check => {
+                    tracing::debug!(at = %e.step_file_line, "precondition: not done, running the action");
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    if !e.is_crash() && e.kind != RunErrorKind::Playbook {
+                        tracing::info!(at = %e.step_file_line, reason = %e.reason,
+                            "precondition could not be answered; the action does not run");
+                    }
+                    return Err(e);
+                }
             }
         }
         self.phase = Phase::Steps;
@@ -458,7 +545,9 @@ impl<'a> Exec<'a> {
         f: Failure,
     ) -> RunError {
         let crashed = f.kind == RunErrorKind::Crashed;
-        let shot = if crashed || self.phase.failure_is_answer() {
+        let check = is_check(step, &f);
+        let answer = self.phase.failure_is_answer(check);
+        let shot = if crashed || answer {
             None
         } else {
             self.screenshot().await
@@ -470,7 +559,7 @@ impl<'a> Exec<'a> {
         };
         let reason = self.redactor.redact(&f.reason);
         let summary = self.redactor.redact(summary);
-        let outcome = if self.phase.failure_is_answer() {
+        let outcome = if answer {
             StepOutcome::NotMet {
                 reason: reason.clone(),
             }
@@ -500,6 +589,7 @@ impl<'a> Exec<'a> {
             screenshot: shot.as_ref().map(|(h, _)| h.clone()),
             screenshot_path: shot.map(|(_, p)| p),
             kind: f.kind,
+            check,
             steps: Vec::new(),
         }
     }
@@ -753,13 +843,14 @@ impl<'a> Exec<'a> {
                                     .attribute(&loc, name, t)
                                     .await
                                     .map_err(b(&loc))?
-                                    .ok_or_else(|| Failure {
-                                        reason: format!(
-                                            "extract `{}`: {loc} has no attribute `{name}`",
-                                            x.name
-                                        ),
-                                        locator: Some(loc.source().to_owned()),
-                                        kind: RunErrorKind::Failed,
+                                    .ok_or_else(|| {
+                                        Failure::failed(
+                                            format!(
+                                                "extract `{}`: {loc} has no attribute `{name}`",
+                                                x.name
+                                            ),
+                                            Some(loc.source().to_owned()),
+                                        )
                                     })?,
                                 // `text` gives a form field's value too.
                                 _ => page.text(&loc, t).await.map_err(b(&loc))?,
@@ -771,16 +862,15 @@ impl<'a> Exec<'a> {
                         Some(p) => match p.extract(&raw) {
                             Some(v) => v.to_owned(),
                             None => {
-                                return Err(Failure {
-                                    reason: format!(
+                                return Err(Failure::failed(
+                                    format!(
                                         "extract `{}`: pattern `{}` does not match {:?}",
                                         x.name,
                                         p.regex.as_str(),
                                         truncate(&raw, 120)
                                     ),
-                                    locator: loc.map(|l| l.source().to_owned()),
-                                    kind: RunErrorKind::Failed,
-                                });
+                                    loc.map(|l| l.source().to_owned()),
+                                ));
                             }
                         },
                         None => raw,
@@ -815,11 +905,7 @@ impl<'a> Exec<'a> {
             }
             StepKind::Fail { message } => {
                 let m = self.render(message)?;
-                Err(Failure {
-                    reason: m.text,
-                    locator: None,
-                    kind: RunErrorKind::Failed,
-                })
+                Err(Failure::failed(m.text, None))
             }
             StepKind::If { .. }
             | StepKind::Unless { .. }
@@ -950,6 +1036,7 @@ mod tests {
             screenshot: None,
             screenshot_path: None,
             kind: RunErrorKind::Browser,
+            check: false,
             steps: Vec::new(),
         }
     }

@@ -27,9 +27,8 @@ struct PlaybookDoc {
     #[schemars(range(min = 1, max = 1))]
     version: u32,
     defaults: Option<DefaultsDoc>,
-    /// Steps run when `session_check` fails.
-    #[schemars(length(min = 1))]
-    login: Vec<StepDoc>,
+    /// Steps run when `session_check` fails, or `{steps, refused}`.
+    login: LoginDoc,
     /// Steps that succeed when the kept session is still logged in.
     #[schemars(length(min = 1))]
     session_check: Vec<StepDoc>,
@@ -95,6 +94,26 @@ struct ActionDoc {
     steps: Vec<StepDoc>,
     /// Read-back: confirms the app now shows what was asked.
     verify: Option<Vec<StepDoc>>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum LoginDoc {
+    /// The login steps.
+    Steps(#[schemars(length(min = 1))] Vec<StepDoc>),
+    WithRefused(LoginFullDoc),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginFullDoc {
+    /// The login steps.
+    #[schemars(length(min = 1))]
+    steps: Vec<StepDoc>,
+    /// Locators of what the app shows when it refuses a sign-in (wrong password or code,
+    /// locked account): the first one shown is the reason the integration is paused.
+    #[schemars(length(min = 1))]
+    refused: Option<Vec<String>>,
 }
 
 #[derive(JsonSchema)]

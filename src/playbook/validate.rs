@@ -26,6 +26,7 @@ const TOP_KEYS: &[&str] = &[
 ];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
 const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify"];
+const LOGIN_KEYS: &[&str] = &["steps", "refused"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
 const IF_KEYS: &[&str] = &["then", "else", "name", "screenshot", "timeout"];
 
@@ -410,7 +411,7 @@ impl Loader {
         };
         let login = self
             .required(&f, "login", "the playbook")
-            .map(|n| self.steps(n, "`login`", top));
+            .map(|n| self.login(n, top));
         let session_check = self
             .required(&f, "session_check", "the playbook")
             .map(|n| self.steps(n, "`session_check`", top));
@@ -445,17 +446,57 @@ impl Loader {
             .map(|n| self.actions(n))
             .unwrap_or_default();
         let roles = f.get("roles").map(|n| self.roles(n)).unwrap_or_default();
+        let (login, login_refused) = login?;
         Some(Playbook {
             app: app?,
             version: version?,
             defaults,
-            login: login?,
+            login,
+            login_refused,
             session_check: session_check?,
             subroutines,
             actions,
             roles,
             source_file: self.file.clone(),
         })
+    }
+
+    /// `login`: a list of steps, or `{ steps, refused? }`.
+    fn login(&mut self, n: &Node, scope: Scope<'_>) -> (Vec<Step>, Vec<LocatorTpl>) {
+        if !matches!(n.value, Value::Map(_)) {
+            return (self.steps(n, "`login`", scope), Vec::new());
+        }
+        let Some(f) = self.fields(n, "`login`", LOGIN_KEYS) else {
+            return (Vec::new(), Vec::new());
+        };
+        let steps = self
+            .required(&f, "steps", "`login`")
+            .map(|s| self.steps(s, "`login.steps`", scope))
+            .unwrap_or_default();
+        let mut refused = Vec::new();
+        if let Some(r) = f.get("refused") {
+            match &r.value {
+                Value::Seq(items) if !items.is_empty() => {
+                    for i in items {
+                        if let Some(l) = self.locator(i, "`login.refused`") {
+                            refused.push(l);
+                        }
+                    }
+                }
+                Value::Seq(_) => self.err(
+                    r,
+                    "`login.refused` is empty: list what a refused sign-in shows",
+                ),
+                _ => self.err(
+                    r,
+                    format!(
+                        "`login.refused` must be a list of locators, found {}",
+                        r.kind_name()
+                    ),
+                ),
+            }
+        }
+        (steps, refused)
     }
 
     fn defaults(&mut self, n: &Node) -> Defaults {

@@ -24,6 +24,8 @@ use crate::audit::{self, NewEvent};
 pub enum JobStatus {
     Pending,
     Staged,
+    /// Waits because its integration is paused (the app refused the sign-in).
+    Paused,
     Running,
     Succeeded,
     Failed,
@@ -32,9 +34,10 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 7] = [
+    pub const ALL: [JobStatus; 8] = [
         JobStatus::Pending,
         JobStatus::Staged,
+        JobStatus::Paused,
         JobStatus::Running,
         JobStatus::Succeeded,
         JobStatus::Failed,
@@ -46,6 +49,7 @@ impl JobStatus {
         match self {
             JobStatus::Pending => "pending",
             JobStatus::Staged => "staged",
+            JobStatus::Paused => "paused",
             JobStatus::Running => "running",
             JobStatus::Succeeded => "succeeded",
             JobStatus::Failed => "failed",
@@ -165,6 +169,12 @@ pub struct JobRow {
     pub outcome: Option<Value>,
     pub created_at: String,
     pub updated_at: String,
+    /// The process holding the lease (its heartbeat keeps the job).
+    pub lease_process: Option<String>,
+    /// The previous holder, when the newest claim took the job over.
+    pub taken_over_from: Option<String>,
+    /// Why it was taken over: `process stopped` or `lease expired`.
+    pub taken_over_why: Option<String>,
 }
 
 impl JobRow {
@@ -195,6 +205,26 @@ pub enum JobFinish {
     Failed {
         error: String,
     },
+    /// Back to waiting without spending an attempt: `paused` while the integration is
+    /// paused (else `pending`), with `reason` as the last error.
+    Paused {
+        reason: String,
+    },
+    /// Back to `pending` at `run_after` without spending an attempt (the sign-in
+    /// budget is spent until then).
+    Deferred {
+        run_after: String,
+        reason: String,
+    },
+}
+
+/// Who claims: the worker (lease owner) and, when the process heartbeats, which
+/// process it belongs to and how long a silent process keeps its jobs.
+#[derive(Debug, Clone, Copy)]
+pub struct Claimant<'a> {
+    pub owner: &'a str,
+    pub process: Option<&'a str>,
+    pub stale_after: std::time::Duration,
 }
 
 /// One webhook notification to send.
@@ -207,7 +237,7 @@ pub struct WebhookDelivery {
     pub attempts: i64,
 }
 
-const JOB_COLUMNS: &str = "id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, run_after, lease_owner, lease_until, last_error, superseded_by, covers_job, outcome, created_at, updated_at";
+const JOB_COLUMNS: &str = "id, integration_id, resource_type, resource_id, operation, resource_version, status, attempts, run_after, lease_owner, lease_until, last_error, superseded_by, covers_job, outcome, created_at, updated_at, lease_process, taken_over_from, taken_over_why";
 
 fn job_from_row<R>(row: &R) -> Result<JobRow, StoreError>
 where
@@ -242,6 +272,9 @@ where
         outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
+        lease_process: row.try_get("lease_process")?,
+        taken_over_from: row.try_get("taken_over_from")?,
+        taken_over_why: row.try_get("taken_over_why")?,
     })
 }
 
@@ -286,22 +319,58 @@ impl Store {
         owner: &str,
         lease: std::time::Duration,
     ) -> Result<Option<ClaimedJob>, StoreError> {
+        let claimant = Claimant {
+            owner,
+            process: None,
+            stale_after: std::time::Duration::ZERO,
+        };
+        self.claim_job_as(integration_id, limit, &claimant, lease)
+            .await
+    }
+
+    /// Takes the next runnable job of `integration_id` if fewer than `limit` of its jobs
+    /// run, holding it for `lease` on behalf of `claimant`. A running job is live while
+    /// its lease runs and, when its process heartbeats, while that heartbeat is newer
+    /// than `claimant.stale_after`; a job that is not live is taken over (recorded in
+    /// `taken_over_from` and `taken_over_why`). Nothing of a paused integration is taken.
+    pub async fn claim_job_as(
+        &self,
+        integration_id: &str,
+        limit: i64,
+        claimant: &Claimant<'_>,
+        lease: std::time::Duration,
+    ) -> Result<Option<ClaimedJob>, StoreError> {
         let now = self.now();
         let until = self.time_after(lease);
+        // Without a heartbeat of its own, a claimant judges others by their leases only.
+        let heard_since = if claimant.process.is_some() {
+            self.time_before(claimant.stale_after)
+        } else {
+            String::new()
+        };
         let lock = if self.is_pg() {
             " FOR UPDATE SKIP LOCKED"
         } else {
             ""
         };
+        let live = |x: &str| {
+            format!(
+                "({x}.lease_until >= $3 AND ({x}.lease_process IS NULL OR EXISTS (SELECT 1 FROM usher_processes p WHERE p.id = {x}.lease_process AND p.heartbeat_at >= $7)))"
+            )
+        };
+        let (live_j, live_r, live_c) = (live("j"), live("r"), live("c"));
         let sql = format!(
-            "UPDATE jobs SET status = 'running', lease_owner = $4, lease_until = $5, attempts = attempts + 1, updated_at = $3, \
+            "UPDATE jobs SET status = 'running', lease_owner = $4, lease_until = $5, lease_process = $6, attempts = attempts + 1, updated_at = $3, \
+             taken_over_from = CASE WHEN status = 'running' THEN lease_owner ELSE NULL END, \
+             taken_over_why = CASE WHEN status = 'running' AND lease_until < $3 THEN 'lease expired' WHEN status = 'running' THEN 'process stopped' ELSE NULL END, \
              covers_job = (SELECT MAX(k.id) FROM jobs k WHERE k.integration_id = jobs.integration_id AND k.resource_id = jobs.resource_id AND (k.status = 'pending' OR k.id = jobs.id)) \
              WHERE id = (SELECT j.id FROM jobs j WHERE j.integration_id = $1 \
-               AND ((j.status = 'pending' AND j.run_after <= $3) OR (j.status = 'running' AND j.lease_until < $3)) \
-               AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.resource_id = j.resource_id AND o.integration_id = j.integration_id AND o.id < j.id AND o.status IN ('pending', 'staged', 'running')) \
-               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.resource_id = j.resource_id AND r.integration_id = j.integration_id AND r.id <> j.id AND r.status = 'running' AND r.lease_until >= $3) \
-               AND (SELECT COUNT(*) FROM jobs c WHERE c.integration_id = $1 AND c.status = 'running' AND c.lease_until >= $3) < $2 \
-               ORDER BY j.id LIMIT 1{lock}) \
+               AND NOT EXISTS (SELECT 1 FROM integration_state s WHERE s.integration_id = $1 AND s.paused_at IS NOT NULL) \
+               AND ((j.status = 'pending' AND j.run_after <= $3) OR (j.status = 'running' AND NOT {live_j})) \
+               AND NOT EXISTS (SELECT 1 FROM jobs o WHERE o.resource_id = j.resource_id AND o.integration_id = j.integration_id AND o.id < j.id AND o.status IN ('pending', 'staged', 'paused', 'running')) \
+               AND NOT EXISTS (SELECT 1 FROM jobs r WHERE r.resource_id = j.resource_id AND r.integration_id = j.integration_id AND r.id <> j.id AND r.status = 'running' AND {live_r}) \
+               AND (SELECT COUNT(*) FROM jobs c WHERE c.integration_id = $1 AND c.status = 'running' AND {live_c}) < $2 \
+               ORDER BY CASE WHEN j.status = 'running' THEN 0 ELSE 1 END, j.id LIMIT 1{lock}) \
              RETURNING {JOB_COLUMNS}"
         );
         let row = on_backend!(self, |w, _r| {
@@ -309,8 +378,10 @@ impl Store {
                 .bind(integration_id)
                 .bind(limit)
                 .bind(&now)
-                .bind(owner)
+                .bind(claimant.owner)
                 .bind(&until)
+                .bind(claimant.process)
+                .bind(&heard_since)
                 .fetch_optional(w)
                 .await?;
             row.as_ref().map(job_from_row).transpose()?
@@ -318,7 +389,7 @@ impl Store {
         Ok(row.map(|job| ClaimedJob {
             covers: job.covers_job.unwrap_or(job.id),
             job,
-            owner: owner.to_owned(),
+            owner: claimant.owner.to_owned(),
         }))
     }
 
@@ -365,12 +436,30 @@ impl Store {
                 Some(error.as_str()),
             ),
             JobFinish::Failed { error } => (JobStatus::Failed, None, Some(error.as_str())),
+            JobFinish::Paused { reason } => (JobStatus::Paused, None, Some(reason.as_str())),
+            JobFinish::Deferred { run_after, reason } => (
+                JobStatus::Pending,
+                Some(run_after.as_str()),
+                Some(reason.as_str()),
+            ),
+        };
+        // Waiting for a resume or for the sign-in budget spends no attempt.
+        let spent: i64 = if matches!(
+            finish,
+            JobFinish::Paused { .. } | JobFinish::Deferred { .. }
+        ) {
+            1
+        } else {
+            0
         };
         let outcome = outcome.to_string();
         on_backend!(self, |w, _r| {
             let mut tx = w.begin().await?;
+            // A paused job goes back to `pending` when the pause was lifted meanwhile.
             let n = sqlx::query(
-                "UPDATE jobs SET status = $1, run_after = COALESCE($2, run_after), last_error = $3, outcome = $4, lease_owner = NULL, lease_until = NULL, updated_at = $5 WHERE id = $6 AND lease_owner = $7 AND status = 'running'",
+                "UPDATE jobs SET status = CASE WHEN $1 = 'paused' AND NOT EXISTS (SELECT 1 FROM integration_state s WHERE s.integration_id = jobs.integration_id AND s.paused_at IS NOT NULL) THEN 'pending' ELSE $1 END, \
+                 run_after = COALESCE($2, run_after), last_error = $3, outcome = $4, lease_owner = NULL, lease_until = NULL, lease_process = NULL, attempts = attempts - $8, updated_at = $5 \
+                 WHERE id = $6 AND lease_owner = $7 AND status = 'running'",
             )
             .bind(status.as_str())
             .bind(run_after)
@@ -379,13 +468,14 @@ impl Store {
             .bind(&now)
             .bind(job.id)
             .bind(&claimed.owner)
+            .bind(spent)
             .execute(&mut *tx)
             .await?
             .rows_affected();
             if n != 1 {
                 return Ok(false);
             }
-            if status != JobStatus::Pending {
+            if matches!(status, JobStatus::Succeeded | JobStatus::Failed) {
                 supersede_covered!(tx, &now, claimed);
             }
             if let Some((state, reason)) = provisioning {
@@ -602,6 +692,23 @@ impl Store {
                     );
                     queued.push(user.clone());
                 }
+            }
+            mark_queued!(tx, &job.integration_id, queued.iter());
+            // Members a write marked pending that this run finds unaffected (a change
+            // undone before it ran) are back to what their own jobs confirmed.
+            for user in members.iter().chain(known_members.iter()) {
+                if affected.contains(user) {
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE scim_resources SET prov_state = 'provisioned' WHERE integration_id = $1 AND id = $2 AND resource_type = 'User' AND prov_state = 'pending' \
+                     AND NOT EXISTS (SELECT 1 FROM jobs WHERE integration_id = $1 AND resource_id = $2 AND status IN ('pending', 'staged', 'running', 'paused')) \
+                     AND EXISTS (SELECT 1 FROM app_accounts WHERE integration_id = $1 AND resource_id = $2)",
+                )
+                .bind(&job.integration_id)
+                .bind(user)
+                .execute(&mut *tx)
+                .await?;
             }
             if name.is_some() {
                 let state =
@@ -981,10 +1088,14 @@ mod tests {
         let e = "Pending".parse::<JobStatus>().unwrap_err().to_string();
         assert_eq!(
             e,
-            "unknown job status `Pending`; one of: pending, staged, running, succeeded, failed, cancelled, superseded"
+            "unknown job status `Pending`; one of: pending, staged, paused, running, succeeded, failed, cancelled, superseded"
         );
         assert!("update".parse::<JobOperation>().is_err());
         assert!(JobStatus::Superseded.is_terminal() && !JobStatus::Staged.is_terminal());
+        assert!(
+            !JobStatus::Paused.is_terminal(),
+            "a paused job runs again after the resume"
+        );
     }
 
     /// The statuses the SQL of the store names are the enum's: a typo in a query

@@ -27,6 +27,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot connect to the database {url}: {reason}")]
+    Connect { url: String, reason: String },
     #[error("unsupported database URL `{0}` (use sqlite://PATH or postgres://…)")]
     UnsupportedUrl(String),
     #[error("not found")]
@@ -149,6 +151,10 @@ macro_rules! on_backend {
     };
 }
 
+/// What a write that queues a job sets, in the same statement: the user is `pending`
+/// until the job ends (a staged joiner stays staged until the claim).
+pub(crate) const QUEUED_STATE: &str = "prov_state = CASE WHEN prov_state = 'staged' THEN 'staged' ELSE 'pending' END, prov_reason = CASE WHEN prov_state = 'staged' THEN prov_reason ELSE NULL END";
+
 const RESOURCE_COLUMNS: &str = "id, integration_id, resource_type, version, created_at, modified_at, data, prov_state, prov_reason, app_account_id, last_synced_at";
 
 fn unique_violation(e: &sqlx::Error) -> bool {
@@ -244,6 +250,7 @@ macro_rules! append_audit {
         .bind(&hash)
         .execute(&mut *$tx)
         .await?;
+        audit::checkpoint::note_append();
     }};
 }
 
@@ -272,6 +279,40 @@ macro_rules! insert_job {
         .fetch_one(&mut *$tx)
         .await?;
         job_id
+    }};
+}
+
+/// Marks users `pending` (see [`QUEUED_STATE`]): a write queued work that concerns them.
+macro_rules! mark_queued {
+    ($tx:expr, $integration:expr, $ids:expr) => {
+        for uid in $ids {
+            let sql = format!(
+                "UPDATE scim_resources SET {} WHERE integration_id = $1 AND id = $2 AND resource_type = 'User'",
+                $crate::store::QUEUED_STATE
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
+                .bind($integration)
+                .bind(uid.as_str())
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+/// The members and display name of a group as stored now.
+macro_rules! group_now {
+    ($tx:expr, $group_id:expr) => {{
+        let members: Vec<String> =
+            sqlx::query_scalar("SELECT member_id FROM scim_group_members WHERE group_id = $1")
+                .bind($group_id)
+                .fetch_all(&mut *$tx)
+                .await?;
+        let name: Option<Option<String>> =
+            sqlx::query_scalar("SELECT display_name FROM scim_resources WHERE id = $1")
+                .bind($group_id)
+                .fetch_optional(&mut *$tx)
+                .await?;
+        (members, name.flatten())
     }};
 }
 
@@ -319,6 +360,31 @@ impl Store {
             Backend::Sqlite { writer, reader }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let opts = PgConnectOptions::from_str(url)?;
+            // One plain connection first: when the server cannot be reached, the pool
+            // would only say that it timed out; this says why (refused, auth, name).
+            {
+                use sqlx::Connection;
+                let first = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    sqlx::PgConnection::connect_with(&opts),
+                )
+                .await
+                .map_err(|_| StoreError::Connect {
+                    url: crate::config::redact_url(url),
+                    reason: "no answer within 10s".into(),
+                })?;
+                match first {
+                    Ok(c) => {
+                        let _ = c.close().await;
+                    }
+                    Err(e) => {
+                        return Err(StoreError::Connect {
+                            url: crate::config::redact_url(url),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
@@ -397,6 +463,8 @@ impl Store {
                 Ok(_) => {
                     if let Some(members) = &write.members {
                         set_members!(tx, integration_id, &id, members);
+                        // Joining a group may change the members' roles in the app.
+                        mark_queued!(tx, integration_id, members.iter());
                     }
                     if let Some(token) = write.claim_token.as_deref() {
                         sqlx::query(
@@ -540,10 +608,14 @@ impl Store {
         let version = expected_version + 1;
         let is_pg = self.is_pg();
         let sql = format!(
-            "UPDATE scim_resources SET name_key = $1, external_id = $2, display_name = $3, data = $4, version = $5, modified_at = $6 WHERE integration_id = $7 AND resource_type = $8 AND id = $9 AND version = $10 RETURNING {RESOURCE_COLUMNS}"
+            "UPDATE scim_resources SET name_key = $1, external_id = $2, display_name = $3, data = $4, version = $5, modified_at = $6, {QUEUED_STATE} WHERE integration_id = $7 AND resource_type = $8 AND id = $9 AND version = $10 RETURNING {RESOURCE_COLUMNS}"
         );
         on_backend!(self, |w, _r| {
             let mut tx = w.begin().await?;
+            let before = match rt {
+                ResourceType::Group => Some(group_now!(tx, id)),
+                ResourceType::User => None,
+            };
             let updated = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(&write.name_key)
                 .bind(write.external_id.as_deref())
@@ -582,6 +654,22 @@ impl Store {
             if let Some(members) = &write.members {
                 set_members!(tx, integration_id, id, members);
             }
+            // The members whose roles the change may touch show `pending` too: those who
+            // joined or left, or every one when the group was renamed.
+            if let Some((old_members, old_name)) = before {
+                let (new_members, new_name) = group_now!(tx, id);
+                let renamed = old_name != new_name;
+                let touched: std::collections::BTreeSet<&String> = old_members
+                    .iter()
+                    .filter(|m| renamed || !new_members.contains(m))
+                    .chain(
+                        new_members
+                            .iter()
+                            .filter(|m| renamed || !old_members.contains(m)),
+                    )
+                    .collect();
+                mark_queued!(tx, integration_id, touched.into_iter());
+            }
             insert_job!(tx, &now, integration_id, rt, id, operation, version);
             append_audit!(tx, is_pg, &now, event);
             tx.commit().await?;
@@ -616,6 +704,8 @@ impl Store {
             };
             match rt {
                 ResourceType::Group => {
+                    let (members, _) = group_now!(tx, id);
+                    mark_queued!(tx, integration_id, members.iter());
                     sqlx::query("DELETE FROM scim_group_members WHERE group_id = $1")
                         .bind(id)
                         .execute(&mut *tx)
@@ -740,6 +830,29 @@ impl Store {
         })
     }
 
+    /// Appends one audit event on its own (events that go with no other write).
+    pub async fn append_event(&self, event: &NewEvent) -> Result<(), StoreError> {
+        let now = self.now();
+        let is_pg = self.is_pg();
+        on_backend!(self, |w, _r| {
+            let mut tx = w.begin().await?;
+            append_audit!(tx, is_pg, &now, event);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// The newest audit event's sequence number and hash (the chain head).
+    pub async fn audit_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        on_backend!(self, |_w, r| {
+            Ok(
+                sqlx::query_as("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+                    .fetch_optional(r)
+                    .await?,
+            )
+        })
+    }
+
     /// Re-computes the whole audit chain; returns the number of events checked.
     pub async fn verify_audit_chain(&self) -> Result<usize, StoreError> {
         let events = self.audit_events(None, i64::MAX).await?;
@@ -759,10 +872,14 @@ impl Store {
 }
 
 // After the macros above, which they use.
+mod integrations;
 mod jobs;
+mod processes;
+mod totp;
 mod vault;
+pub use integrations::{IntegrationState, SignInAdmission};
 pub use jobs::{
-    ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
+    Claimant, ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
     WebhookDelivery,
 };
 pub use vault::{VaultExpect, VaultRow, VaultWrite};

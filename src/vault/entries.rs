@@ -275,6 +275,16 @@ impl Vault {
         &self.keys
     }
 
+    /// Names the current content of entry `name` without decrypting it (its write
+    /// version and time), so that a change made by any process can be noticed.
+    pub async fn version(&self, name: &str) -> Result<Option<String>, VaultError> {
+        Ok(self
+            .store
+            .vault_get(name)
+            .await?
+            .map(|row| format!("{}@{}", row.version, row.updated_at)))
+    }
+
     fn event(
         &self,
         event_type: &'static str,

@@ -4,10 +4,12 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
+use sha2::Digest;
 use totp_rs::{Algorithm, Builder, Secret as TotpSecret, Totp};
 
 use super::VaultError;
 use crate::clock::Clock;
+use crate::store::Store;
 
 /// A code that expires in less than this is not used: the next period's code is,
 /// so that a login never races the boundary.
@@ -122,45 +124,70 @@ impl TotpSpec {
     pub fn current_code(&self, clock: &dyn Clock) -> String {
         self.code_for_step(self.step_for_login(unix_now(clock)))
     }
+
+    /// Names the account behind the seed without revealing it: SHA-256 over a domain,
+    /// the period and the HMAC of counter 0 (the same for a base32 seed and an
+    /// `otpauth://` URI of it; the seed cannot be recovered from it).
+    pub fn fingerprint(&self) -> String {
+        let mut h = sha2::Sha256::new();
+        h.update(b"usher totp window\0");
+        h.update(self.period().to_be_bytes());
+        h.update(self.totp.sign(0).as_ref());
+        hex::encode(h.finalize())
+    }
 }
 
 fn unix_now(clock: &dyn Clock) -> u64 {
     u64::try_from(clock.now().timestamp()).unwrap_or(0)
 }
 
-/// Remembers the last time step used per seed, so that two logins in one window do not
-/// send the same code (apps accept a code once, and count a reuse as a failed attempt).
+/// Hands out TOTP codes so that no code window is used twice: apps accept a code once
+/// and count a replay as a failed sign-in (which may lock the account). The last step
+/// used is kept per account (seed fingerprint) in this process and, when the tracker is
+/// [`shared`](Self::shared), in the database, so that every process on it agrees.
 #[derive(Clone, Default)]
 pub struct TotpTracker {
-    // Keyed by the seed's SHA-256, so the map itself holds no secret.
+    // Keyed by the seed's fingerprint, so the maps themselves hold no secret.
     used: Arc<Mutex<HashMap<String, u64>>>,
+    /// A step taken by [`reserve`](Self::reserve) for the next code of the account.
+    reserved: Arc<Mutex<HashMap<String, u64>>>,
+    shared: Option<Store>,
 }
 
 impl fmt::Debug for TotpTracker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("TotpTracker")
+        f.debug_struct("TotpTracker")
+            .field("shared", &self.shared.is_some())
+            .finish()
     }
 }
+
+/// Waiting for a free window gives up after this many periods (another process keeps
+/// taking them: something is wrong).
+const MAX_WAIT_PERIODS: u64 = 4;
 
 impl TotpTracker {
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// A tracker that takes its windows in `store` (table `totp_windows`), shared with
+    /// every process on the same database.
+    pub fn shared(store: Store) -> Self {
+        TotpTracker {
+            shared: Some(store),
+            ..Self::default()
+        }
+    }
+
     /// How long to wait before [`code`](Self::code) can hand out an unused window for
-    /// `seed` (zero when one is free now). Logins wait this long instead of failing when
-    /// failed attempts used up the current and next windows.
+    /// `seed` (zero when one is free now), as far as this process knows.
     pub fn wait_for_unused(&self, seed: &str, clock: &dyn Clock) -> std::time::Duration {
         let (Ok(spec), Ok(used)) = (TotpSpec::parse(seed), self.used.lock()) else {
             return std::time::Duration::ZERO;
         };
         let now = unix_now(clock);
-        let wanted = spec.step_for_login(now);
-        let key = crate::digest::sha256_hex(seed.trim().as_bytes());
-        let step = match used.get(&key) {
-            Some(&last) if last >= wanted => last + 1,
-            _ => wanted,
-        };
+        let step = next_step(&spec, now, used.get(&spec.fingerprint()).copied());
         if step > now / spec.period() + 1 {
             std::time::Duration::from_secs((step - 1) * spec.period() - now + 1)
         } else {
@@ -168,22 +195,74 @@ impl TotpTracker {
         }
     }
 
-    /// A code for a login now that no earlier call used. After the step chosen by
+    /// Takes an unused code window for the next sign-in with `seed`, waiting while the
+    /// open ones (current and next) are used: in the database when shared, else in this
+    /// process. The next [`code`](Self::code) for the seed is that window's. Call it
+    /// right before each sign-in attempt.
+    pub async fn reserve(&self, seed: &str, clock: &dyn Clock) -> Result<(), VaultError> {
+        let spec = TotpSpec::parse(seed)?;
+        let key = spec.fingerprint();
+        let period = spec.period();
+        let mut waited = 0u64;
+        loop {
+            let now = unix_now(clock);
+            let last_local = self.used.lock().ok().and_then(|u| u.get(&key).copied());
+            let wanted = next_step(&spec, now, last_local);
+            let max = now / period + 1;
+            let taken = match &self.shared {
+                Some(store) => store
+                    .take_totp_step(&key, to_i64(wanted), to_i64(max))
+                    .await?
+                    .map(to_u64)
+                    .map_err(to_u64),
+                None if wanted <= max => Ok(wanted),
+                None => Err(wanted.saturating_sub(1)),
+            };
+            match taken {
+                Ok(step) => {
+                    if let (Ok(mut r), Ok(mut u)) = (self.reserved.lock(), self.used.lock()) {
+                        r.insert(key.clone(), step);
+                        let last = u.entry(key).or_insert(step);
+                        *last = (*last).max(step);
+                    }
+                    return Ok(());
+                }
+                Err(last) => {
+                    // Step `last + 1` may be typed once it is at most one step ahead.
+                    let wait = (last * period + 1).saturating_sub(now).max(1);
+                    waited += wait;
+                    if waited > MAX_WAIT_PERIODS * period {
+                        return Err(VaultError::Totp(format!(
+                            "no unused code window for {}s: another process keeps using them",
+                            waited - wait
+                        )));
+                    }
+                    tracing::info!(
+                        wait_s = wait,
+                        "waiting for an unused TOTP window (the open ones were used)"
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+                }
+            }
+        }
+    }
+
+    /// The code to type now: the window [`reserve`](Self::reserve) took, else one that no
+    /// earlier call in this process used. After the step chosen by
     /// [`TotpSpec::step_for_login`] was used, the following step is taken (verifiers
     /// accept one step of skew); when that one is used too, this fails with the wait.
     pub fn code(&self, seed: &str, clock: &dyn Clock) -> Result<String, VaultError> {
         let spec = TotpSpec::parse(seed)?;
+        let key = spec.fingerprint();
+        if let Some(step) = self.reserved.lock().ok().and_then(|mut r| r.remove(&key)) {
+            return Ok(spec.code_for_step(step));
+        }
         let now = unix_now(clock);
-        let wanted = spec.step_for_login(now);
-        let key = crate::digest::sha256_hex(seed.trim().as_bytes());
         let mut used = self
             .used
             .lock()
             .map_err(|_| VaultError::Totp("tracker poisoned".into()))?;
-        let step = match used.get(&key) {
-            Some(&last) if last >= wanted => last + 1,
-            _ => wanted,
-        };
+        let step = next_step(&spec, now, used.get(&key).copied());
         if step > now / spec.period() + 1 {
             let wait = (step - 1) * spec.period() - now;
             return Err(VaultError::Totp(format!(
@@ -193,6 +272,23 @@ impl TotpTracker {
         used.insert(key, step);
         Ok(spec.code_for_step(step))
     }
+}
+
+/// The step a sign-in at `now` should use given the last one used.
+fn next_step(spec: &TotpSpec, now: u64, last: Option<u64>) -> u64 {
+    let wanted = spec.step_for_login(now);
+    match last {
+        Some(last) if last >= wanted => last + 1,
+        _ => wanted,
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -305,5 +401,44 @@ mod tests {
         let later = At(1_000_000_040);
         let fourth = t.code("JBSWY3DPEHPK3PXP", &later).expect("fourth");
         assert_eq!(fourth, s.code_at(1_000_000_050));
+    }
+
+    #[test]
+    fn fingerprint_names_the_seed_however_written() {
+        let a = TotpSpec::parse("JBSWY3DPEHPK3PXP").expect("seed");
+        let b = TotpSpec::parse("jbsw y3dp ehpk 3pxp").expect("seed");
+        let c = TotpSpec::parse(
+            "otpauth://totp/Acme:ops@example.com?secret=JBSWY3DPEHPK3PXP&issuer=Acme",
+        )
+        .expect("uri");
+        let other = TotpSpec::parse("KRSXG5CTMVRXEZLU").expect("seed");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_eq!(a.fingerprint(), c.fingerprint());
+        assert_ne!(a.fingerprint(), other.fingerprint());
+        assert!(!a.fingerprint().contains("JBSW"));
+    }
+
+    #[tokio::test]
+    async fn a_reserved_window_is_the_next_code_and_never_handed_out_again() {
+        let t = TotpTracker::new();
+        let s = TotpSpec::parse("JBSWY3DPEHPK3PXP").expect("seed");
+        let clock = At(1_000_000_000); // 10 s into a window
+        t.reserve("JBSWY3DPEHPK3PXP", &clock)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            t.code("JBSWY3DPEHPK3PXP", &clock).expect("code"),
+            s.code_at(1_000_000_000)
+        );
+        // The next reservation takes the following window, not the same one.
+        t.reserve("JBSWY3DPEHPK3PXP", &clock)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            t.code("JBSWY3DPEHPK3PXP", &clock).expect("code"),
+            s.code_at(1_000_000_020)
+        );
+        // Without a reservation, `code` goes on from the last window used.
+        assert!(t.code("JBSWY3DPEHPK3PXP", &clock).is_err());
     }
 }

@@ -90,7 +90,13 @@ pub(super) async fn await_job(
                 )
                 .into());
             }
-            JobStatus::Staged | JobStatus::Cancelled | JobStatus::Superseded => return Ok(false),
+            // A paused integration answers at once: the job waits for a resume.
+            JobStatus::Staged
+            | JobStatus::Paused
+            | JobStatus::Cancelled
+            | JobStatus::Superseded => {
+                return Ok(false);
+            }
             JobStatus::Pending | JobStatus::Running => {}
         }
         tokio::select! {
