@@ -557,7 +557,9 @@ async fn crash_is_detected_fast_and_relaunch_works() {
             .expect_err("dead");
         eprintln!("crash detected after {:?}: {e}", t0.elapsed());
         assert!(e.is_crash(), "{e}");
-        assert!(t0.elapsed() < Duration::from_secs(2));
+        // Found by the dead connection, not by running out the click's 20 s timeout (a wide
+        // margin: this is not a speed measurement).
+        assert!(t0.elapsed() < Duration::from_secs(15));
         assert!(!b.is_alive());
         // Reaped at once, not left a zombie until a relaunch or Usher's exit.
         let proc_dir = std::path::PathBuf::from(format!("/proc/{pid}"));
