@@ -8,7 +8,7 @@ bash scripts/install-deps.sh
 cargo fmt --all -- --check
 # The [workspace.lints] of Cargo.toml and clippy.toml, as errors.
 cargo clippy --workspace --all-targets -- -D warnings
-cargo build --bins
+cargo build --workspace --bins
 cargo test --workspace --no-fail-fast
 if [ "${USHER_SKIP_COMPLIANCE:-0}" != 1 ]; then
   USHER_BIN="$(cd "${CARGO_TARGET_DIR:-target}" && pwd)/debug/usher" bash scripts/compliance.sh
