@@ -17,15 +17,23 @@ fn init_tracing() {
             tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info,chromiumoxide=error")
         }
     };
-    let json = std::env::var("USHER_LOG_FORMAT").is_ok_and(|f| f == "json");
+    let json = json_logs();
+    // Colour codes only for a person at a terminal, never into files or collectors.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();
     } else {
         builder.init();
     }
+}
+
+/// `USHER_LOG_FORMAT=json`: every line on stderr is a JSON object (the banner and a
+/// final error too).
+pub(crate) fn json_logs() -> bool {
+    std::env::var("USHER_LOG_FORMAT").is_ok_and(|f| f == "json")
 }
 
 fn main() -> ExitCode {
@@ -42,7 +50,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             // One plain line: the error and each cause once.
-            eprintln!("usher: {}", cli::one_line(&e));
+            if json_logs() {
+                tracing::error!(error = %cli::one_line(&e), "usher stopped");
+            } else {
+                eprintln!("usher: {}", cli::one_line(&e));
+            }
             ExitCode::FAILURE
         }
     }

@@ -16,6 +16,7 @@ use crate::audit::checkpoint::{CheckpointError, CheckpointKey, CheckpointSinks, 
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{self, Engine, EngineError, EngineParams, Secrets};
+use crate::ops::{Ops, OpsError};
 use crate::playbook::DriverConfig;
 use crate::scim::{self, Gateway, ScimState, StagedHook};
 use crate::store::{Store, StoreError};
@@ -35,6 +36,14 @@ pub enum ServeError {
     },
     #[error("server stopped: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Ops(#[from] OpsError),
+    #[error("TLS: cannot use {cert} and {key}: {reason}")]
+    Tls {
+        cert: String,
+        key: String,
+        reason: String,
+    },
 }
 
 /// A running server; dropping it does not stop it, call `shutdown`.
@@ -43,8 +52,11 @@ pub struct Running {
     pub store: Store,
     pub engine: Option<Engine>,
     shutdown_grace: Duration,
-    shutdown: tokio::sync::oneshot::Sender<()>,
+    shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), std::io::Error>>,
+    /// The `metrics_listen:` listener, when there is one.
+    pub metrics_addr: Option<SocketAddr>,
+    metrics_task: Option<tokio::task::JoinHandle<Result<(), std::io::Error>>>,
     checkpoints: Option<Checkpoints>,
 }
 
@@ -58,11 +70,14 @@ impl Running {
     /// Stops accepting, lets requests in flight finish, stops the engine (running jobs
     /// finish or are released), closes the store.
     pub async fn shutdown(self) -> Result<(), ServeError> {
-        let _ = self.shutdown.send(());
+        let _ = self.shutdown.send(true);
         if let Some(e) = self.engine {
             e.shutdown(self.shutdown_grace).await;
         }
         let r = self.task.await.unwrap_or(Ok(()));
+        if let Some(t) = self.metrics_task {
+            let _ = t.await;
+        }
         // Last, so that the final checkpoint covers what the shutdown appended.
         if let Some(c) = self.checkpoints {
             let _ = c.stop.send(true);
@@ -82,7 +97,7 @@ pub struct EngineSetup {
 }
 
 /// The whole HTTP application over a store. `public_url` is where claim links point.
-pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
+pub fn app(config: &Config, store: Store, public_url: &str, ops: Ops) -> Router {
     let gateways = config
         .integrations
         .iter()
@@ -99,27 +114,40 @@ pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
     let request_id = HeaderName::from_static("x-request-id");
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
+        .merge(crate::ops::router(
+            ops.clone(),
+            config.metrics_listen.is_none(),
+        ))
         .merge(scim::router(scim_state))
         .merge(crate::web::router(store))
         .layer(
             tower::ServiceBuilder::new()
+                // Honours the caller's `x-request-id`, else makes one; sent back.
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
-                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
-                        let id = req
-                            .extensions()
-                            .get::<RequestId>()
-                            .and_then(|id| id.header_value().to_str().ok())
-                            .unwrap_or("-");
-                        // The path, never the query: filters carry user names.
-                        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
-                    }),
+                    TraceLayer::new_for_http()
+                        .make_span_with(|req: &Request<_>| {
+                            let id = req
+                                .extensions()
+                                .get::<RequestId>()
+                                .and_then(|id| id.header_value().to_str().ok())
+                                .unwrap_or("-");
+                            // The path, never the query: filters carry user names.
+                            tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path())
+                        })
+                        // The access log line (ops::access_log) replaces tower-http's own.
+                        .on_request(())
+                        .on_response(()),
                 )
-                .layer(PropagateRequestIdLayer::new(request_id)),
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(axum::middleware::from_fn_with_state(
+                    ops,
+                    crate::ops::access_log,
+                )),
         )
 }
 
-fn canonicalise_scim_path(mut req: Request<axum::body::Body>) -> Request<axum::body::Body> {
+fn canonicalise_scim_path<B>(mut req: Request<B>) -> Request<B> {
     if let Some(path) = scim::canonical_path(req.uri().path()) {
         let pq = match req.uri().query() {
             Some(q) => format!("{path}?{q}"),
@@ -199,14 +227,27 @@ pub async fn start_with(
         }
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
+    let tls = match &config.tls {
+        Some(t) => Some(tls_config(t).await?),
+        None => None,
+    };
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|source| ServeError::Bind { addr, source })?;
     let addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(m) => Some(
+            tokio::net::TcpListener::bind(m)
+                .await
+                .map_err(|source| ServeError::Bind { addr: m, source })?,
+        ),
+        None => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = config
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("http://{addr}"));
+        .unwrap_or_else(|| format!("{scheme}://{addr}"));
     let engine = match engine_parts {
         Some((setup, playbooks)) => Some(
             Engine::start(EngineParams {
@@ -223,23 +264,71 @@ pub async fn start_with(
         ),
         None => None,
     };
-    // Outside the router, so that the rewritten path is the one routed.
-    let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
-        app(config, store.clone(), &public_url),
-        canonicalise_scim_path,
-    );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = rx.await;
-        })
-        .await
-    });
-    tracing::info!(%addr, database = store.backend_name(), "usher listening");
+    let ops = Ops::new(
+        store.clone(),
+        engine.as_ref().map(Engine::probe),
+        config.integrations.iter().map(|i| i.id.clone()),
+    )?;
+    let router = app(config, store.clone(), &public_url, ops.clone());
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let task = match tls {
+        Some((rustls, files)) => {
+            let handle = axum_server::Handle::new();
+            {
+                let handle = handle.clone();
+                let rx = rx.clone();
+                tokio::spawn(async move {
+                    stopped(rx).await;
+                    // Requests in flight get a moment; the engine has its own grace.
+                    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+                });
+            }
+            tokio::spawn(reload_tls(rustls.clone(), files, rx.clone()));
+            let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle);
+            // Outside the router, so that the rewritten path is the one routed.
+            let app = tower::ServiceExt::<Request<_>>::map_request(router, canonicalise_scim_path);
+            tokio::spawn(async move {
+                server
+                    .serve(axum::ServiceExt::<Request<_>>::into_make_service(app))
+                    .await
+            })
+        }
+        None => {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            let rx = rx.clone();
+            let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
+                router,
+                canonicalise_scim_path,
+            );
+            tokio::spawn(async move {
+                axum::serve(
+                    listener,
+                    axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app),
+                )
+                .with_graceful_shutdown(stopped(rx))
+                .await
+            })
+        }
+    };
+    let (metrics_addr, metrics_task) = match metrics_listener {
+        Some(l) => {
+            let maddr = l.local_addr()?;
+            let router = crate::ops::metrics_router(ops);
+            let rx = rx.clone();
+            let t = tokio::spawn(async move {
+                axum::serve(l, router)
+                    .with_graceful_shutdown(stopped(rx))
+                    .await
+            });
+            tracing::info!(addr = %maddr, "metrics listening");
+            (Some(maddr), Some(t))
+        }
+        None => (None, None),
+    };
+    tracing::info!(%addr, tls = config.tls.is_some(), database = store.backend_name(), "usher listening");
     Ok(Running {
         addr,
         store,
@@ -247,8 +336,90 @@ pub async fn start_with(
         shutdown_grace: config.engine.shutdown_grace,
         shutdown: tx,
         task,
+        metrics_addr,
+        metrics_task,
         checkpoints,
     })
+}
+
+/// The certificate files and when they last changed.
+struct TlsFiles {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    fn stamp(&self) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+        let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        Some((m(&self.cert)?, m(&self.key)?))
+    }
+}
+
+async fn tls_config(
+    t: &crate::config::TlsSettings,
+) -> Result<(axum_server::tls_rustls::RustlsConfig, TlsFiles), ServeError> {
+    // One crypto provider for the process (ring, as reqwest uses); a second install is
+    // refused harmlessly.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(&t.cert_file, &t.key_file)
+        .await
+        .map_err(|e| ServeError::Tls {
+            cert: t.cert_file.display().to_string(),
+            key: t.key_file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    Ok((
+        config,
+        TlsFiles {
+            cert: t.cert_file.clone(),
+            key: t.key_file.clone(),
+        },
+    ))
+}
+
+/// Reads the certificate and key again on SIGHUP and when either file changes (checked
+/// every 2 s: certificate renewals are rare, and polling works on every file system and
+/// in containers with mounted secrets). A bad pair keeps the one in use.
+async fn reload_tls(
+    rustls: axum_server::tls_rustls::RustlsConfig,
+    files: TlsFiles,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut seen = files.stamp();
+    loop {
+        #[cfg(unix)]
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_recv = std::future::pending::<()>();
+        let why = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = hup_recv => "SIGHUP",
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                let now = files.stamp();
+                if now == seen || now.is_none() {
+                    continue;
+                }
+                "the files changed"
+            }
+        };
+        seen = files.stamp();
+        match rustls.reload_from_pem_file(&files.cert, &files.key).await {
+            Ok(()) => {
+                tracing::info!(cert = %files.cert.display(), "TLS certificate reloaded ({why})")
+            }
+            Err(e) => tracing::error!(cert = %files.cert.display(), error = %e,
+                "TLS certificate not reloaded ({why}); the previous one stays in use"),
+        }
+    }
 }
 
 /// Starts the audit checkpoint writer when a checkpoint key is set: after appends (at
@@ -336,26 +507,29 @@ fn start_checkpoints(config: &Config, store: &Store) -> Result<Option<Checkpoint
     Ok(Some(Checkpoints { stop, task }))
 }
 
-/// Waits for Ctrl-C or SIGTERM.
+/// Waits for Ctrl-C or SIGTERM, and logs which arrived.
 pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
-        tokio::select! {
-            _ = ctrl_c => {},
-            _ = term.recv() => {},
+    let which = {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = ctrl_c => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            Err(_) => {
+                let _ = ctrl_c.await;
+                "SIGINT"
+            }
         }
-    }
+    };
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    // Give in-flight requests a moment; axum's graceful shutdown waits for them.
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let which = {
+        let _ = ctrl_c.await;
+        "Ctrl-C"
+    };
+    tracing::info!(
+        signal = which,
+        "{which} received: stopping (running jobs are released after engine.shutdown_grace)"
+    );
 }

@@ -58,6 +58,24 @@ pub struct BrowserContext {
     shared: Arc<Shared>,
     id: BrowserContextId,
     page: Page,
+    _in_use: InUse,
+}
+
+/// Counts the context in the `usher_browser_contexts_in_use` gauge while it lives
+/// (closed or dropped).
+struct InUse;
+
+impl InUse {
+    fn new() -> InUse {
+        metrics::gauge!("usher_browser_contexts_in_use").increment(1.0);
+        InUse
+    }
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        metrics::gauge!("usher_browser_contexts_in_use").decrement(1.0);
+    }
 }
 
 impl fmt::Debug for BrowserContext {
@@ -109,7 +127,12 @@ impl BrowserContext {
         };
         drop(guard);
         match Page::init(shared.clone(), cpage).await {
-            Ok(page) => Ok(BrowserContext { shared, id, page }),
+            Ok(page) => Ok(BrowserContext {
+                shared,
+                id,
+                page,
+                _in_use: InUse::new(),
+            }),
             Err(e) => {
                 let ctx = ContextIds {
                     shared: shared.clone(),

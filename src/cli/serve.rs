@@ -17,24 +17,43 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         driver: DriverConfig::default(),
     };
     let running = server::start_with(&config, config.listen, Some(setup)).await?;
-    eprintln!(
-        "usher: serving {} gateway(s) on http://{} ({})",
-        config.integrations.len(),
-        running.addr,
-        if running.engine.is_some() {
-            format!("engine: {} worker(s)", config.engine.workers)
-        } else {
-            "gateway only".to_string()
+    let scheme = if config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mode = if running.engine.is_some() {
+        format!("engine: {} worker(s)", config.engine.workers)
+    } else {
+        "gateway only".to_string()
+    };
+    // With JSON logs the banner is log events too: every line on stderr is JSON.
+    if crate::json_logs() {
+        tracing::info!(gateways = config.integrations.len(), addr = %running.addr, %scheme, mode = %mode, "usher serving");
+        for i in &config.integrations {
+            tracing::info!(integration = %i.id, app = %i.app, url = %format!("{scheme}://{}/scim/v2/{}", running.addr, i.id), "gateway");
         }
-    );
-    for i in &config.integrations {
+    } else {
         eprintln!(
-            "usher:   {} ({}) at http://{}/scim/v2/{}",
-            i.name, i.app, running.addr, i.id
+            "usher: serving {} gateway(s) on {scheme}://{} ({mode})",
+            config.integrations.len(),
+            running.addr,
         );
+        for i in &config.integrations {
+            eprintln!(
+                "usher:   {} ({}) at {scheme}://{}/scim/v2/{}",
+                i.name, i.app, running.addr, i.id
+            );
+        }
     }
     server::shutdown_signal().await;
-    running.shutdown().await?;
+    // Within Docker's and Kubernetes' default 10 s: running jobs are released after
+    // engine.shutdown_grace; whatever still holds on after 9 s is left to the leases.
+    match tokio::time::timeout(std::time::Duration::from_secs(9), running.shutdown()).await {
+        Ok(r) => r?,
+        Err(_) => tracing::warn!("shutdown took over 9s; exiting (leases expire for the rest)"),
+    }
+    tracing::info!("usher stopped");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -64,6 +64,27 @@ pub struct Config {
     /// `http://{listen}`.
     #[serde(default, deserialize_with = "de_opt_expanded")]
     pub public_url: Option<String>,
+    /// HTTPS on `listen` (rustls). Without it Usher speaks plain HTTP (behind a proxy
+    /// that terminates TLS).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+    /// A second listener that serves `/metrics` only (an admin port); without it
+    /// `/metrics` is served on `listen`.
+    #[serde(default, deserialize_with = "de_opt_socket_addr")]
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+/// The certificate and key of the HTTPS listener, PEM files; read again on SIGHUP and
+/// when either file changes. Relative paths are relative to the configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain, leaf first.
+    #[serde(deserialize_with = "de_expanded_path")]
+    pub cert_file: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    #[serde(deserialize_with = "de_expanded_path")]
+    pub key_file: PathBuf,
 }
 
 /// The provisioning engine: workers, leases, retries.
@@ -90,7 +111,8 @@ pub struct EngineSettings {
     #[serde(deserialize_with = "de_duration")]
     pub sync_timeout: Duration,
     /// At shutdown, how long running jobs may take to finish before they are released
-    /// (back to `pending`) for another worker.
+    /// (back to `pending`, the attempt not spent) for another worker. Default 5 s, so
+    /// that a stop finishes within Docker's and Kubernetes' default 10 s.
     #[serde(deserialize_with = "de_duration")]
     pub shutdown_grace: Duration,
     /// How often this process writes its heartbeat.
@@ -115,7 +137,7 @@ impl Default for EngineSettings {
             backoff_max: Duration::from_secs(600),
             poll: Duration::from_millis(500),
             sync_timeout: Duration::from_secs(50),
-            shutdown_grace: Duration::from_secs(20),
+            shutdown_grace: Duration::from_secs(5),
             heartbeat_every: Duration::from_secs(1),
             heartbeat_timeout: Duration::from_secs(5),
             evidence_dir: None,
@@ -423,6 +445,10 @@ fn de_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Erro
     })
 }
 
+fn de_opt_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    de_socket_addr(d).map(Some)
+}
+
 fn de_gateway_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;
     let ok = !s.is_empty()
@@ -482,7 +508,12 @@ impl Config {
             file: file.clone(),
             source,
         })?;
-        Config::parse(&file, &text)
+        let mut config = Config::parse(&file, &text)?;
+        if let (Some(tls), Some(dir)) = (&mut config.tls, path.parent()) {
+            tls.cert_file = dir.join(&tls.cert_file);
+            tls.key_file = dir.join(&tls.key_file);
+        }
+        Ok(config)
     }
 
     /// Parses configuration text; `file` names it in errors.

@@ -277,6 +277,13 @@ impl Engine {
         Ok(Engine { shared, tasks })
     }
 
+    /// What `/readyz` asks of the engine.
+    pub fn probe(&self) -> EngineProbe {
+        EngineProbe {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// Chromium's pid (tests).
     pub async fn browser_pid(&self) -> Option<u32> {
         self.shared.driver.browser_pid().await
@@ -302,6 +309,36 @@ impl Engine {
             tracing::warn!(error = %e, "removing this process's heartbeat failed");
         }
         tracing::info!("provisioning engine stopped");
+    }
+}
+
+/// The engine's side of readiness: Chromium and the vault.
+#[derive(Clone)]
+pub struct EngineProbe {
+    shared: Arc<worker::Shared>,
+}
+
+impl EngineProbe {
+    /// Chromium can be started (it is launched once and kept for the workers).
+    pub async fn chromium(&self) -> Result<(), EngineError> {
+        Ok(self.shared.driver.ensure_browser().await?)
+    }
+
+    /// The vault key is loaded and opens every integration's service-account entry
+    /// (a missing entry is not an error here: the job says so).
+    pub async fn vault(&self) -> Result<(), EngineError> {
+        for i in self.shared.integrations.values() {
+            let name = &i.config.service_account;
+            self.shared
+                .secrets()
+                .get(name)
+                .await
+                .map_err(|source| EngineError::Secret {
+                    integration: i.config.id.clone(),
+                    source,
+                })?;
+        }
+        Ok(())
     }
 }
 

@@ -49,6 +49,8 @@ struct Failure {
     detail: Value,
     /// The job must wait rather than retry: no attempt is spent.
     wait: Option<Wait>,
+    /// The sign-in failed or was refused (`usher_login_failures_total`).
+    login_failed: bool,
 }
 
 /// Why a job waits without spending an attempt.
@@ -70,6 +72,7 @@ impl Failure {
             message,
             transient: false,
             wait: None,
+            login_failed: false,
         }
     }
 
@@ -81,6 +84,7 @@ impl Failure {
             message,
             transient: true,
             wait: None,
+            login_failed: false,
         }
     }
 
@@ -113,6 +117,34 @@ impl Failure {
             transient,
             detail,
             wait,
+            login_failed: matches!(e, DriverError::Login(_) | DriverError::LoginRefused { .. }),
+        }
+    }
+}
+
+/// The job's outcome in `/metrics`: labels are the integration, the operation or
+/// playbook action and the outcome only (never a user).
+fn record_metrics(job: &crate::store::JobRow, finish: &JobFinish, detail: &Value, took: Duration) {
+    let integration = job.integration_id.clone();
+    let outcome = match finish {
+        JobFinish::Succeeded => "succeeded",
+        JobFinish::Retry { .. } => "retried",
+        JobFinish::Failed { .. } => "failed",
+        JobFinish::Paused { .. } => "paused",
+        JobFinish::Deferred { .. } => "deferred",
+    };
+    metrics::counter!("usher_jobs_finished_total", "integration" => integration.clone(), "status" => outcome)
+        .increment(1);
+    if matches!(finish, JobFinish::Retry { .. }) {
+        metrics::counter!("usher_job_retries_total", "integration" => integration.clone())
+            .increment(1);
+    }
+    metrics::histogram!("usher_job_duration_seconds", "integration" => integration.clone(), "action" => job.operation.as_str())
+        .record(took.as_secs_f64());
+    for a in detail["actions"].as_array().into_iter().flatten() {
+        if let (Some(action), Some(ms)) = (a["action"].as_str(), a["duration_ms"].as_u64()) {
+            metrics::histogram!("usher_action_duration_seconds", "integration" => integration.clone(), "action" => action.to_owned())
+                .record(ms as f64 / 1000.0);
         }
     }
 }
@@ -313,10 +345,12 @@ impl Shared {
                     "job": job_id, "attempt": claimed.job.attempts,
                     "error": {"reason": "Usher shut down while the job ran"},
                 }));
-                let _ = self.store.finish_job(&claimed, &JobFinish::Retry {
+                // Usher stopped it, not the app: the attempt is given back (Deferred).
+                let _ = self.store.finish_job(&claimed, &JobFinish::Deferred {
                     run_after: format_time(self.clock.now()),
-                    error: "released at shutdown".into(),
+                    reason: "released at shutdown".into(),
                 }, &json!({}), None, &event).await;
+                tracing::info!(job = job_id, "job released: back to pending, attempt not spent");
             }
         }
         hb.abort();
@@ -386,6 +420,12 @@ impl Shared {
             "actions": records,
             "duration_ms": started.elapsed().as_millis() as u64,
         });
+        if let Err((_, f)) = &result
+            && f.login_failed
+        {
+            metrics::counter!("usher_login_failures_total", "integration" => job.integration_id.clone())
+                .increment(1);
+        }
         let result = match result {
             Err((_, f)) if f.wait.is_some() => {
                 self.wait(claimed, &integ, f, base).await;
@@ -475,6 +515,7 @@ impl Shared {
                 return;
             }
         }
+        record_metrics(job, &finish, &detail, started.elapsed());
         match &finish {
             JobFinish::Succeeded => {
                 tracing::info!(job = job.id, integration = %job.integration_id, "job succeeded");
@@ -796,6 +837,7 @@ impl Shared {
                         transient: true,
                         detail: json!({"action": action.as_str(), "reason": "read-back through list_users disagrees"}),
                         wait: None,
+                        login_failed: false,
                     }));
                 }
                 "list_users"

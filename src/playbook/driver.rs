@@ -263,6 +263,22 @@ impl Driver {
         self.browser.read().await.as_ref().and_then(Browser::pid)
     }
 
+    /// Chromium is running, launched now if it was not (it is kept for the next
+    /// action): what readiness checks.
+    pub async fn ensure_browser(&self) -> Result<(), DriverError> {
+        if self.slots.is_closed() {
+            return Err(DriverError::ShutDown);
+        }
+        let mut guard = self.browser.write().await;
+        match guard.as_mut() {
+            Some(b) => {
+                b.relaunch_if_dead().await?;
+            }
+            None => *guard = Some(Browser::launch(self.cfg.browser.clone()).await?),
+        }
+        Ok(())
+    }
+
     /// Forgets the kept session of an integration (the next action logs in).
     pub fn forget_session(&self, key: &str) {
         if let Ok(mut s) = self.sessions.lock() {

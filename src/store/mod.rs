@@ -874,6 +874,7 @@ impl Store {
 // After the macros above, which they use.
 mod integrations;
 mod jobs;
+mod ops;
 mod processes;
 mod totp;
 mod vault;
@@ -882,4 +883,5 @@ pub use jobs::{
     Claimant, ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
     WebhookDelivery,
 };
+pub use ops::QueueStats;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};
