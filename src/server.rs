@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::http::{HeaderName, Request};
+use axum::http::{HeaderName, HeaderValue, Request};
 use axum::routing::get;
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
@@ -147,6 +147,51 @@ pub fn app(config: &Config, store: Store, public_url: &str, ops: Ops) -> Router 
         )
 }
 
+/// What the SCIM side builds absolute URLs (`meta.location`) from, fixed by the
+/// configuration rather than by whoever sends the request: no forwarded header is
+/// trusted. With `public_url` its scheme and host are used; else the request's Host
+/// and the listener's own scheme.
+#[derive(Clone)]
+struct Edge {
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+}
+
+impl Edge {
+    fn new(public_url: Option<&str>, tls: bool) -> Edge {
+        let parsed = public_url.and_then(|u| {
+            let (scheme, rest) = u.split_once("://")?;
+            let host = rest.split('/').next().filter(|h| !h.is_empty())?;
+            Some((
+                scheme.to_ascii_lowercase(),
+                HeaderValue::from_str(host).ok()?,
+            ))
+        });
+        match parsed {
+            Some((scheme, host)) => Edge {
+                proto: HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
+                host: Some(host),
+            },
+            None => Edge {
+                proto: HeaderValue::from_static(if tls { "https" } else { "http" }),
+                host: None,
+            },
+        }
+    }
+
+    fn apply<B>(&self, mut req: Request<B>) -> Request<B> {
+        let h = req.headers_mut();
+        for name in ["forwarded", "x-forwarded-host", "x-forwarded-for"] {
+            h.remove(name);
+        }
+        h.insert("x-forwarded-proto", self.proto.clone());
+        if let Some(host) = &self.host {
+            h.insert(axum::http::header::HOST, host.clone());
+        }
+        canonicalise_scim_path(req)
+    }
+}
+
 fn canonicalise_scim_path<B>(mut req: Request<B>) -> Request<B> {
     if let Some(path) = scim::canonical_path(req.uri().path()) {
         let pq = match req.uri().query() {
@@ -270,6 +315,8 @@ pub async fn start_with(
         config.integrations.iter().map(|i| i.id.clone()),
     )?;
     let router = app(config, store.clone(), &public_url, ops.clone());
+    // Applied outside the router, so that the rewritten path is the one routed.
+    let edge = Edge::new(config.public_url.as_deref(), tls.is_some());
     let (tx, rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -289,7 +336,7 @@ pub async fn start_with(
             tokio::spawn(reload_tls(rustls.clone(), files, rx.clone()));
             let server = axum_server::from_tcp_rustls(listener, rustls).handle(handle);
             // Outside the router, so that the rewritten path is the one routed.
-            let app = tower::ServiceExt::<Request<_>>::map_request(router, canonicalise_scim_path);
+            let app = tower::ServiceExt::<Request<_>>::map_request(router, move |r| edge.apply(r));
             tokio::spawn(async move {
                 server
                     .serve(axum::ServiceExt::<Request<_>>::into_make_service(app))
@@ -299,10 +346,10 @@ pub async fn start_with(
         None => {
             let listener = tokio::net::TcpListener::from_std(listener)?;
             let rx = rx.clone();
-            let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
-                router,
-                canonicalise_scim_path,
-            );
+            let app =
+                tower::ServiceExt::<Request<axum::body::Body>>::map_request(router, move |r| {
+                    edge.apply(r)
+                });
             tokio::spawn(async move {
                 axum::serve(
                     listener,

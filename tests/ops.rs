@@ -704,3 +704,105 @@ async fn scim_over_https_and_certificate_reload() {
     assert!(reloaded, "the new certificate is served");
     s.stop().await;
 }
+
+/// POSTs a user through `client` at `url` and returns its `meta.location`.
+async fn location_of(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    local: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let mut req = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/scim+json")
+        .body(user(local).to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("post");
+    assert_eq!(r.status().as_u16(), 201);
+    let v: Value = r.json().await.expect("json");
+    v["meta"]["location"]
+        .as_str()
+        .expect("location")
+        .to_string()
+}
+
+/// No forwarded header is trusted for the base URL: locations come from the request's
+/// Host and the listener's scheme, or from `public_url` when it is set; over TLS they
+/// are `https://`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_ignore_forwarded_headers() {
+    let forged = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "evil.example"),
+        ("forwarded", "proto=https;host=evil.example"),
+    ];
+    let s = TestServer::start(Db::Sqlite, vec![integration("edge")]).await;
+    let loc = location_of(
+        &s.client,
+        &format!("{}/Users", s.root("edge")),
+        s.token("edge"),
+        "edge.one",
+        &forged,
+    )
+    .await;
+    assert!(
+        loc.starts_with(&format!("http://{}/scim/v2/edge/Users/", s.addr)),
+        "{loc}"
+    );
+    s.stop().await;
+
+    let s = TestServer::start_with(
+        Db::Sqlite,
+        vec![integration("edge")],
+        "public_url: https://usher.example.com\n",
+    )
+    .await;
+    let loc = location_of(
+        &s.client,
+        &format!("{}/Users", s.root("edge")),
+        s.token("edge"),
+        "edge.two",
+        &forged,
+    )
+    .await;
+    assert!(
+        loc.starts_with("https://usher.example.com/scim/v2/edge/Users/"),
+        "{loc}"
+    );
+    s.stop().await;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate();
+    std::fs::write(dir.path().join("c.pem"), &cert).expect("cert");
+    std::fs::write(dir.path().join("k.pem"), &key).expect("key");
+    let s = TestServer::start_with(
+        Db::Sqlite,
+        vec![integration("edge")],
+        &format!(
+            "tls:\n  cert_file: {}\n  key_file: {}\n",
+            dir.path().join("c.pem").display(),
+            dir.path().join("k.pem").display()
+        ),
+    )
+    .await;
+    let loc = location_of(
+        &https_client(&cert),
+        &format!("https://127.0.0.1:{}/scim/v2/edge/Users", s.addr.port()),
+        s.token("edge"),
+        "edge.three",
+        &[("x-forwarded-proto", "http")],
+    )
+    .await;
+    assert!(
+        loc.starts_with(&format!(
+            "https://127.0.0.1:{}/scim/v2/edge/Users/",
+            s.addr.port()
+        )),
+        "{loc}"
+    );
+    s.stop().await;
+}

@@ -60,8 +60,9 @@ pub struct Config {
     /// Where failed jobs and recoveries are sent.
     #[serde(default)]
     pub webhooks: Vec<WebhookConfig>,
-    /// The URL people reach Usher at, for claim links (`invites: on_claim`). Default:
-    /// `http://{listen}`.
+    /// The URL people and IdPs reach Usher at: claim links (`invites: on_claim`) and
+    /// SCIM `meta.location` are built on it. Default: the request's Host (claim links:
+    /// `http(s)://{listen}`).
     #[serde(default, deserialize_with = "de_opt_expanded")]
     pub public_url: Option<String>,
     /// HTTPS on `listen` (rustls). Without it Usher speaks plain HTTP (behind a proxy
