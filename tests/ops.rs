@@ -806,3 +806,44 @@ async fn locations_ignore_forwarded_headers() {
     );
     s.stop().await;
 }
+
+/// `metrics_listen:` serves `/metrics` on its own port, and then not on `listen`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_a_separate_listener() {
+    let s = TestServer::start_with(
+        Db::Sqlite,
+        vec![integration("adm")],
+        "metrics_listen: 127.0.0.1:0\n",
+    )
+    .await;
+    let r = s
+        .req(reqwest::Method::GET, "adm", "/Users")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    let admin = s
+        .running
+        .as_ref()
+        .and_then(|r| r.metrics_addr)
+        .expect("metrics address");
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("usher_scim_requests_total")
+                && l.contains("integration=\"adm\"")
+                && l.contains("method=\"GET\"")
+                && l.contains("status=\"200\"")),
+        "{text}"
+    );
+    let main = reqwest::get(format!("http://{}/metrics", s.addr))
+        .await
+        .expect("main listener");
+    assert_eq!(main.status().as_u16(), 404, "not on the SCIM listener");
+    s.stop().await;
+}

@@ -48,10 +48,16 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     }
     server::shutdown_signal().await;
     // Within Docker's and Kubernetes' default 10 s: running jobs are released after
-    // engine.shutdown_grace; whatever still holds on after 9 s is left to the leases.
-    match tokio::time::timeout(std::time::Duration::from_secs(9), running.shutdown()).await {
+    // engine.shutdown_grace; whatever still holds on after 9 s (or 4 s past a longer
+    // grace) is left to the leases.
+    let limit = std::time::Duration::from_secs(9)
+        .max(config.engine.shutdown_grace + std::time::Duration::from_secs(4));
+    match tokio::time::timeout(limit, running.shutdown()).await {
         Ok(r) => r?,
-        Err(_) => tracing::warn!("shutdown took over 9s; exiting (leases expire for the rest)"),
+        Err(_) => tracing::warn!(
+            "shutdown took over {}s; exiting (leases expire for the rest)",
+            limit.as_secs()
+        ),
     }
     tracing::info!("usher stopped");
     Ok(ExitCode::SUCCESS)

@@ -141,7 +141,11 @@ impl Ops {
 
     /// The Prometheus text: the recorder's series and the queue read now.
     pub async fn render(&self) -> String {
-        match self.store.queue_stats().await {
+        let stats = match tokio::time::timeout(CHECK_TIMEOUT, self.store.queue_stats()).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+        };
+        match stats {
             Ok(stats) => {
                 let now = self.store.clock().now();
                 for id in self.integrations.iter() {
