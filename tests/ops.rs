@@ -847,3 +847,109 @@ async fn metrics_on_a_separate_listener() {
     assert_eq!(main.status().as_u16(), 404, "not on the SCIM listener");
     s.stop().await;
 }
+
+/// Through the binary with `tls:`: the banner says https, `usher healthcheck` reaches
+/// the HTTPS listener from the configuration, SIGHUP loads a renewed certificate, and a
+/// broken one on SIGHUP is refused with the previous one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_certificate_of_usher_serve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Db::Sqlite).await;
+    let (cert, key) = certificate();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert).expect("cert");
+    std::fs::write(&key_file, &key).expect("key");
+    let port = free_port();
+    let cfg = dir.path().join("usher.yaml");
+    let text = engine_config(
+        &db.url,
+        &format!("127.0.0.1:{port}"),
+        "hup",
+        "http://127.0.0.1:9",
+        "token-unused",
+        dir.path(),
+    )
+    .replace("  workers: 1\n", "  workers: 0\n");
+    // Relative paths: beside the configuration file.
+    std::fs::write(
+        &cfg,
+        format!("{text}tls:\n  cert_file: cert.pem\n  key_file: key.pem\n"),
+    )
+    .expect("config");
+    let log = dir.path().join("stderr.log");
+    let mut serve = Serve::start(&cfg, &log, &[]);
+    let health = format!("https://127.0.0.1:{port}/healthz");
+    let mut up = false;
+    for _ in 0..300 {
+        if https_client(&cert)
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "HTTPS answers: {}", serve.stderr());
+    assert!(
+        serve
+            .stderr()
+            .contains(&format!("on https://127.0.0.1:{port}")),
+        "{}",
+        serve.stderr()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["healthcheck", "--config"])
+        .arg(&cfg)
+        .output()
+        .expect("healthcheck");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&health));
+
+    let hup = |pid: u32| {
+        Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill -HUP");
+    };
+    let wait_log = |needle: &'static str, serve: &Serve| {
+        for _ in 0..200 {
+            if serve.stderr().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{needle}` in the log: {}", serve.stderr());
+    };
+    let (cert2, key2) = certificate();
+    std::fs::write(&key_file, &key2).expect("key");
+    std::fs::write(&cert_file, &cert2).expect("cert");
+    hup(serve.child.id());
+    wait_log("TLS certificate reloaded (SIGHUP)", &serve);
+    let r = https_client(&cert2).get(&health).send().await;
+    assert!(
+        r.is_ok_and(|r| r.status().is_success()),
+        "the new certificate"
+    );
+
+    std::fs::write(&cert_file, "not a certificate").expect("cert");
+    hup(serve.child.id());
+    wait_log("the previous one stays in use", &serve);
+    let r = https_client(&cert2).get(&health).send().await;
+    assert!(
+        r.is_ok_and(|r| r.status().is_success()),
+        "kept after a bad one"
+    );
+    assert!(
+        serve.child.try_wait().expect("wait").is_none(),
+        "still running"
+    );
+    let status = serve.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "{}", serve.stderr());
+}
