@@ -580,3 +580,53 @@ pub async fn shutdown_signal() {
         "{which} received: stopping (running jobs are released after engine.shutdown_grace)"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Edge;
+    use axum::http::Request;
+
+    fn apply(edge: &Edge, headers: &[(&str, &str)]) -> (String, Option<String>) {
+        let mut b = Request::builder().uri("/scim/v2/g/users");
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let req = edge.apply(b.body(()).expect("request"));
+        let get = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(req.uri().path(), "/scim/v2/g/Users", "still canonicalised");
+        assert!(get("x-forwarded-host").is_none() && get("forwarded").is_none());
+        (get("x-forwarded-proto").expect("proto"), get("host"))
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_by_the_configuration() {
+        let forged = [
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "evil.example"),
+            ("host", "usher.internal:8080"),
+        ];
+        let plain = Edge::new(None, false);
+        assert_eq!(
+            apply(&plain, &forged),
+            ("http".into(), Some("usher.internal:8080".into()))
+        );
+        let tls = Edge::new(None, true);
+        assert_eq!(apply(&tls, &forged[..1]).0, "https");
+        let public = Edge::new(Some("https://usher.example.com/base"), false);
+        assert_eq!(
+            apply(&public, &forged),
+            ("https".into(), Some("usher.example.com".into()))
+        );
+        // Not a URL: the request's own Host and the listener's scheme.
+        let odd = Edge::new(Some("usher.example.com"), false);
+        assert_eq!(
+            apply(&odd, &forged[2..]).1.as_deref(),
+            Some("usher.internal:8080")
+        );
+    }
+}
