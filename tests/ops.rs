@@ -953,3 +953,67 @@ async fn sighup_reloads_the_certificate_of_usher_serve() {
     let status = serve.terminate(Duration::from_secs(10));
     assert!(status.is_some_and(|s| s.success()), "{}", serve.stderr());
 }
+
+/// A refused sign-in is counted in `usher_login_failures_total`, and the password
+/// that was refused appears nowhere in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_failures_are_counted() {
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("fixture app");
+    let db = TestDb::new(Db::Sqlite).await;
+    let evidence = tempfile::tempdir().expect("tempdir");
+    let token = format!("login-{}", uuid::Uuid::new_v4().simple());
+    let id = "login-fail";
+    let text = engine_config(
+        &db.url,
+        "127.0.0.1:0",
+        id,
+        app.base_url(),
+        &token,
+        evidence.path(),
+    );
+    let wrong = FixtureOptions {
+        admin_password: "Wrong-password-4711!".into(),
+        ..opts.clone()
+    };
+    let running = start_engine(&text, &wrong, None).await.expect("starts");
+    let base = format!("http://{}", running.addr);
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{base}/scim/v2/{id}/Users"))
+        .bearer_auth(&token)
+        .header("content-type", "application/scim+json")
+        .body(user("refused.login").to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 201);
+    let mut last = String::new();
+    let mut counted = false;
+    for _ in 0..300 {
+        last = client
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if last.lines().any(|l| {
+            l.starts_with("usher_login_failures_total{")
+                && l.contains(&format!("integration=\"{id}\""))
+                && !l.ends_with(" 0")
+        }) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(counted, "{last}");
+    assert!(!last.contains("Wrong-password-4711!"));
+    assert!(!last.contains("refused.login"));
+    running.shutdown().await.expect("shutdown");
+    app.shutdown().await;
+}
