@@ -1017,3 +1017,43 @@ async fn login_failures_are_counted() {
     running.shutdown().await.expect("shutdown");
     app.shutdown().await;
 }
+
+/// A certificate that cannot be used stops the start with one plain line naming both
+/// files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_certificate_stops_the_start_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Db::Sqlite).await;
+    let cfg = dir.path().join("usher.yaml");
+    let text = engine_config(
+        &db.url,
+        &format!("127.0.0.1:{}", free_port()),
+        "badtls",
+        "http://127.0.0.1:9",
+        "token-unused",
+        dir.path(),
+    )
+    .replace("  workers: 1\n", "  workers: 0\n");
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").expect("cert");
+    std::fs::write(
+        &cfg,
+        format!("{text}tls:\n  cert_file: cert.pem\n  key_file: missing-key.pem\n"),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env_remove("USHER_LOG_FORMAT")
+        .env("USHER_LOG", "off")
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(lines[0].starts_with("usher: TLS: cannot use "), "{err}");
+    assert!(
+        lines[0].contains("cert.pem") && lines[0].contains("missing-key.pem"),
+        "{err}"
+    );
+}
