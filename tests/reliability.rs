@@ -248,6 +248,47 @@ async fn a_precondition_that_cannot_answer_never_creates_twice(db: Db) {
     rig.stop().await;
 }
 
+/// The session check meets an app error while the admin's session is alive: the login
+/// page then redirects into the app and the login steps do not match. That is no
+/// refusal: the session is checked again and the job goes on, without a pause and
+/// without a new sign-in.
+async fn a_failed_session_check_with_a_live_session_is_no_refusal(db: Db) {
+    let rig = rig(db, FixtureOptions::default(), Setup::default()).await;
+    rig.joiner("first").await;
+    rig.until("the first joiner's job ends", all_succeeded)
+        .await;
+    let logins = rig.app.successful_logins();
+    // The session check is tried twice before a login: both meet the error.
+    rig.app.fail_next_gets("/admin/users", 2);
+    let id = rig.joiner("second").await;
+    let jobs = rig
+        .until("the second joiner's job ends or waits", |j| {
+            j.len() == 2 && (all_succeeded(j) || j.iter().any(|j| j.status == JobStatus::Paused))
+        })
+        .await;
+    assert!(
+        jobs.iter().all(|j| j.status == JobStatus::Succeeded),
+        "{jobs:#?}"
+    );
+    assert_eq!(rig.state(&id).await["state"], "provisioned");
+    assert_eq!(rig.app.failed_logins(), 0);
+    assert_eq!(
+        rig.app.successful_logins(),
+        logins,
+        "no new sign-in was needed"
+    );
+    let events = rig
+        .store()
+        .audit_events(Some("acme"), 1000)
+        .await
+        .expect("events");
+    assert!(
+        !events.iter().any(|e| e.event_type == "integration.paused"),
+        "not paused: {events:?}"
+    );
+    rig.stop().await;
+}
+
 async fn a_refused_sign_in_pauses_and_a_corrected_vault_entry_resumes(db: Db) {
     let (hook, got) = receiver().await;
     // SAFETY: every test that sets it sets the same value, before reading configuration.
@@ -525,6 +566,7 @@ async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, String, String
 on_both_databases!(
     a_precondition_that_cannot_answer_never_creates_twice,
     a_refused_sign_in_pauses_and_a_corrected_vault_entry_resumes,
+    a_failed_session_check_with_a_live_session_is_no_refusal,
     without_refused_sign_ins_are_budgeted,
     pending_shows_right_after_a_patch,
 );

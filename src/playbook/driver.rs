@@ -662,13 +662,31 @@ impl Driver {
                 .map_err(|e| DriverError::Totp(e.to_string()))?;
         }
         match self.attempt_login(integ, page, ctx, opts, steps).await {
-            Err(DriverError::Login(e))
+            Err(DriverError::Login(mut e))
                 if !matches!(e.kind, run::RunErrorKind::App | run::RunErrorKind::Playbook) =>
             {
                 let shown = run::refusal_shown(pb, &integ.env, page, ctx, opts).await;
                 let reason = match shown {
                     Some(text) => text,
-                    None => format!("{}: {}: {}", e.step_file_line, e.step, e.reason),
+                    None => {
+                        // No refusal on the page: the login form may simply not have been
+                        // shown because the session is alive after all (a session check
+                        // that met an app error or a slow page sends the job here, and the
+                        // app then redirects its login page). That is no refusal.
+                        let mut checked = Vec::new();
+                        if self
+                            .session_check(integ, page, ctx, opts, &mut checked)
+                            .await?
+                        {
+                            tracing::info!(integration = %integ.key,
+                                "the login steps did not match but the session is alive");
+                            steps.append(&mut e.steps);
+                            steps.append(&mut checked);
+                            return Ok(());
+                        }
+                        e.steps.append(&mut checked);
+                        format!("{}: {}: {}", e.step_file_line, e.step, e.reason)
+                    }
                 };
                 tracing::error!(integration = %integ.key, %reason, "the app refused the sign-in");
                 if let Some(gate) = &self.gate {
