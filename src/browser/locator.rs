@@ -11,6 +11,13 @@
 //! ```
 //! Each part after `>>` is resolved inside the FIRST match of the part before it; `nth=N`
 //! picks the N-th (0-based, negative from the end) match of what precedes it.
+//!
+//! A comma inside a CSS part is a CSS selector list (every match, in document order); it
+//! never separates chains, so a comma list in a part that scopes a later part
+//! (`A >> b, A >> c`) is rejected: it almost always meant "either chain".
+//!
+//! `row` (a whole part, first in the chain) is the current row of a `for_each`: the
+//! caller substitutes it with [`Locator::within`] and a row made by [`Locator::row`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,6 +55,16 @@ pub(super) enum Part {
     Nth {
         n: i64,
     },
+    /// `row`: the current row of the caller's loop, replaced by [`Locator::within`].
+    CurrentRow,
+    /// The `n`-th element remembered under `key` by [`super::Page::remember_rows`]; when
+    /// the page has navigated since (the remembered elements are gone with the
+    /// document), the `n`-th match of `rows` on the new page.
+    Row {
+        key: String,
+        n: usize,
+        rows: Vec<Part>,
+    },
 }
 
 /// A parsed locator. `Display` prints the source it was parsed from.
@@ -61,8 +78,31 @@ impl Locator {
     /// Parses a locator; errors carry a message and the byte offset of the problem.
     pub fn parse(source: &str) -> Result<Locator, LocatorError> {
         let mut parts = Vec::new();
-        for (start, text) in split_chain(source)? {
-            parts.push(parse_part(text, start)?);
+        let chain = split_chain(source)?;
+        let last = chain.len().saturating_sub(1);
+        for (i, (start, text)) in chain.iter().enumerate() {
+            let part = parse_part(text, *start)?;
+            if part == Part::CurrentRow && i > 0 {
+                return Err(err(
+                    "`row` (the current row of for_each) can only start a locator",
+                    *start + (text.len() - text.trim_start().len()),
+                ));
+            }
+            if i < last
+                && let Part::Css { selector, .. } = &part
+                && let Some(comma) = top_level_comma(selector)
+            {
+                let t = text.trim();
+                return Err(err(
+                    format!(
+                        "the comma in `{t}` makes one CSS selector list, which then scopes \
+                         the next part; a comma never separates ` >> ` chains: write the \
+                         shared scope once (`A >> b, c`: b or c inside A)"
+                    ),
+                    *start + (text.len() - text.trim_start().len()) + comma,
+                ));
+            }
+            parts.push(part);
         }
         if matches!(parts.first(), Some(Part::Nth { .. })) {
             return Err(err("nth= needs a locator before it", 0));
@@ -76,6 +116,46 @@ impl Locator {
     /// The text this locator was parsed from.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Starts with `row`, the current row of a loop.
+    pub fn starts_with_row(&self) -> bool {
+        self.parts.first() == Some(&Part::CurrentRow)
+    }
+
+    /// The `n`-th of the rows remembered under `key` by [`super::Page::remember_rows`]
+    /// (which must have been called with `rows`). Shown as `ROWS >> nth=n`.
+    pub fn row(rows: &Locator, key: &str, n: usize) -> Locator {
+        Locator {
+            source: format!("{} >> nth={n}", rows.source),
+            parts: vec![Part::Row {
+                key: key.to_owned(),
+                n,
+                rows: rows.parts.clone(),
+            }],
+        }
+    }
+
+    /// This locator inside `scope`: a leading `row` is the scope itself (`row >> a` is
+    /// `SCOPE >> a`), anything else is looked for inside it (`a` is `SCOPE >> a`).
+    pub fn within(&self, scope: &Locator) -> Locator {
+        let mut parts = scope.parts.clone();
+        if self.starts_with_row() {
+            parts.extend(self.parts.iter().skip(1).cloned());
+            let rest = self.source.trim_start()["row".len()..].trim_start();
+            let rest = rest.strip_prefix(">>").map(str::trim_start).unwrap_or(rest);
+            let source = if rest.is_empty() {
+                scope.source.clone()
+            } else {
+                format!("{} >> {rest}", scope.source)
+            };
+            return Locator { source, parts };
+        }
+        parts.extend(self.parts.iter().cloned());
+        Locator {
+            source: format!("{} >> {}", scope.source, self.source),
+            parts,
+        }
     }
 
     /// JSON description sent to `window.__usher`.
@@ -299,6 +379,9 @@ fn parse_part(raw: &str, base: usize) -> Result<Part, LocatorError> {
                 .map_err(|_| err("nth= needs an integer", body_at)),
             other => Err(err(format!("unknown selector engine '{other}'"), at)),
         };
+    }
+    if text == "row" {
+        return Ok(Part::CurrentRow);
     }
     if text.starts_with("//") || text.starts_with("(//") || text.starts_with("..") {
         return Ok(Part::Xpath {
@@ -539,6 +622,36 @@ fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
     })
 }
 
+/// Byte offset of the first comma of `css` outside quotes, brackets and parentheses.
+fn top_level_comma(css: &str) -> Option<usize> {
+    let bytes = css.as_bytes();
+    let mut depth = 0i32;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                b'"' | b'\'' => quote = Some(c),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth -= 1,
+                b',' if depth == 0 => return Some(i),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 fn is_visible_pseudo(s: &str) -> bool {
     s.starts_with(":visible")
         && !s[":visible".len()..]
@@ -604,6 +717,27 @@ mod tests {
         assert_eq!(l.parts.len(), 1);
         let l = Locator::parse("//button[1]").expect("parse");
         assert!(matches!(&l.parts[0], Part::Xpath { .. }));
+        // A comma list is fine where it scopes nothing, and inside :is()/brackets anywhere.
+        assert!(Locator::parse("form >> button.save, a.save").is_ok());
+        assert!(Locator::parse(":is(form, div.box) >> button").is_ok());
+        assert!(Locator::parse("div[title='a, b'] >> button").is_ok());
+    }
+
+    #[test]
+    fn row_is_replaced_by_the_scope() {
+        let rows = Locator::parse("table tr").expect("rows");
+        let row = Locator::row(&rows, "r1", 2);
+        assert_eq!(row.to_string(), "table tr >> nth=2");
+        let l = Locator::parse("row").expect("row").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2");
+        assert_eq!(l.parts.len(), 1);
+        let l = Locator::parse("row >> a.edit").expect("row").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2 >> a.edit");
+        assert_eq!(l.parts.len(), 2);
+        let l = Locator::parse("a.edit").expect("plain").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2 >> a.edit");
+        assert!(matches!(&l.parts[0], Part::Row { n: 2, .. }));
+        assert!(Locator::parse("css=row").is_ok_and(|l| !l.starts_with_row()));
     }
 
     #[test]
@@ -627,6 +761,14 @@ mod tests {
         assert_eq!((e.offset, e.message.as_str()), (3, "unclosed `[`"));
         let e = Locator::parse("div] >> b").expect_err("unmatched");
         assert_eq!((e.offset, e.message.as_str()), (3, "unmatched `]`"));
+        let e = Locator::parse("tr:has-text('x') >> button.del, tr:has-text('x') >> a.del")
+            .expect_err("comma across chains");
+        assert_eq!(e.offset, 30);
+        assert!(e.message.contains("a comma never separates"), "{e}");
+        let e = Locator::parse("a, b >> c").expect_err("comma list as a scope");
+        assert_eq!(e.offset, 1);
+        let e = Locator::parse("table >> row").expect_err("row not first");
+        assert_eq!(e.offset, 9);
         let e = Locator::parse("role=buton[name='x']").expect_err("role");
         assert_eq!(
             (e.offset, e.message.as_str()),

@@ -500,7 +500,7 @@ fn if_and_unless_rules() {
     assert_error(
         &src,
         "11:30",
-        "`unless` condition takes only one of: exists, not_exists, value",
+        "`unless` condition takes only one of: exists, not_exists, visible, hidden, value",
     );
     assert_error(&src, "14:9", "unknown key `then` in `click` step");
     assert_error(&src, "16:15", "`if.then` has no steps");
