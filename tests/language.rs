@@ -429,3 +429,40 @@ fn shipped_playbooks_still_check() {
         }
     }
 }
+
+/// The secrets file shown in docs/playbooks.md is one that `--secrets` reads, with its
+/// extra fields; an extra written at the top level is refused.
+#[test]
+fn documented_secrets_file_is_what_the_loader_reads() {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/playbooks.md"),
+    )
+    .unwrap();
+    let after = doc
+        .split_once("For `usher playbook run --secrets @secrets.yaml`")
+        .expect("the secrets file section")
+        .1;
+    let block = after
+        .split_once("```yaml\n")
+        .unwrap()
+        .1
+        .split_once("```")
+        .unwrap()
+        .0;
+    let s =
+        usher::vault::SecretsFile::parse("secrets.yaml", block).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        s.field_names(),
+        [
+            "username",
+            "password",
+            "totp",
+            "extra.api_key",
+            "extra.domain"
+        ]
+    );
+    let flat = "username: u\npassword: p\ndomain: CORP\n";
+    let e = usher::vault::SecretsFile::parse("secrets.yaml", flat)
+        .expect_err("an extra at the top level");
+    assert!(e.to_string().contains("domain"), "{e}");
+}
