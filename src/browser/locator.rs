@@ -576,6 +576,7 @@ fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
         }
         i += 1;
     }
+    check_attribute_selectors(&body[..first_pseudo.unwrap_or(body.len())], at)?;
     let Some(p) = first_pseudo else {
         return Ok(Part::Css {
             selector: body.to_string(),
@@ -620,6 +621,142 @@ fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
         has_text,
         visible,
     })
+}
+
+/// Checks the attribute selectors (`[name='x']`) of a CSS selector, the part of CSS
+/// authors most often get wrong (`[name=Save changes]`, `[tabindex=1]`): the browser
+/// would reject the whole selector only when the step runs.
+fn check_attribute_selectors(css: &str, at: usize) -> Result<(), LocatorError> {
+    const OPS: [&str; 6] = ["~=", "|=", "^=", "$=", "*=", "="];
+    let bytes = css.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'\\' => {
+                i += 2;
+                continue;
+            }
+            b'"' | b'\'' => quote = Some(c),
+            b'[' => {
+                let open = i;
+                let mut j = i + 1;
+                let skip_ws = |j: &mut usize| {
+                    while *j < bytes.len() && bytes[*j].is_ascii_whitespace() {
+                        *j += 1;
+                    }
+                };
+                skip_ws(&mut j);
+                let name_start = j;
+                while j < bytes.len()
+                    && (bytes[j].is_ascii_alphanumeric()
+                        || matches!(bytes[j], b'-' | b'_' | b'\\' | b'*')
+                        || (bytes[j] == b'|' && bytes.get(j + 1) != Some(&b'='))
+                        || bytes[j] >= 0x80)
+                {
+                    j += 1;
+                }
+                if j == name_start {
+                    return Err(err("expected an attribute name after `[`", at + name_start));
+                }
+                skip_ws(&mut j);
+                let rest = &css[j..];
+                if let Some(r) = rest.strip_prefix(']') {
+                    let _ = r;
+                    i = j + 1;
+                    continue;
+                }
+                let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
+                    return Err(err(
+                        "expected `]` or `=` (or ~= |= ^= $= *=) after the attribute name",
+                        at + j,
+                    ));
+                };
+                j += op.len();
+                skip_ws(&mut j);
+                let value_start = j;
+                match bytes.get(j) {
+                    Some(q @ (b'"' | b'\'')) => {
+                        j += 1;
+                        while j < bytes.len() && bytes[j] != *q {
+                            j += if bytes[j] == b'\\' { 2 } else { 1 };
+                        }
+                        j += 1; // the closing quote (split_chain saw it balanced)
+                    }
+                    _ => {
+                        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b']'
+                        {
+                            j += 1;
+                        }
+                        let v = &css[value_start..j.min(css.len())];
+                        if !is_css_ident(v) {
+                            return Err(err(
+                                format!(
+                                    "attribute value `{v}` must be quoted (`[…='{v}']`): unquoted, \
+                                     only a CSS identifier is allowed"
+                                ),
+                                at + value_start,
+                            ));
+                        }
+                    }
+                }
+                skip_ws(&mut j);
+                // An optional case flag, then `]`.
+                if j < bytes.len() && matches!(bytes[j], b'i' | b'I' | b's' | b'S') {
+                    j += 1;
+                    skip_ws(&mut j);
+                }
+                if bytes.get(j) != Some(&b']') {
+                    let shown = css[value_start..].split(']').next().unwrap_or("");
+                    return Err(err(
+                        format!(
+                            "attribute value `{}` must be one quoted string or identifier \
+                             (quote values with spaces)",
+                            shown.trim()
+                        ),
+                        at + value_start,
+                    ));
+                }
+                let _ = open;
+                i = j + 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A CSS identifier (what an unquoted attribute value may be); escapes are left to the
+/// browser.
+fn is_css_ident(v: &str) -> bool {
+    if v.contains('\\') {
+        return true;
+    }
+    let rest = v
+        .strip_prefix("--")
+        .or_else(|| v.strip_prefix('-'))
+        .unwrap_or(v);
+    let starts_with_dashes = rest.len() != v.len();
+    let mut chars = rest.chars();
+    let first_ok = match chars.next() {
+        Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
+        None => v == "--" || (starts_with_dashes && v.len() == 2),
+    };
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || !c.is_ascii())
 }
 
 /// Byte offset of the first comma of `css` outside quotes, brackets and parentheses.
@@ -717,6 +854,18 @@ mod tests {
         assert_eq!(l.parts.len(), 1);
         let l = Locator::parse("//button[1]").expect("parse");
         assert!(matches!(&l.parts[0], Part::Xpath { .. }));
+        // Attribute selectors: quoted or identifier values, case flags, all operators.
+        for ok in [
+            "input[name=email]",
+            "a[href*='/logout/']",
+            "input[type=checkbox i]",
+            "[data-x=\"a b\"] >> [aria-busy]",
+            "div[ data-role ~= item ]",
+            "option[value=-x]",
+            "td:not([hidden])",
+        ] {
+            assert!(Locator::parse(ok).is_ok(), "{ok}");
+        }
         // A comma list is fine where it scopes nothing, and inside :is()/brackets anywhere.
         assert!(Locator::parse("form >> button.save, a.save").is_ok());
         assert!(Locator::parse(":is(form, div.box) >> button").is_ok());
@@ -767,6 +916,14 @@ mod tests {
         assert!(e.message.contains("a comma never separates"), "{e}");
         let e = Locator::parse("a, b >> c").expect_err("comma list as a scope");
         assert_eq!(e.offset, 1);
+        let e = Locator::parse("button[name=Save changes]").expect_err("unquoted spaces");
+        assert_eq!(e.offset, 12);
+        assert!(e.message.contains("quote values with spaces"), "{e}");
+        let e = Locator::parse("a >> [tabindex=1]").expect_err("number");
+        assert_eq!(e.offset, 15);
+        assert!(e.message.contains("must be quoted"), "{e}");
+        let e = Locator::parse("input[name!='x']").expect_err("operator");
+        assert_eq!(e.offset, 10);
         let e = Locator::parse("table >> row").expect_err("row not first");
         assert_eq!(e.offset, 9);
         let e = Locator::parse("role=buton[name='x']").expect_err("role");
