@@ -48,6 +48,10 @@ const ROWS: &str = r##"
 <tr><td><input type=checkbox></td><td class=name>dee</td><td>dee@x</td></tr>
 </tbody></table>"##;
 
+/// Rows that link to a page of their own.
+const LINKS: &str = r##"
+<ul><li><a href="/detail?u=ann">ann</a></li><li><a href="/detail?u=bob">bob</a></li></ul>"##;
+
 /// A hidden logout link (the app renders it in a collapsed menu), and a comma list
 /// whose first match is hidden and second visible.
 const STATES: &str = r##"
@@ -68,6 +72,18 @@ async fn serve() -> String {
     let app = Router::new()
         .route("/multi", get(|| async { page(MULTI) }))
         .route("/rows", get(|| async { page(ROWS) }))
+        .route("/links", get(|| async { page(LINKS) }))
+        .route(
+            "/detail",
+            get(
+                |q: axum::extract::Query<BTreeMap<String, String>>| async move {
+                    page(&format!(
+                        "<h1>User {}</h1>",
+                        q.get("u").cloned().unwrap_or_default()
+                    ))
+                },
+            ),
+        )
         .route("/states", get(|| async { page(STATES) }))
         .route("/new", get(|| async { page(NEW_USER) }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -220,6 +236,32 @@ async fn for_each_acts_on_each_row_itself(page: &Page, base: &str) {
     );
 }
 
+async fn for_each_rows_are_found_again_after_a_navigation(page: &Page, base: &str) {
+    let pb = load(
+        r##"actions:
+  list_users:
+    steps:
+      - goto: "{{ base_url }}/links"
+      - for_each:
+          rows: "li"
+          steps:
+            - extract: { name: { from: text } }
+            - click: "row >> a"
+            - expect: { url: "/detail" }
+            - extract: { shown: { from: url, pattern: "u=(\\w+)" } }
+            - goto: "{{ base_url }}/links"
+            - emit: user
+"##,
+    );
+    let o = run(page, base, &pb, ActionName::ListUsers, user("x", &[]))
+        .await
+        .expect("list_users");
+    let names: Vec<&str> = o.records.iter().map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["ann", "bob"]);
+    let shown: Vec<&str> = o.records.iter().map(|r| r["shown"].as_str()).collect();
+    assert_eq!(shown, ["ann", "bob"], "each row's own link was followed");
+}
+
 async fn conditions_say_what_they_mean_for_hidden_elements(page: &Page, base: &str) {
     let pb = load(
         r##"actions:
@@ -339,12 +381,21 @@ async fn language_on_fixture_pages() {
         .await
         .expect("launch chromium");
     let mut failed = Vec::new();
-    for name in ["multi-select", "for_each row", "conditions", "password"] {
+    for name in [
+        "multi-select",
+        "for_each row",
+        "for_each navigation",
+        "conditions",
+        "password",
+    ] {
         let ctx = b.new_context().await.expect("context");
         let p = ctx.page();
         let case = match name {
             "multi-select" => multi_select_takes_a_list_and_clears_the_rest(p, &base).boxed(),
             "for_each row" => for_each_acts_on_each_row_itself(p, &base).boxed(),
+            "for_each navigation" => {
+                for_each_rows_are_found_again_after_a_navigation(p, &base).boxed()
+            }
             "conditions" => conditions_say_what_they_mean_for_hidden_elements(p, &base).boxed(),
             _ => create_user_gets_a_fresh_redacted_password(p, &base).boxed(),
         };
