@@ -436,7 +436,7 @@ fn locator_mistakes_are_reported_at_check_time_with_position() {
         "pb.yaml:11:16: `click` locator: bad locator: the comma in",
         "pb.yaml:12:16: `click` locator: `row` is the current row of `for_each`",
         "pb.yaml:13:49: `select` takes only one of: option, options",
-        "pb.yaml:14:16: `click` locator: bad locator: attribute value `Save changes` must be one quoted string",
+        "pb.yaml:14:29: `click` locator: bad locator: attribute value `Save changes` must be one quoted string",
     ];
     assert_eq!(errs.len(), want.len(), "{errs:#?}");
     for (e, w) in errs.iter().zip(want) {

@@ -64,6 +64,7 @@ pub(super) fn load(file: &str, src: &str) -> Result<Playbook, Vec<PlaybookError>
         calls: Vec::new(),
         sub_emits: BTreeSet::new(),
         row_ok: false,
+        lines: src.lines().map(str::to_owned).collect(),
     };
     let pb = l.playbook(&root);
     l.check_calls();
@@ -115,6 +116,8 @@ struct Loader {
     /// Inside `for_each` steps or a subroutine (which may be called from one): `row`
     /// may be used in a locator.
     row_ok: bool,
+    /// The source lines, to point at the character of a bad locator.
+    lines: Vec<String>,
 }
 
 struct Fields<'a> {
@@ -343,7 +346,16 @@ impl Loader {
         let t = self.template(n, what)?;
         let skeleton = locator_skeleton(&t.source);
         if let Err(m) = validate_locator(&skeleton) {
-            self.err(n, format!("{what}: bad locator: {m}"));
+            let col = crate::browser::Locator::parse(&skeleton)
+                .err()
+                .and_then(|e| self.locator_col(n, &t.source, &skeleton, e.offset))
+                .unwrap_or(n.col);
+            self.errors.push(PlaybookError {
+                file: self.file.clone(),
+                line: n.line,
+                col,
+                message: format!("{what}: bad locator: {m}"),
+            });
             return None;
         }
         if !self.row_ok && starts_with_row(&skeleton) {
@@ -354,6 +366,21 @@ impl Loader {
             return None;
         }
         Some(LocatorTpl(t))
+    }
+
+    /// The column of byte `offset` of a locator written on one line, plain or quoted,
+    /// when the text up to it is as written (no template or escape before it).
+    fn locator_col(&self, n: &Node, source: &str, skeleton: &str, offset: usize) -> Option<usize> {
+        let before = source.get(..offset)?;
+        if skeleton.get(..offset)? != before {
+            return None;
+        }
+        let line = self.lines.get(n.line.checked_sub(1)?)?;
+        let rest: String = line.chars().skip(n.col.checked_sub(1)?).collect();
+        let quoted = rest.starts_with('"') || rest.starts_with('\'');
+        let text = if quoted { &rest[1..] } else { rest.as_str() };
+        text.starts_with(before)
+            .then(|| n.col + usize::from(quoted) + before.chars().count())
     }
 
     fn pattern(&mut self, n: &Node, what: &str) -> Option<Pattern> {
