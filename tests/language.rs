@@ -39,6 +39,30 @@ document.getElementById('roles').addEventListener('change', show);
 show();
 </script>"##;
 
+/// Widgets over a real select: a select2-like one (the real select clipped to 1 px, the
+/// widget redrawn on `change`) and Django admin's two-list chooser (SelectFilter: the
+/// form submits what is in the "chosen" list, `#id_groups_to`).
+const WIDGETS: &str = r##"
+<select id=id_roles multiple style="position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);border:0;padding:0;margin:-1px">
+  <option>Viewer</option><option>Editor</option><option>Admin</option></select>
+<span class=select2-selection id=s2view></span>
+<select id=id_groups_from multiple><option value=1>staff</option><option value=2>ops</option><option value=3>billing</option></select>
+<a id=id_groups_add_link href="#" onclick="move('from','to'); return false">Choose</a>
+<a id=id_groups_remove_all_link href="#" onclick="moveAll('to','from'); return false">Remove all</a>
+<select id=id_groups_to multiple><option value=4>legacy</option></select>
+<p id=groups></p>
+<script>
+const r = document.getElementById('id_roles');
+r.addEventListener('change', () => { document.getElementById('s2view').textContent =
+  Array.from(r.selectedOptions).map(o => o.text).join('+'); });
+const sel = (n) => document.getElementById('id_groups_' + n);
+function show() { document.getElementById('groups').textContent =
+  Array.from(sel('to').options).map(o => o.text).sort().join(',') || 'none'; }
+function move(a, b) { Array.from(sel(a).selectedOptions).forEach(o => { o.selected = false; sel(b).appendChild(o); }); show(); }
+function moveAll(a, b) { Array.from(sel(a).options).forEach(o => sel(b).appendChild(o)); show(); }
+show();
+</script>"##;
+
 /// Rows chosen by a checkbox: unchecking one changes which rows `:checked` matches.
 const ROWS: &str = r##"
 <table style="border-collapse: collapse"><tbody>
@@ -72,6 +96,7 @@ async fn serve() -> String {
     let app = Router::new()
         .route("/multi", get(|| async { page(MULTI) }))
         .route("/rows", get(|| async { page(ROWS) }))
+        .route("/widgets", get(|| async { page(WIDGETS) }))
         .route("/links", get(|| async { page(LINKS) }))
         .route(
             "/detail",
@@ -196,6 +221,39 @@ actions:
         e.reason.contains("no option given for a single <select>"),
         "{e}"
     );
+}
+
+async fn widget_patterns_of_the_docs_work(page: &Page, base: &str) {
+    // Each list gets only its own options (the template filters the mapped roles): an
+    // option a list lacks would make the step wait for it and fail.
+    let pb = load(
+        r##"roles:
+  Engineering: [Editor, staff]
+  Finance: [Admin, billing]
+actions:
+  set_roles:
+    steps:
+      - goto: "{{ base_url }}/widgets"
+      - select: { in: "#id_roles", options: "{{ user.app_roles | select('in', ['Viewer', 'Editor', 'Admin']) | list }}" }
+      - extract: { select2: { from: text, locator: "#s2view" } }
+      - click: "#id_groups_remove_all_link"
+      - select: { in: "#id_groups_from", options: "{{ user.app_roles | reject('in', ['Viewer', 'Editor', 'Admin']) | list }}" }
+      - click: "#id_groups_add_link"
+      - extract: { groups: { from: text, locator: "#groups" } }
+"##,
+    );
+    let o = run(
+        page,
+        base,
+        &pb,
+        ActionName::SetRoles,
+        user("ann", &["Engineering", "Finance"]),
+    )
+    .await
+    .expect("set_roles");
+    assert_eq!(out(&o, "select2"), "Editor+Admin");
+    // The preselected `legacy` is removed; exactly the wanted groups are chosen.
+    assert_eq!(out(&o, "groups"), "billing,staff");
 }
 
 async fn for_each_acts_on_each_row_itself(page: &Page, base: &str) {
@@ -383,6 +441,7 @@ async fn language_on_fixture_pages() {
     let mut failed = Vec::new();
     for name in [
         "multi-select",
+        "widgets",
         "for_each row",
         "for_each navigation",
         "conditions",
@@ -392,6 +451,7 @@ async fn language_on_fixture_pages() {
         let p = ctx.page();
         let case = match name {
             "multi-select" => multi_select_takes_a_list_and_clears_the_rest(p, &base).boxed(),
+            "widgets" => widget_patterns_of_the_docs_work(p, &base).boxed(),
             "for_each row" => for_each_acts_on_each_row_itself(p, &base).boxed(),
             "for_each navigation" => {
                 for_each_rows_are_found_again_after_a_navigation(p, &base).boxed()
