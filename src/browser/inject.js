@@ -2,9 +2,9 @@
 // Installed with Page.addScriptToEvaluateOnNewDocument and evaluated once on the current
 // document; idempotent (keeps an existing helper of the same version).
 (() => {
-  const VERSION = 3;
+  const VERSION = 4;
   if (window.__usher && window.__usher.v === VERSION) return;
-  const U = { v: VERSION, cur: null, group: [], unloading: false };
+  const U = { v: VERSION, cur: null, group: [], unloading: false, rows: {} };
 
   const norm = (s) => String(s == null ? '' : s).replace(/\s+/g, ' ').trim();
   const lc = (s) => s.toLowerCase();
@@ -268,8 +268,22 @@
     }
     return out;
   }
+  // The n-th row remembered by a for_each (the same element, whatever the page did to
+  // the other rows); on a new document (the helper's memory went with the old one), the
+  // n-th match of the rows locator found again.
+  function engineRow(p) {
+    const arr = U.rows[p.key];
+    if (!arr) {
+      const again = resolve(p.rows);
+      return p.n < again.length ? [again[p.n]] : [];
+    }
+    const el = arr[p.n];
+    return el && el.isConnected ? [el] : [];
+  }
   function runPart(root, p) {
     switch (p.kind) {
+      case 'row': return engineRow(p);
+      case 'currentrow': throw new Error('`row` is the current row of for_each; there is none here');
       case 'css': return engineCss(root, p);
       case 'text': return engineText(root, p);
       case 'label': return engineLabel(root, p);
@@ -313,6 +327,13 @@
     }
     return els || [];
   }
+
+  // Remembers the matches of a locator under `key` (for_each rows); returns their count.
+  U.remember = (parts, key) => {
+    const els = resolve(parts);
+    U.rows[key] = els;
+    return els.length;
+  };
 
   const frames2 = () => new Promise((res) => {
     let done = false;
@@ -460,6 +481,7 @@
         if (el.localName !== 'select') return { error: 'not a <select> element' };
         const wanted = arg;
         if (wanted.length > 1 && !el.multiple) return { error: 'several options given for a single <select>' };
+        if (wanted.length === 0 && !el.multiple) return { error: 'no option given for a single <select>' };
         const opts = Array.from(el.options);
         const picked = [];
         for (const w of wanted) {

@@ -11,6 +11,13 @@
 //! ```
 //! Each part after `>>` is resolved inside the FIRST match of the part before it; `nth=N`
 //! picks the N-th (0-based, negative from the end) match of what precedes it.
+//!
+//! A comma inside a CSS part is a CSS selector list (every match, in document order); it
+//! never separates chains, so a comma list in a part that scopes a later part
+//! (`A >> b, A >> c`) is rejected: it almost always meant "either chain".
+//!
+//! `row` (a whole part, first in the chain) is the current row of a `for_each`: the
+//! caller substitutes it with [`Locator::within`] and a row made by [`Locator::row`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -48,6 +55,16 @@ pub(super) enum Part {
     Nth {
         n: i64,
     },
+    /// `row`: the current row of the caller's loop, replaced by [`Locator::within`].
+    CurrentRow,
+    /// The `n`-th element remembered under `key` by [`super::Page::remember_rows`]; when
+    /// the page has navigated since (the remembered elements are gone with the
+    /// document), the `n`-th match of `rows` on the new page.
+    Row {
+        key: String,
+        n: usize,
+        rows: Vec<Part>,
+    },
 }
 
 /// A parsed locator. `Display` prints the source it was parsed from.
@@ -61,8 +78,31 @@ impl Locator {
     /// Parses a locator; errors carry a message and the byte offset of the problem.
     pub fn parse(source: &str) -> Result<Locator, LocatorError> {
         let mut parts = Vec::new();
-        for (start, text) in split_chain(source)? {
-            parts.push(parse_part(text, start)?);
+        let chain = split_chain(source)?;
+        let last = chain.len().saturating_sub(1);
+        for (i, (start, text)) in chain.iter().enumerate() {
+            let part = parse_part(text, *start)?;
+            if part == Part::CurrentRow && i > 0 {
+                return Err(err(
+                    "`row` (the current row of for_each) can only start a locator",
+                    *start + (text.len() - text.trim_start().len()),
+                ));
+            }
+            if i < last
+                && let Part::Css { selector, .. } = &part
+                && let Some(comma) = top_level_comma(selector)
+            {
+                let t = text.trim();
+                return Err(err(
+                    format!(
+                        "the comma in `{t}` makes one CSS selector list, which then scopes \
+                         the next part; a comma never separates ` >> ` chains: write the \
+                         shared scope once (`A >> b, c`: b or c inside A)"
+                    ),
+                    *start + (text.len() - text.trim_start().len()) + comma,
+                ));
+            }
+            parts.push(part);
         }
         if matches!(parts.first(), Some(Part::Nth { .. })) {
             return Err(err("nth= needs a locator before it", 0));
@@ -76,6 +116,46 @@ impl Locator {
     /// The text this locator was parsed from.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Starts with `row`, the current row of a loop.
+    pub fn starts_with_row(&self) -> bool {
+        self.parts.first() == Some(&Part::CurrentRow)
+    }
+
+    /// The `n`-th of the rows remembered under `key` by [`super::Page::remember_rows`]
+    /// (which must have been called with `rows`). Shown as `ROWS >> nth=n`.
+    pub fn row(rows: &Locator, key: &str, n: usize) -> Locator {
+        Locator {
+            source: format!("{} >> nth={n}", rows.source),
+            parts: vec![Part::Row {
+                key: key.to_owned(),
+                n,
+                rows: rows.parts.clone(),
+            }],
+        }
+    }
+
+    /// This locator inside `scope`: a leading `row` is the scope itself (`row >> a` is
+    /// `SCOPE >> a`), anything else is looked for inside it (`a` is `SCOPE >> a`).
+    pub fn within(&self, scope: &Locator) -> Locator {
+        let mut parts = scope.parts.clone();
+        if self.starts_with_row() {
+            parts.extend(self.parts.iter().skip(1).cloned());
+            let rest = self.source.trim_start()["row".len()..].trim_start();
+            let rest = rest.strip_prefix(">>").map(str::trim_start).unwrap_or(rest);
+            let source = if rest.is_empty() {
+                scope.source.clone()
+            } else {
+                format!("{} >> {rest}", scope.source)
+            };
+            return Locator { source, parts };
+        }
+        parts.extend(self.parts.iter().cloned());
+        Locator {
+            source: format!("{} >> {}", scope.source, self.source),
+            parts,
+        }
     }
 
     /// JSON description sent to `window.__usher`.
@@ -300,6 +380,9 @@ fn parse_part(raw: &str, base: usize) -> Result<Part, LocatorError> {
             other => Err(err(format!("unknown selector engine '{other}'"), at)),
         };
     }
+    if text == "row" {
+        return Ok(Part::CurrentRow);
+    }
     if text.starts_with("//") || text.starts_with("(//") || text.starts_with("..") {
         return Ok(Part::Xpath {
             expr: text.to_string(),
@@ -493,6 +576,7 @@ fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
         }
         i += 1;
     }
+    check_attribute_selectors(&body[..first_pseudo.unwrap_or(body.len())], at)?;
     let Some(p) = first_pseudo else {
         return Ok(Part::Css {
             selector: body.to_string(),
@@ -537,6 +621,172 @@ fn parse_css(body: &str, at: usize) -> Result<Part, LocatorError> {
         has_text,
         visible,
     })
+}
+
+/// Checks the attribute selectors (`[name='x']`) of a CSS selector, the part of CSS
+/// authors most often get wrong (`[name=Save changes]`, `[tabindex=1]`): the browser
+/// would reject the whole selector only when the step runs.
+fn check_attribute_selectors(css: &str, at: usize) -> Result<(), LocatorError> {
+    const OPS: [&str; 6] = ["~=", "|=", "^=", "$=", "*=", "="];
+    let bytes = css.as_bytes();
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        match c {
+            b'\\' => {
+                i += 2;
+                continue;
+            }
+            b'"' | b'\'' => quote = Some(c),
+            b'[' => {
+                let open = i;
+                let mut j = i + 1;
+                let skip_ws = |j: &mut usize| {
+                    while *j < bytes.len() && bytes[*j].is_ascii_whitespace() {
+                        *j += 1;
+                    }
+                };
+                skip_ws(&mut j);
+                let name_start = j;
+                while j < bytes.len()
+                    && (bytes[j].is_ascii_alphanumeric()
+                        || matches!(bytes[j], b'-' | b'_' | b'\\' | b'*')
+                        || (bytes[j] == b'|' && bytes.get(j + 1) != Some(&b'='))
+                        || bytes[j] >= 0x80)
+                {
+                    j += 1;
+                }
+                if j == name_start {
+                    return Err(err("expected an attribute name after `[`", at + name_start));
+                }
+                skip_ws(&mut j);
+                let rest = &css[j..];
+                if let Some(r) = rest.strip_prefix(']') {
+                    let _ = r;
+                    i = j + 1;
+                    continue;
+                }
+                let Some(op) = OPS.iter().find(|o| rest.starts_with(**o)) else {
+                    return Err(err(
+                        "expected `]` or `=` (or ~= |= ^= $= *=) after the attribute name",
+                        at + j,
+                    ));
+                };
+                j += op.len();
+                skip_ws(&mut j);
+                let value_start = j;
+                match bytes.get(j) {
+                    Some(q @ (b'"' | b'\'')) => {
+                        j += 1;
+                        while j < bytes.len() && bytes[j] != *q {
+                            j += if bytes[j] == b'\\' { 2 } else { 1 };
+                        }
+                        j += 1; // the closing quote (split_chain saw it balanced)
+                    }
+                    _ => {
+                        while j < bytes.len() && !bytes[j].is_ascii_whitespace() && bytes[j] != b']'
+                        {
+                            j += 1;
+                        }
+                        let v = &css[value_start..j.min(css.len())];
+                        if !is_css_ident(v) {
+                            return Err(err(
+                                format!(
+                                    "attribute value `{v}` must be quoted (`[…='{v}']`): unquoted, \
+                                     only a CSS identifier is allowed"
+                                ),
+                                at + value_start,
+                            ));
+                        }
+                    }
+                }
+                skip_ws(&mut j);
+                // An optional case flag, then `]`.
+                if j < bytes.len() && matches!(bytes[j], b'i' | b'I' | b's' | b'S') {
+                    j += 1;
+                    skip_ws(&mut j);
+                }
+                if bytes.get(j) != Some(&b']') {
+                    let shown = css[value_start..].split(']').next().unwrap_or("");
+                    return Err(err(
+                        format!(
+                            "attribute value `{}` must be one quoted string or identifier \
+                             (quote values with spaces)",
+                            shown.trim()
+                        ),
+                        at + value_start,
+                    ));
+                }
+                let _ = open;
+                i = j + 1;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// A CSS identifier (what an unquoted attribute value may be); escapes are left to the
+/// browser.
+fn is_css_ident(v: &str) -> bool {
+    if v.contains('\\') {
+        return true;
+    }
+    let rest = v
+        .strip_prefix("--")
+        .or_else(|| v.strip_prefix('-'))
+        .unwrap_or(v);
+    let starts_with_dashes = rest.len() != v.len();
+    let mut chars = rest.chars();
+    let first_ok = match chars.next() {
+        Some(c) => c.is_ascii_alphabetic() || c == '_' || !c.is_ascii(),
+        None => v == "--" || (starts_with_dashes && v.len() == 2),
+    };
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || !c.is_ascii())
+}
+
+/// Byte offset of the first comma of `css` outside quotes, brackets and parentheses.
+fn top_level_comma(css: &str) -> Option<usize> {
+    let bytes = css.as_bytes();
+    let mut depth = 0i32;
+    let mut quote: Option<u8> = None;
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if let Some(q) = quote {
+            if c == b'\\' {
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+        } else {
+            match c {
+                b'"' | b'\'' => quote = Some(c),
+                b'[' | b'(' => depth += 1,
+                b']' | b')' => depth -= 1,
+                b',' if depth == 0 => return Some(i),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
 }
 
 fn is_visible_pseudo(s: &str) -> bool {
@@ -604,6 +854,39 @@ mod tests {
         assert_eq!(l.parts.len(), 1);
         let l = Locator::parse("//button[1]").expect("parse");
         assert!(matches!(&l.parts[0], Part::Xpath { .. }));
+        // Attribute selectors: quoted or identifier values, case flags, all operators.
+        for ok in [
+            "input[name=email]",
+            "a[href*='/logout/']",
+            "input[type=checkbox i]",
+            "[data-x=\"a b\"] >> [aria-busy]",
+            "div[ data-role ~= item ]",
+            "option[value=-x]",
+            "td:not([hidden])",
+        ] {
+            assert!(Locator::parse(ok).is_ok(), "{ok}");
+        }
+        // A comma list is fine where it scopes nothing, and inside :is()/brackets anywhere.
+        assert!(Locator::parse("form >> button.save, a.save").is_ok());
+        assert!(Locator::parse(":is(form, div.box) >> button").is_ok());
+        assert!(Locator::parse("div[title='a, b'] >> button").is_ok());
+    }
+
+    #[test]
+    fn row_is_replaced_by_the_scope() {
+        let rows = Locator::parse("table tr").expect("rows");
+        let row = Locator::row(&rows, "r1", 2);
+        assert_eq!(row.to_string(), "table tr >> nth=2");
+        let l = Locator::parse("row").expect("row").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2");
+        assert_eq!(l.parts.len(), 1);
+        let l = Locator::parse("row >> a.edit").expect("row").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2 >> a.edit");
+        assert_eq!(l.parts.len(), 2);
+        let l = Locator::parse("a.edit").expect("plain").within(&row);
+        assert_eq!(l.to_string(), "table tr >> nth=2 >> a.edit");
+        assert!(matches!(&l.parts[0], Part::Row { n: 2, .. }));
+        assert!(Locator::parse("css=row").is_ok_and(|l| !l.starts_with_row()));
     }
 
     #[test]
@@ -627,6 +910,22 @@ mod tests {
         assert_eq!((e.offset, e.message.as_str()), (3, "unclosed `[`"));
         let e = Locator::parse("div] >> b").expect_err("unmatched");
         assert_eq!((e.offset, e.message.as_str()), (3, "unmatched `]`"));
+        let e = Locator::parse("tr:has-text('x') >> button.del, tr:has-text('x') >> a.del")
+            .expect_err("comma across chains");
+        assert_eq!(e.offset, 30);
+        assert!(e.message.contains("a comma never separates"), "{e}");
+        let e = Locator::parse("a, b >> c").expect_err("comma list as a scope");
+        assert_eq!(e.offset, 1);
+        let e = Locator::parse("button[name=Save changes]").expect_err("unquoted spaces");
+        assert_eq!(e.offset, 12);
+        assert!(e.message.contains("quote values with spaces"), "{e}");
+        let e = Locator::parse("a >> [tabindex=1]").expect_err("number");
+        assert_eq!(e.offset, 15);
+        assert!(e.message.contains("must be quoted"), "{e}");
+        let e = Locator::parse("input[name!='x']").expect_err("operator");
+        assert_eq!(e.offset, 10);
+        let e = Locator::parse("table >> row").expect_err("row not first");
+        assert_eq!(e.offset, 9);
         let e = Locator::parse("role=buton[name='x']").expect_err("role");
         assert_eq!(
             (e.offset, e.message.as_str()),

@@ -1207,13 +1207,48 @@ impl Page {
         Ok(self.probe_now(loc, serde_json::json!({})).await?.count)
     }
 
-    /// True when at least one match is visible right now (no waiting), for if/unless.
+    /// True when at least one match is in the page right now, hidden or not (no waiting):
+    /// what `wait_for: attached` waits for.
     pub async fn exists_now(&self, loc: &Locator) -> Result<bool, BrowserError> {
+        Ok(self.probe_now(loc, serde_json::json!({})).await?.count > 0)
+    }
+
+    /// True when at least one match (of all of them) is visible right now (no waiting):
+    /// what `wait_for: visible` waits for.
+    pub async fn visible_now(&self, loc: &Locator) -> Result<bool, BrowserError> {
         Ok(self
             .probe_now(loc, serde_json::json!({}))
             .await?
             .visible_count
             > 0)
+    }
+
+    /// Finds the matches of `rows` now (no waiting) and remembers those very elements in
+    /// the page, for [`Locator::row`]: a row stays the same element whatever later steps
+    /// do to which rows match. Returns the key to pass to [`Locator::row`] and the count.
+    pub async fn remember_rows(&self, rows: &Locator) -> Result<(String, usize), BrowserError> {
+        let key = self.next_token();
+        let expr = format!(
+            "window.__usher.remember({}, {})",
+            rows.to_json(),
+            js_str(&key)
+        );
+        match self
+            .eval_helper(&expr, false, self.shared.cdp_timeout)
+            .await?
+        {
+            Eval::Value(v) => match v.as_u64().and_then(|n| usize::try_from(n).ok()) {
+                Some(n) => Ok((key, n)),
+                None => Err(BrowserError::Script(format!(
+                    "unexpected helper answer: {}",
+                    truncate(&v.to_string(), 120)
+                ))),
+            },
+            Eval::Transient(m) => Err(BrowserError::InvalidSelector {
+                locator: rows.to_string(),
+                message: m,
+            }),
+        }
     }
 
     /// True when a match is visible and enabled right now (no waiting): a "Next" button

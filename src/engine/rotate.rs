@@ -15,43 +15,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-use secrecy::SecretString;
-use zeroize::Zeroizing;
-
 use crate::playbook::{ActionOutcome, AppTarget, Driver, DriverError, RunOptions};
 use crate::vault::{Vault, VaultError};
 
-/// Length of generated passwords.
-pub const PASSWORD_LEN: usize = 32;
+pub use crate::vault::generate_password;
 
 /// A pending password younger than this may belong to a rotation still running in
 /// another process, so a new rotation will not settle (discard) it.
 pub const ROTATION_GRACE: Duration = Duration::from_secs(600);
-
-const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
-const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
-const DIGITS: &[u8] = b"23456789";
-/// Symbols that survive forms, URLs and shells without quoting trouble.
-const SYMBOLS: &[u8] = b"!#%+-.=@_~";
-
-/// A random password of [`PASSWORD_LEN`] characters with at least one lower-case and
-/// one upper-case letter, one digit and one symbol (typical complexity rules), from
-/// the operating system's CSPRNG (through `rand`'s thread RNG).
-pub fn generate_password() -> SecretString {
-    let all: Vec<u8> = [LOWER, UPPER, DIGITS, SYMBOLS].concat();
-    let mut rng = rand::rng();
-    loop {
-        let mut pw = Zeroizing::new(String::with_capacity(PASSWORD_LEN));
-        for _ in 0..PASSWORD_LEN {
-            pw.push(char::from(all[rng.random_range(0..all.len())]));
-        }
-        let has = |set: &[u8]| pw.bytes().any(|b| set.contains(&b));
-        if has(LOWER) && has(UPPER) && has(DIGITS) && has(SYMBOLS) {
-            return SecretString::from(pw.as_str().to_owned());
-        }
-    }
-}
 
 /// A rotation that took effect.
 #[derive(Debug)]
@@ -188,27 +159,5 @@ pub async fn rotate_password(
                 Err(e) => Err(e),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use secrecy::ExposeSecret;
-
-    #[test]
-    fn generated_passwords_are_long_mixed_and_distinct() {
-        let a = generate_password();
-        let b = generate_password();
-        let a = a.expose_secret();
-        assert_eq!(a.chars().count(), PASSWORD_LEN);
-        assert_ne!(a, b.expose_secret());
-        for set in [LOWER, UPPER, DIGITS, SYMBOLS] {
-            assert!(a.bytes().any(|c| set.contains(&c)), "missing a class");
-        }
-        assert!(
-            a.bytes()
-                .all(|c| [LOWER, UPPER, DIGITS, SYMBOLS].concat().contains(&c))
-        );
     }
 }

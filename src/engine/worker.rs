@@ -921,16 +921,9 @@ impl Shared {
             "read",
             t0.elapsed().as_millis(),
         ));
-        let wanted: Vec<String> = [user.user_name.as_deref(), user.email.as_deref()]
-            .into_iter()
-            .flatten()
-            .map(str::to_lowercase)
-            .collect();
+        let case_sensitive = integ.playbook.case_sensitive_names;
         for rec in &out.records {
-            if rec
-                .values()
-                .any(|v| wanted.contains(&v.trim().to_lowercase()))
-            {
+            if shows_user(rec, user, case_sensitive) {
                 let id = ["app_id", "id"]
                     .iter()
                     .find_map(|k| rec.get(*k).cloned())
@@ -940,6 +933,29 @@ impl Shared {
         }
         Ok(None)
     }
+}
+
+/// Whether a `list_users` record is this user: a value equal to the userName or the
+/// email. Emails compare case-insensitively; user names too unless the playbook says
+/// the app tells them apart by case (`case_sensitive_names: true`).
+fn shows_user(
+    rec: &std::collections::BTreeMap<String, String>,
+    user: &UserContext,
+    case_sensitive: bool,
+) -> bool {
+    rec.values().map(|v| v.trim()).any(|v| {
+        let name = user.user_name.as_deref().is_some_and(|n| {
+            if case_sensitive {
+                v == n
+            } else {
+                v.to_lowercase() == n.to_lowercase()
+            }
+        });
+        name || user
+            .email
+            .as_deref()
+            .is_some_and(|e| v.to_lowercase() == e.to_lowercase())
+    })
 }
 
 /// A user context from what the app is known to have (a deleted user's last state).
@@ -962,4 +978,38 @@ fn user_from_state(s: &AccountState) -> UserContext {
     u.extra
         .insert("app_roles".into(), json!(s.app_roles.clone()));
     u
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn rec(pairs: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn list_users_read_back_follows_the_apps_case_rule() {
+        let user = UserContext {
+            user_name: Some("alice".into()),
+            email: Some("Alice@Acme.test".into()),
+            ..Default::default()
+        };
+        // MediaWiki shows `Alice` for `alice`: the same account unless the app is case-sensitive.
+        let shown = rec(&[("name", "Alice"), ("app_id", "7")]);
+        assert!(shows_user(&shown, &user, false));
+        assert!(!shows_user(&shown, &user, true));
+        assert!(shows_user(&rec(&[("name", " alice ")]), &user, true));
+        // Emails compare case-insensitively either way.
+        assert!(shows_user(
+            &rec(&[("email", "alice@acme.test")]),
+            &user,
+            true
+        ));
+        assert!(!shows_user(&rec(&[("name", "alicia")]), &user, false));
+    }
 }

@@ -25,6 +25,11 @@ pub fn validate_locator(locator: &str) -> Result<(), String> {
     }
 }
 
+/// Whether a (valid) locator starts with `row`, the current row of `for_each`.
+pub(super) fn starts_with_row(locator: &str) -> bool {
+    Locator::parse(locator).is_ok_and(|l| l.starts_with_row())
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate_locator as v;
@@ -70,6 +75,11 @@ mod tests {
             ("h1:has-text(Users)", "quoted string"),
             ("div)", "unmatched `)`"),
             ("label=", "empty value"),
+            (
+                "tr:has-text('x') >> button[name=del], tr:has-text('x') >> a[href*=del]",
+                "a comma never separates ` >> ` chains",
+            ),
+            ("table >> row", "can only start a locator"),
         ] {
             match v(bad) {
                 Ok(()) => panic!("`{bad}` accepted"),

@@ -26,6 +26,9 @@ pub struct Playbook {
     pub actions: BTreeMap<ActionName, Action>,
     /// SCIM role or group name → app roles.
     pub roles: BTreeMap<String, Vec<String>>,
+    /// The app tells account names apart by case (`case_sensitive_names: true`); by
+    /// default it does not, like SCIM's `userName` (RFC 7643 `caseExact: false`).
+    pub case_sensitive_names: bool,
     /// The file name given to the loader, used in every position.
     pub source_file: String,
 }
@@ -226,6 +229,9 @@ pub enum StepKind {
         in_: LocatorTpl,
         /// One option, or several for a multi-select.
         options: Vec<Template>,
+        /// Written as `options:`: each template may give a list (`{{ user.app_roles }}`),
+        /// whose items are options; the select ends with exactly these chosen.
+        expand: bool,
     },
     Check {
         on: LocatorTpl,
@@ -381,8 +387,14 @@ pub enum ExtractFrom {
 
 #[derive(Debug, Clone)]
 pub enum Condition {
+    /// At least one match is in the page, hidden or not (`wait_for: attached`).
     Exists(LocatorTpl),
+    /// No match at all.
     NotExists(LocatorTpl),
+    /// At least one of all the matches is visible (`wait_for: visible`).
+    Visible(LocatorTpl),
+    /// No match is visible: none at all, or all hidden (`wait_for: hidden`).
+    Hidden(LocatorTpl),
     /// Truthy after rendering: not empty, not `false`, `0`, `no`, `none`.
     Value(Template),
 }

@@ -345,6 +345,9 @@ pub async fn run_action(
         });
     };
     add_app_roles(playbook, ctx);
+    if action == ActionName::CreateUser && ctx.generated_password.is_none() {
+        ctx.generated_password = Some(crate::vault::generate_password());
+    }
     let mut ex = Exec::new(playbook, env, page, ctx, opts);
     let result = ex.action(act).await;
     match result {
@@ -426,11 +429,11 @@ impl<'a> Exec<'a> {
     fn run_steps<'s>(
         &'s mut self,
         steps: &'s [Step],
-        scope: Option<String>,
+        scope: Option<Locator>,
     ) -> BoxFuture<'s, Result<(), RunError>> {
         Box::pin(async move {
             for s in steps {
-                self.step(s, scope.as_deref()).await?;
+                self.step(s, scope.as_ref()).await?;
             }
             Ok(())
         })
@@ -446,18 +449,24 @@ impl<'a> Exec<'a> {
             .map_err(|e| Failure::playbook(run_error_message(e), None))
     }
 
-    /// Renders a locator and, inside `for_each`, scopes it to the current row.
-    fn locator(&mut self, l: &LocatorTpl, scope: Option<&str>) -> Result<Locator, Failure> {
+    /// Renders a locator and, inside `for_each`, scopes it to the current row (`row`
+    /// is the row itself).
+    fn locator(&mut self, l: &LocatorTpl, scope: Option<&Locator>) -> Result<Locator, Failure> {
         let r = self
             .env
             .render(&l.0, self.ctx, &mut self.redactor)
             .map_err(|e| Failure::playbook(run_error_message(e), Some(l.source().to_owned())))?;
-        let src = match scope {
-            Some(s) => format!("{s} >> {}", r.text),
-            None => r.text,
-        };
-        Locator::parse(&src)
-            .map_err(|e| Failure::playbook(format!("invalid locator: {e}"), Some(src.clone())))
+        let loc = Locator::parse(&r.text).map_err(|e| {
+            Failure::playbook(format!("invalid locator: {e}"), Some(r.text.clone()))
+        })?;
+        match scope {
+            Some(row) => Ok(loc.within(row)),
+            None if loc.starts_with_row() => Err(Failure::playbook(
+                "`row` is the current row of `for_each`, and this step is not inside one".into(),
+                Some(r.text),
+            )),
+            None => Ok(loc),
+        }
     }
 
     fn want_screenshot(&self, step: &Step) -> bool {
@@ -594,7 +603,7 @@ impl<'a> Exec<'a> {
         }
     }
 
-    async fn step(&mut self, step: &Step, scope: Option<&str>) -> Result<(), RunError> {
+    async fn step(&mut self, step: &Step, scope: Option<&Locator>) -> Result<(), RunError> {
         let at = self.opts.clock.now();
         let t0 = Instant::now();
         let mut summary = initial_summary(step);
@@ -608,15 +617,17 @@ impl<'a> Exec<'a> {
                 summary.push_str(if held { " → then" } else { " → else" });
                 self.ok_record(step, &summary, at, t0).await;
                 let branch = if held { then } else { else_ };
-                self.run_steps(branch, scope.map(str::to_owned)).await
+                self.run_steps(branch, scope.cloned()).await
             }
             StepKind::ForEach { rows, steps } => {
                 let rows_loc = match self.locator(rows, scope) {
                     Ok(l) => l,
                     Err(f) => return Err(self.fail(step, &summary, at, t0, f).await),
                 };
-                let n = match self.page.count(&rows_loc).await {
-                    Ok(n) => n,
+                // The rows found now are remembered as elements: each pass acts on its
+                // own row even when a step changes which rows match.
+                let (key, n) = match self.page.remember_rows(&rows_loc).await {
+                    Ok(found) => found,
                     Err(e) => {
                         let f = Failure::browser(e, Some(&rows_loc));
                         return Err(self.fail(step, &summary, at, t0, f).await);
@@ -631,7 +642,7 @@ impl<'a> Exec<'a> {
                 for i in 0..n {
                     // Each row starts from the outputs before the loop.
                     self.ctx.outputs = start_outputs.clone();
-                    let row = format!("{} >> nth={i}", rows_loc.source());
+                    let row = Locator::row(&rows_loc, &key, i);
                     self.run_steps(steps, Some(row)).await?;
                 }
                 Ok(())
@@ -648,7 +659,7 @@ impl<'a> Exec<'a> {
                 summary = format!("paginate page 1 (next: {next_loc})");
                 self.ok_record(step, &summary, at, t0).await;
                 for page_no in 1..=*max_pages {
-                    self.run_steps(steps, scope.map(str::to_owned)).await?;
+                    self.run_steps(steps, scope.cloned()).await?;
                     let at = self.opts.clock.now();
                     let t0 = Instant::now();
                     let summary = format!("paginate next {next_loc} → page {}", page_no + 1);
@@ -681,7 +692,7 @@ impl<'a> Exec<'a> {
                     return Err(self.fail(step, &summary, at, t0, f).await);
                 };
                 self.ok_record(step, &summary, at, t0).await;
-                self.run_steps(sub, scope.map(str::to_owned)).await
+                self.run_steps(sub, scope.cloned()).await
             }
             _ => match self.simple(step, scope, &mut summary).await {
                 Ok(()) => {
@@ -696,20 +707,31 @@ impl<'a> Exec<'a> {
     async fn condition(
         &mut self,
         cond: &Condition,
-        scope: Option<&str>,
+        scope: Option<&Locator>,
         summary: &mut String,
     ) -> Result<bool, Failure> {
         let kw = summary.split(' ').next().unwrap_or("if").to_owned();
         match cond {
-            Condition::Exists(l) | Condition::NotExists(l) => {
+            Condition::Exists(l)
+            | Condition::NotExists(l)
+            | Condition::Visible(l)
+            | Condition::Hidden(l) => {
                 let loc = self.locator(l, scope)?;
-                let not = matches!(cond, Condition::NotExists(_));
-                *summary = format!("{kw} {} {loc}", if not { "not_exists" } else { "exists" });
-                let there = self
-                    .page
-                    .exists_now(&loc)
-                    .await
-                    .map_err(|e| Failure::browser(e, Some(&loc)))?;
+                let (name, visible, not) = match cond {
+                    Condition::Exists(_) => ("exists", false, false),
+                    Condition::NotExists(_) => ("not_exists", false, true),
+                    Condition::Visible(_) => ("visible", true, false),
+                    _ => ("hidden", true, true),
+                };
+                *summary = format!("{kw} {name} {loc}");
+                // Every match counts, hidden ones too for exists (the same as
+                // `wait_for: attached`); visible looks for any visible one.
+                let there = if visible {
+                    self.page.visible_now(&loc).await
+                } else {
+                    self.page.exists_now(&loc).await
+                }
+                .map_err(|e| Failure::browser(e, Some(&loc)))?;
                 Ok(there != not)
             }
             Condition::Value(t) => {
@@ -724,7 +746,7 @@ impl<'a> Exec<'a> {
     async fn simple(
         &mut self,
         step: &Step,
-        scope: Option<&str>,
+        scope: Option<&Locator>,
         summary: &mut String,
     ) -> Result<(), Failure> {
         let t = self.timeout(step);
@@ -763,11 +785,23 @@ impl<'a> Exec<'a> {
                 *summary = format!("click {loc}");
                 page.click(&loc, t).await.map_err(b(&loc))
             }
-            StepKind::Select { in_, options } => {
+            StepKind::Select {
+                in_,
+                options,
+                expand,
+            } => {
                 let loc = self.locator(in_, scope)?;
                 let mut opts = Vec::with_capacity(options.len());
                 for o in options {
-                    opts.push(self.render(o)?);
+                    if *expand {
+                        let items = self
+                            .env
+                            .render_options(o, self.ctx, &mut self.redactor)
+                            .map_err(|e| Failure::playbook(run_error_message(e), None))?;
+                        opts.extend(items);
+                    } else {
+                        opts.push(self.render(o)?);
+                    }
                 }
                 *summary = format!(
                     "select {loc} = {}",
@@ -828,9 +862,7 @@ impl<'a> Exec<'a> {
                         from => {
                             let loc = match (&x.locator, scope) {
                                 (Some(l), _) => self.locator(l, scope)?,
-                                (None, Some(row)) => Locator::parse(row).map_err(|e| {
-                                    Failure::playbook(format!("invalid locator: {e}"), None)
-                                })?,
+                                (None, Some(row)) => row.clone(),
                                 (None, None) => {
                                     return Err(Failure::playbook(
                                         format!("extract `{}` needs a locator", x.name),
@@ -918,7 +950,7 @@ impl<'a> Exec<'a> {
     async fn expect(
         &mut self,
         e: &Expectation,
-        scope: Option<&str>,
+        scope: Option<&Locator>,
         t: Duration,
         summary: &mut String,
     ) -> Result<(), Failure> {
@@ -943,7 +975,7 @@ impl<'a> Exec<'a> {
                 // Inside a row, a text without `in` is looked for in the row.
                 let loc = match (in_, scope) {
                     (Some(l), _) => Some(self.locator(l, scope)?),
-                    (None, Some(row)) => Locator::parse(row).ok(),
+                    (None, Some(row)) => Some(row.clone()),
                     (None, None) => None,
                 };
                 *summary = match &loc {

@@ -37,6 +37,10 @@ struct PlaybookDoc {
     actions: ActionsDoc,
     /// SCIM role or group name → app role (or list of app roles).
     roles: Option<BTreeMap<String, RoleTargetDoc>>,
+    /// The app tells account names apart by case (default false: `Alice` and `alice`
+    /// are one account, as in SCIM); the list_users read-back compares user names
+    /// exactly when true.
+    case_sensitive_names: Option<bool>,
 }
 
 #[derive(JsonSchema)]
@@ -231,7 +235,7 @@ step_doc!(
     ForEachStep,
     "for_each",
     ForEachDoc,
-    "Run steps once per row; locators inside are scoped to the row."
+    "Run steps once per row; locators inside are scoped to the row, `row` is the row itself."
 );
 step_doc!(
     PaginateStep,
@@ -272,7 +276,7 @@ struct ScreenshotDoc {
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct IfStep {
-    /// Condition: {exists: LOC} | {not_exists: LOC} | {value: TEMPLATE}.
+    /// Condition: {exists|not_exists|visible|hidden: LOC} | {value: TEMPLATE}.
     #[serde(rename = "if")]
     cond: ConditionDoc,
     then: Vec<StepDoc>,
@@ -285,7 +289,7 @@ struct IfStep {
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct UnlessStep {
-    /// Condition, inverted: {exists: LOC} | {not_exists: LOC} | {value: TEMPLATE}.
+    /// Condition, inverted: {exists|not_exists|visible|hidden: LOC} | {value: TEMPLATE}.
     unless: ConditionDoc,
     then: Vec<StepDoc>,
     #[serde(rename = "else")]
@@ -297,8 +301,15 @@ struct UnlessStep {
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 enum ConditionDoc {
+    /// At least one match in the page, hidden or not (like `wait_for: attached`).
     Exists(String),
+    /// No match at all.
     NotExists(String),
+    /// At least one match visible (like `wait_for: visible`).
+    Visible(String),
+    /// No match visible: none, or all hidden (like `wait_for: hidden`).
+    Hidden(String),
+    /// The rendered template is truthy.
     Value(String),
 }
 
@@ -328,10 +339,29 @@ struct ClickOnDoc {
 
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SelectDoc {
+#[serde(untagged)]
+enum SelectDoc {
+    /// One option, or a list (a multi-select).
+    Option(SelectOptionDoc),
+    /// Exactly these options, the rest cleared: a template giving a list
+    /// (`{{ user.app_roles }}`), or a list of templates.
+    Options(SelectOptionsDoc),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SelectOptionDoc {
     #[serde(rename = "in")]
     in_: String,
     option: OneOrManyDoc,
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SelectOptionsDoc {
+    #[serde(rename = "in")]
+    in_: String,
+    options: OneOrManyDoc,
 }
 
 #[derive(JsonSchema)]

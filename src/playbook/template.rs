@@ -20,10 +20,11 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "secret",
     "outputs",
     "new_password",
+    "generated_password",
 ];
 
 /// Names whose values are secret: a template using them renders a sensitive value.
-const SENSITIVE_NAMES: &[&str] = &["secret", "new_password", "totp"];
+const SENSITIVE_NAMES: &[&str] = &["secret", "new_password", "generated_password", "totp"];
 
 /// Computes a TOTP code from a seed (the vault provides it). `Err` is a
 /// message that must not contain the seed.
@@ -215,6 +216,10 @@ pub struct TemplateContext {
     pub outputs: BTreeMap<String, String>,
     /// Only for rotate_password.
     pub new_password: Option<SecretString>,
+    /// Only for create_user: a fresh random password for the new account, for apps whose
+    /// create form requires one. Set by the caller (which may keep it, e.g. for single
+    /// sign-on) or else generated per create_user run; never stored by the runner.
+    pub generated_password: Option<SecretString>,
 }
 
 impl std::fmt::Debug for TemplateContext {
@@ -227,6 +232,10 @@ impl std::fmt::Debug for TemplateContext {
             .field(
                 "new_password",
                 &self.new_password.as_ref().map(|_| "[REDACTED]"),
+            )
+            .field(
+                "generated_password",
+                &self.generated_password.as_ref().map(|_| "[REDACTED]"),
             )
             .finish()
     }
@@ -256,6 +265,9 @@ impl TemplateContext {
         if let Some(p) = &self.new_password {
             r.add(p.expose_secret());
         }
+        if let Some(p) = &self.generated_password {
+            r.add(p.expose_secret());
+        }
         r
     }
 
@@ -279,6 +291,9 @@ impl TemplateContext {
         );
         if let Some(p) = &self.new_password {
             m.insert("new_password", Value::from(p.expose_secret()));
+        }
+        if let Some(p) = &self.generated_password {
+            m.insert("generated_password", Value::from(p.expose_secret()));
         }
         Value::from(minijinja::value::Serde(&m))
     }
@@ -408,6 +423,51 @@ impl TemplateEnv {
         }
     }
 
+    /// Render the options of `select: {options: …}`: a template that is one expression
+    /// (`{{ user.app_roles }}`) giving a list gives one option per item; anything else
+    /// renders to one option. Items are sensitive like the template.
+    pub fn render_options(
+        &self,
+        tpl: &Template,
+        ctx: &TemplateContext,
+        redactor: &mut Redactor,
+    ) -> Result<Vec<Rendered>, RenderError> {
+        let Some(expr) = single_expression(&tpl.source) else {
+            return Ok(vec![self.render(tpl, ctx, redactor)?]);
+        };
+        let fail = |message: String, redactor: &Redactor| RenderError::Template {
+            file: self.file.clone(),
+            line: tpl.line,
+            col: tpl.col,
+            message: redactor.redact(&message),
+        };
+        let value = self
+            .env
+            .compile_expression(expr)
+            .and_then(|e| e.eval(ctx.to_value()))
+            .map_err(|e| fail(describe(&e), redactor))?;
+        if value.is_undefined() {
+            return Err(fail("undefined value".into(), redactor));
+        }
+        let items: Vec<Value> = match value.kind() {
+            minijinja::value::ValueKind::Seq | minijinja::value::ValueKind::Iterable => value
+                .try_iter()
+                .map_err(|e| fail(describe(&e), redactor))?
+                .collect(),
+            _ => vec![value],
+        };
+        let mut out = Vec::with_capacity(items.len());
+        for v in items {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            let sensitive = tpl.sensitive || redactor.contains_secret(&text);
+            if sensitive {
+                redactor.add(&text);
+            }
+            out.push(Rendered { text, sensitive });
+        }
+        Ok(out)
+    }
+
     /// Render a locator and check the result's syntax.
     pub fn render_locator(
         &self,
@@ -426,6 +486,16 @@ impl TemplateEnv {
     }
 }
 
+/// `EXPR` when the whole template is `{{ EXPR }}` (surrounding blanks allowed).
+fn single_expression(src: &str) -> Option<&str> {
+    let inner = src.trim().strip_prefix("{{")?.strip_suffix("}}")?;
+    let inner = inner.trim_start_matches('-').trim_end_matches('-');
+    if inner.contains("{{") || inner.contains("}}") || inner.contains("{%") {
+        return None;
+    }
+    Some(inner.trim())
+}
+
 /// The templates a step holds directly (not those of nested steps).
 fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
     match &step.kind {
@@ -434,7 +504,7 @@ fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
         StepKind::Click { on } | StepKind::Check { on } | StepKind::Uncheck { on } => {
             out.push(&on.0)
         }
-        StepKind::Select { in_, options } => {
+        StepKind::Select { in_, options, .. } => {
             out.push(&in_.0);
             out.extend(options);
         }
@@ -453,7 +523,10 @@ fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
         }
         StepKind::AcceptDialog { text } => out.extend(text),
         StepKind::If { cond, .. } | StepKind::Unless { cond, .. } => match cond {
-            Condition::Exists(l) | Condition::NotExists(l) => out.push(&l.0),
+            Condition::Exists(l)
+            | Condition::NotExists(l)
+            | Condition::Visible(l)
+            | Condition::Hidden(l) => out.push(&l.0),
             Condition::Value(t) => out.push(t),
         },
         StepKind::ForEach { rows, .. } => out.push(&rows.0),

@@ -500,7 +500,7 @@ fn if_and_unless_rules() {
     assert_error(
         &src,
         "11:30",
-        "`unless` condition takes only one of: exists, not_exists, value",
+        "`unless` condition takes only one of: exists, not_exists, visible, hidden, value",
     );
     assert_error(&src, "14:9", "unknown key `then` in `click` step");
     assert_error(&src, "16:15", "`if.then` has no steps");
@@ -586,13 +586,14 @@ fn locator_checks_at_load() {
     ));
     let errs = errors(&src);
     assert_eq!(errs.len(), 3, "{errs:#?}");
+    // The column is the offending character of the locator (after the opening quote).
     assert_error(
         &src,
-        "11:16",
+        "11:22",
         "unknown ARIA role `buton` (did you mean `button`?)",
     );
-    assert_error(&src, "12:16", "bad locator: unclosed `[`");
-    assert_error(&src, "13:16", "empty locator part");
+    assert_error(&src, "12:20", "bad locator: unclosed `[`");
+    assert_error(&src, "13:21", "empty locator part");
 }
 
 #[test]

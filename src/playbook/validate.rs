@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use super::PlaybookError;
-use super::locator_check::validate_locator;
+use super::locator_check::{starts_with_row, validate_locator};
 use super::model::{
     Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction, LocatorTpl,
     Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, Step, StepKind, Template, WaitState,
@@ -23,11 +23,13 @@ const TOP_KEYS: &[&str] = &[
     "subroutines",
     "actions",
     "roles",
+    "case_sensitive_names",
 ];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
 const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify"];
 const LOGIN_KEYS: &[&str] = &["steps", "refused"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
+const CONDITION_KEYS: &[&str] = &["exists", "not_exists", "visible", "hidden", "value"];
 const IF_KEYS: &[&str] = &["then", "else", "name", "screenshot", "timeout"];
 
 /// Longest step timeout accepted.
@@ -61,6 +63,8 @@ pub(super) fn load(file: &str, src: &str) -> Result<Playbook, Vec<PlaybookError>
         sub_names: Vec::new(),
         calls: Vec::new(),
         sub_emits: BTreeSet::new(),
+        row_ok: false,
+        lines: src.lines().map(str::to_owned).collect(),
     };
     let pb = l.playbook(&root);
     l.check_calls();
@@ -109,6 +113,11 @@ struct Loader {
     sub_names: Vec<String>,
     calls: Vec<CallSite>,
     sub_emits: BTreeSet<String>,
+    /// Inside `for_each` steps or a subroutine (which may be called from one): `row`
+    /// may be used in a locator.
+    row_ok: bool,
+    /// The source lines, to point at the character of a bad locator.
+    lines: Vec<String>,
 }
 
 struct Fields<'a> {
@@ -335,11 +344,43 @@ impl Loader {
 
     fn locator(&mut self, n: &Node, what: &str) -> Option<LocatorTpl> {
         let t = self.template(n, what)?;
-        if let Err(m) = validate_locator(&locator_skeleton(&t.source)) {
-            self.err(n, format!("{what}: bad locator: {m}"));
+        let skeleton = locator_skeleton(&t.source);
+        if let Err(m) = validate_locator(&skeleton) {
+            let col = crate::browser::Locator::parse(&skeleton)
+                .err()
+                .and_then(|e| self.locator_col(n, &t.source, &skeleton, e.offset))
+                .unwrap_or(n.col);
+            self.errors.push(PlaybookError {
+                file: self.file.clone(),
+                line: n.line,
+                col,
+                message: format!("{what}: bad locator: {m}"),
+            });
+            return None;
+        }
+        if !self.row_ok && starts_with_row(&skeleton) {
+            self.err(
+                n,
+                format!("{what}: `row` is the current row of `for_each`, and this is not inside one (for an element named row, write `css=row`)"),
+            );
             return None;
         }
         Some(LocatorTpl(t))
+    }
+
+    /// The column of byte `offset` of a locator written on one line, plain or quoted,
+    /// when the text up to it is as written (no template or escape before it).
+    fn locator_col(&self, n: &Node, source: &str, skeleton: &str, offset: usize) -> Option<usize> {
+        let before = source.get(..offset)?;
+        if skeleton.get(..offset)? != before {
+            return None;
+        }
+        let line = self.lines.get(n.line.checked_sub(1)?)?;
+        let rest: String = line.chars().skip(n.col.checked_sub(1)?).collect();
+        let quoted = rest.starts_with('"') || rest.starts_with('\'');
+        let text = if quoted { &rest[1..] } else { rest.as_str() };
+        text.starts_with(before)
+            .then(|| n.col + usize::from(quoted) + before.chars().count())
     }
 
     fn pattern(&mut self, n: &Node, what: &str) -> Option<Pattern> {
@@ -437,7 +478,10 @@ impl Loader {
                     in_row: false,
                     sub: Some(&name),
                 };
+                // A subroutine may be called from inside for_each: `row` is checked when it runs.
+                self.row_ok = true;
                 let steps = self.steps(v, &format!("subroutine `{name}`"), scope);
+                self.row_ok = false;
                 subroutines.insert(name.clone(), steps);
             }
         }
@@ -446,6 +490,10 @@ impl Loader {
             .map(|n| self.actions(n))
             .unwrap_or_default();
         let roles = f.get("roles").map(|n| self.roles(n)).unwrap_or_default();
+        let case_sensitive_names = match f.get("case_sensitive_names") {
+            Some(n) => self.boolean(n, "`case_sensitive_names`"),
+            None => Some(false),
+        };
         let (login, login_refused) = login?;
         Some(Playbook {
             app: app?,
@@ -457,6 +505,7 @@ impl Loader {
             subroutines,
             actions,
             roles,
+            case_sensitive_names: case_sensitive_names?,
             source_file: self.file.clone(),
         })
     }
@@ -867,9 +916,12 @@ impl Loader {
                     in_row: true,
                     ..scope
                 };
+                let outer_row_ok = self.row_ok;
+                self.row_ok = true;
                 let steps = self
                     .required(&f, "steps", &what)
                     .map(|s| self.steps(s, "`for_each.steps`", inner));
+                self.row_ok = outer_row_ok;
                 (
                     StepKind::ForEach {
                         rows: rows?,
@@ -1009,29 +1061,29 @@ impl Loader {
     }
 
     fn select(&mut self, vn: &Node) -> Option<StepKind> {
-        let f = self.fields(vn, "`select`", &["in", "option"])?;
+        let f = self.fields(vn, "`select`", &["in", "option", "options"])?;
         let in_ = self
             .required(&f, "in", "`select`")
             .and_then(|n| self.locator(n, "`select.in`"));
-        let options = self
-            .required(&f, "option", "`select`")
-            .and_then(|o| match &o.value {
-                Value::Seq(items) => {
-                    if items.is_empty() {
-                        self.err(o, "`select.option` is an empty list");
-                        return None;
-                    }
-                    let ts: Vec<Option<Template>> = items
-                        .iter()
-                        .map(|i| self.template(i, "`select.option`"))
-                        .collect();
-                    ts.into_iter().collect()
+        let (key, o) = self.exactly_one(&f, &["option", "options"], "`select`")?;
+        let what = format!("`select.{key}`");
+        let options = match &o.value {
+            Value::Seq(items) => {
+                // `options: []` clears a multi-select; `option:` names at least one.
+                if items.is_empty() && key == "option" {
+                    self.err(o, "`select.option` is an empty list");
+                    return None;
                 }
-                _ => self.template(o, "`select.option`").map(|t| vec![t]),
-            });
+                let ts: Vec<Option<Template>> =
+                    items.iter().map(|i| self.template(i, &what)).collect();
+                ts.into_iter().collect()
+            }
+            _ => self.template(o, &what).map(|t| vec![t]),
+        };
         Some(StepKind::Select {
             in_: in_?,
             options: options?,
+            expand: key == "options",
         })
     }
 
@@ -1230,19 +1282,13 @@ impl Loader {
 
     fn condition(&mut self, vn: &Node, what: &str) -> Option<Condition> {
         let kw = what.trim_matches('`');
-        let f = self.fields(
-            vn,
-            &format!("{what} condition"),
-            &["exists", "not_exists", "value"],
-        )?;
-        let (k, v) = self.exactly_one(
-            &f,
-            &["exists", "not_exists", "value"],
-            &format!("{what} condition"),
-        )?;
+        let f = self.fields(vn, &format!("{what} condition"), CONDITION_KEYS)?;
+        let (k, v) = self.exactly_one(&f, CONDITION_KEYS, &format!("{what} condition"))?;
         Some(match k {
             "exists" => Condition::Exists(self.locator(v, &format!("`{kw}.exists`"))?),
             "not_exists" => Condition::NotExists(self.locator(v, &format!("`{kw}.not_exists`"))?),
+            "visible" => Condition::Visible(self.locator(v, &format!("`{kw}.visible`"))?),
+            "hidden" => Condition::Hidden(self.locator(v, &format!("`{kw}.hidden`"))?),
             _ => Condition::Value(self.template(v, &format!("`{kw}.value`"))?),
         })
     }

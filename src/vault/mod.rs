@@ -9,6 +9,7 @@
 
 mod entries;
 mod keys;
+mod password;
 mod totp;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 
 pub use entries::{EntryInfo, Vault};
 pub use keys::{ENV_KEY, ENV_KEY_FILE, ENV_NEW_KEY, Keyring, VaultKey};
+pub use password::{PASSWORD_LEN, generate_password};
 pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker};
 
 /// Errors of the vault. Never carry a secret value.
