@@ -63,7 +63,10 @@ pub async fn run(args: Args) -> Result<(), HealthcheckError> {
                 .config
                 .or_else(|| std::env::var_os("USHER_CONFIG").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("usher.yaml"));
-            format!("http://{}", reachable(Config::load(&path)?.listen))
+            format!(
+                "http://{}",
+                reachable(Config::load_for(&path, usher::config::Purpose::Tool)?.listen)
+            )
         }
     };
     let status = check(&base, &args.path, args.timeout).await?;

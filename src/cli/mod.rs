@@ -22,7 +22,7 @@ use clap::{Parser, Subcommand};
 
 use usher::audit::Actor;
 use usher::clock::SystemClock;
-use usher::config::Config;
+use usher::config::{Config, Purpose};
 use usher::store::Store;
 
 #[derive(Parser)]
@@ -134,7 +134,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Loads the configuration file and opens its store.
 async fn open(path: &Path) -> anyhow::Result<(Config, Store)> {
-    let config = Config::load(path)?;
+    let config = Config::load_for(path, Purpose::Tool)?;
     let store = open_store(&config).await?;
     Ok((config, store))
 }

@@ -348,10 +348,28 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
+            // SQLite says only "unable to open database file": name the file, and the
+            // folder when that is what is missing (it is not created: a typo would
+            // silently start an empty database elsewhere).
+            let file = opts.get_filename().to_path_buf();
+            let cannot_open = |reason: String| StoreError::Connect {
+                url: file.display().to_string(),
+                reason,
+            };
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+                && file.to_str() != Some(":memory:")
+            {
+                return Err(cannot_open(format!(
+                    "its folder {} does not exist",
+                    dir.display()
+                )));
+            }
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(opts.clone())
-                .await?;
+                .await
+                .map_err(|e| cannot_open(e.to_string()))?;
             sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(8)
