@@ -112,7 +112,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
-        Command::Config { command } => config::config_command(command),
+        Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,
         Command::Playbook { command } => playbook::run(command).await,

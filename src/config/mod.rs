@@ -639,16 +639,31 @@ impl Config {
 
     /// [`Config::load`] for a command that needs only part of the environment.
     pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::load_with_problems(path, purpose)?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
+
+    /// Reads a configuration file that parses, with the mistakes found after parsing
+    /// (`usher config check` goes on to check the rest); an unreadable file or a YAML
+    /// syntax or type error is the error.
+    pub fn load_with_problems(
+        path: &Path,
+        purpose: Purpose,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
-        let mut config = Config::parse_for(&file, &text, purpose)?;
+        let (mut config, problems) = Config::parse_with_problems(&file, &text, purpose)?;
         let dir = path.parent().unwrap_or(Path::new(""));
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         config.resolve_paths(&dir);
-        Ok(config)
+        Ok((config, problems))
     }
 
     /// Makes every relative path absolute against `dir` (the configuration's folder).
@@ -682,6 +697,19 @@ impl Config {
 
     /// Parses configuration text for a command with this purpose.
     pub fn parse_for(file: &str, text: &str, purpose: Purpose) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::parse_with_problems(file, text, purpose)?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
+
+    fn parse_with_problems(
+        file: &str,
+        text: &str,
+        purpose: Purpose,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let needs = match purpose {
             Purpose::Serve => (true, true),
             Purpose::RunJobs => (false, true),
@@ -703,12 +731,8 @@ impl Config {
             }
         })?;
         config.positions = Positions::read(text);
-        let mut problems = config.problems(file);
-        match problems.len() {
-            0 => Ok(config),
-            1 => Err(problems.remove(0)),
-            _ => Err(ConfigError::Several(problems)),
-        }
+        let problems = config.problems(file);
+        Ok((config, problems))
     }
 
     /// Every mistake the parse cannot see (types and unknown keys it can), each with
