@@ -11,6 +11,7 @@ mod healthcheck;
 mod integration;
 mod jobs;
 mod playbook;
+mod run_once;
 mod serve;
 mod vault;
 
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
         config: PathBuf,
     },
+    /// Claim and run the jobs that are due, then exit: 0 all succeeded, 1 some did not,
+    /// 2 cannot start (for cron, Kubernetes CronJobs, CI).
+    RunOnce(run_once::Args),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -112,6 +116,7 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
+        Command::RunOnce(args) => run_once::run(args).await,
         Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,
