@@ -32,13 +32,13 @@ pub async fn config_command(command: ConfigCommand) -> anyhow::Result<ExitCode> 
         ConfigCommand::Check { config } => {
             let report = check(&config).await;
             for p in &report.problems {
-                eprintln!("{p}");
+                errln!("{p}");
             }
             if report.problems.is_empty() {
-                println!("{}: ok ({})", config.display(), report.notes.join("; "));
+                outln!("{}: ok ({})", config.display(), report.notes.join("; "));
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!(
+                errln!(
                     "usher: {}: {} mistake(s)",
                     config.display(),
                     report.problems.len()
@@ -178,8 +178,8 @@ pub fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
             let mut bytes = [0u8; 32];
             rand::rng().fill_bytes(&mut bytes);
             let token = hex::encode(bytes);
-            println!("token:  {token}");
-            println!("sha256: {}", hex::encode(hash_token(&token)));
+            outln!("token:  {token}");
+            outln!("sha256: {}", hex::encode(hash_token(&token)));
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -70,7 +70,7 @@ pub async fn run(args: Args) -> Result<(), HealthcheckError> {
         }
     };
     let status = check(&base, &args.path, args.timeout).await?;
-    println!("healthy: {} answered {status}", join(&base, &args.path));
+    outln!("healthy: {} answered {status}", join(&base, &args.path));
     Ok(())
 }
 

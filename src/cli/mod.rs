@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use usher::audit::Actor;
 use usher::clock::SystemClock;
@@ -101,6 +101,9 @@ enum Command {
         #[command(subcommand)]
         command: integration::IntegrationCommand,
     },
+    /// Print a shell completion script: `usher completions bash >
+    /// /etc/bash_completion.d/usher` (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -129,6 +132,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Integration { config, command } => integration::run(&config, command).await,
         Command::Demo { listen, dir } => demo::run(listen, &dir).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "usher", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

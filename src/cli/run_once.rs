@@ -43,7 +43,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Ok(s) => s,
                 Err(e) => return Ok(cannot_start(&anyhow::Error::new(e))),
             };
-            println!(
+            outln!(
                 "usher run-once: {} job(s): {} succeeded, {} failed, {} waiting for a retry, {} released{}{}",
                 s.total(),
                 s.succeeded,
@@ -72,7 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 fn cannot_start(e: &anyhow::Error) -> ExitCode {
-    eprintln!("usher: run-once cannot start: {}", super::one_line(e));
+    errln!("usher: run-once cannot start: {}", super::one_line(e));
     ExitCode::from(CANNOT_START)
 }
 

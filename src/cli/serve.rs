@@ -20,7 +20,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         driver: DriverConfig::default(),
     };
     let running = server::start_with(&config, config.listen, Some(setup)).await?;
-    eprintln!(
+    errln!(
         "usher: serving {} gateway(s) on http://{} ({})",
         config.integrations.len(),
         running.addr,
@@ -31,9 +31,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
         }
     );
     for i in &config.integrations {
-        eprintln!(
+        errln!(
             "usher:   {} ({}) at http://{}/scim/v2/{}",
-            i.name, i.app, running.addr, i.id
+            i.name,
+            i.app,
+            running.addr,
+            i.id
         );
     }
     server::shutdown_signal().await;

@@ -94,7 +94,7 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (_, vault) = open_vault(&config).await?;
             let mut input = SecretInput::stdin();
-            println!(
+            outln!(
                 "{}",
                 set(&vault, &name, &username, totp, &extras, &mut input).await?
             );
@@ -102,20 +102,20 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::ImportOtpauth { name, config } => {
             let (_, vault) = open_vault(&config).await?;
             let mut input = SecretInput::stdin();
-            println!("{}", import_otpauth(&vault, &name, &mut input).await?);
+            outln!("{}", import_otpauth(&vault, &name, &mut input).await?);
         }
         VaultCommand::List { config } => {
             // Listing needs no key: names and field names are stored in the clear.
             let (_, store) = super::open(&config).await?;
             let entries = Vault::entries(&store).await?;
-            println!("{}", format_list(&entries));
+            outln!("{}", format_list(&entries));
         }
         VaultCommand::Rm { name, config } => {
             let (_, vault) = open_vault(&config).await?;
             if !vault.remove(&name).await? {
                 anyhow::bail!("no vault entry `{name}`");
             }
-            println!("{name}: removed");
+            outln!("{name}: removed");
         }
         VaultCommand::Rekey {
             new_key_file,
@@ -124,7 +124,7 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
             let (_, vault) = open_vault(&config).await?;
             let new_key = Keyring::new_key(|n| std::env::var(n).ok(), new_key_file.as_deref())?;
             let n = vault.rekey(&new_key).await?;
-            println!(
+            outln!(
                 "{n} entr{} re-encrypted from key {} to key {}; configure the new key everywhere now",
                 if n == 1 { "y" } else { "ies" },
                 vault.keys().primary().id(),
@@ -134,9 +134,9 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::Keygen { out } => {
             let (key, text) = keygen(out.as_deref())?;
             match (text, out) {
-                (Some(text), _) => print!("{}", text.as_str()),
+                (Some(text), _) => out!("{}", text.as_str()),
                 (None, Some(path)) => {
-                    println!("wrote vault key {} to {}", key.id(), path.display())
+                    outln!("wrote vault key {} to {}", key.id(), path.display())
                 }
                 (None, None) => {}
             }
@@ -211,8 +211,8 @@ async fn rotate(
     }
     let rotation = result?;
     match rotation.recovered_from {
-        None => println!("{name}: password rotated in {} and in the vault", ic.name),
-        Some(e) => println!(
+        None => outln!("{name}: password rotated in {} and in the vault", ic.name),
+        Some(e) => outln!(
             "{name}: password rotated in {} and in the vault, although rotate_password reported: {e}",
             ic.name
         ),
