@@ -177,6 +177,18 @@ fn a_missing_sqlite_folder_is_named() {
         "{line}"
     );
     assert_no_repeat(&line);
+    // A config named from its own folder: the error still names the full path.
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["jobs", "list", "--config", "usher.yaml"])
+        .current_dir(dir.path())
+        .env("USHER_LOG", "error")
+        .output()
+        .expect("run");
+    let line = error_line(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        line.contains(&format!("its folder {} does not exist", folder.display())),
+        "{line}"
+    );
 }
 
 #[test]

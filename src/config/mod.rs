@@ -660,7 +660,12 @@ impl Config {
             source,
         })?;
         let (mut config, problems) = Config::parse_with_problems(&file, &text, purpose)?;
-        let dir = path.parent().unwrap_or(Path::new(""));
+        // `usher.yaml` has the parent "": the current folder, made absolute so that
+        // errors name the full path.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         config.resolve_paths(&dir);
         Ok((config, problems))
