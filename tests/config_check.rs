@@ -154,6 +154,11 @@ fn a_database_of_a_newer_usher_is_a_mistake_and_a_migrated_one_is_ok() {
     let (code, out, err) = check(&cfg, &[]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("reachable and migrated"), "{out}");
+    // The service account has no vault entry yet: serve starts, but say it.
+    assert!(
+        err.contains("warning: no vault entry `s` for integration `acme`"),
+        "{err}"
+    );
     let db = dir.path().join("usher.db");
     let rt = tokio::runtime::Runtime::new().expect("rt");
     rt.block_on(async {

@@ -9,7 +9,7 @@ use rand::RngCore;
 use usher::audit::checkpoint::{CheckpointError, CheckpointKey};
 use usher::config::{Config, ConfigError, Purpose, hash_token, located, redact_url};
 use usher::store::Store;
-use usher::vault::Keyring;
+use usher::vault::{Keyring, Vault};
 
 #[derive(Subcommand)]
 pub enum ConfigCommand {
@@ -31,7 +31,7 @@ pub async fn config_command(command: ConfigCommand) -> anyhow::Result<ExitCode> 
     match command {
         ConfigCommand::Check { config } => {
             let report = check(&config).await;
-            for p in &report.problems {
+            for p in report.problems.iter().chain(&report.warnings) {
                 errln!("{p}");
             }
             if report.problems.is_empty() {
@@ -54,6 +54,8 @@ pub async fn config_command(command: ConfigCommand) -> anyhow::Result<ExitCode> 
 pub struct Report {
     pub problems: Vec<String>,
     pub notes: Vec<String>,
+    /// What `serve` starts with but is likely a slip (each a line, not a mistake).
+    pub warnings: Vec<String>,
 }
 
 /// Everything `usher serve` checks before it listens, all of it, without stopping at
@@ -61,6 +63,7 @@ pub struct Report {
 pub async fn check(path: &Path) -> Report {
     let mut problems = Vec::new();
     let mut notes = Vec::new();
+    let mut warnings = Vec::new();
     let file = path.display().to_string();
     let config = match Config::load_with_problems(path, Purpose::Serve) {
         Ok((c, found)) => {
@@ -70,7 +73,11 @@ pub async fn check(path: &Path) -> Report {
         Err(e) => {
             // A YAML syntax or type error stops the parse: nothing else can be checked.
             problems.extend(e.into_list().iter().map(ToString::to_string));
-            return Report { problems, notes };
+            return Report {
+                problems,
+                notes,
+                warnings,
+            };
         }
     };
     if config.integrations.is_empty() {
@@ -136,6 +143,9 @@ pub async fn check(path: &Path) -> Report {
                 );
             }
             let db = redact_url(&config.database);
+            if st.exists && st.pending == 0 && st.unknown.is_empty() {
+                warnings.extend(missing_entries(&config).await);
+            }
             notes.push(match (st.exists, st.pending) {
                 (false, _) => format!("database {db} will be created"),
                 (true, 0) => format!("database {db} reachable and migrated"),
@@ -169,7 +179,38 @@ pub async fn check(path: &Path) -> Report {
         Ok(None) => {}
         Err(e) => problems.push(format!("{file}: {e}")),
     }
-    Report { problems, notes }
+    Report {
+        problems,
+        notes,
+        warnings,
+    }
+}
+
+/// Service accounts without a vault entry: `serve` starts, but their jobs fail until
+/// `usher vault set` adds one (a note, not a mistake). Only for a migrated database,
+/// which opening does not change.
+async fn missing_entries(config: &Config) -> Vec<String> {
+    let Ok(store) = super::open_store(config).await else {
+        return Vec::new();
+    };
+    let names: Vec<String> = match Vault::entries(&store).await {
+        Ok(e) => e.into_iter().map(|e| e.name).collect(),
+        Err(_) => Vec::new(),
+    };
+    store.close().await;
+    let mut out: Vec<String> = config
+        .integrations
+        .iter()
+        .filter(|i| !names.contains(&i.service_account))
+        .map(|i| {
+            format!(
+                "warning: no vault entry `{}` for integration `{}` (its jobs fail until `usher vault set {}`)",
+                i.service_account, i.id, i.service_account
+            )
+        })
+        .collect();
+    out.dedup();
+    out
 }
 
 pub fn token_command(command: TokenCommand) -> anyhow::Result<ExitCode> {
