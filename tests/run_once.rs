@@ -200,3 +200,35 @@ async fn run_once_exits_1_when_a_job_fails_and_2_when_it_cannot_start() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("no integration `nope`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_releases_the_running_job_at_its_timeout() {
+    // Every page of the app hangs for a minute: the job is still running at the timeout.
+    let app = RunningApp::start_on(
+        AppKind::Classic,
+        FixtureOptions {
+            slow_rate: 1.0,
+            slow_ms: 60_000,
+            ..FixtureOptions::default()
+        },
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .expect("app");
+    let dir = tempfile::tempdir().expect("dir");
+    let cfg = setup(dir.path(), app.base_url(), "engine:\n  workers: 1\n");
+    queue_users(&cfg, &["eve"]).await;
+    let (code, out, err) = run_once(&cfg, &["--timeout", "2s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "1 job(s): 0 succeeded, 0 failed, 0 waiting for a retry, 1 released (timeout reached)"
+        ),
+        "{out}"
+    );
+    // Released for a later run, not failed and not held by a lease.
+    let job = &jobs(&cfg).await[0];
+    assert_eq!(job.status, JobStatus::Pending, "{job:?}");
+    assert!(job.lease_owner.is_none(), "{job:?}");
+    app.shutdown().await;
+}
