@@ -5,7 +5,39 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// `print!` that never panics: when standard output is closed (`usher … | head`), the
+/// process ends quietly with exit 0; any other write error ends it with 1.
+macro_rules! out {
+    ($($arg:tt)*) => { $crate::write_or_exit(&mut std::io::stdout(), format_args!($($arg)*)) };
+}
+/// `println!` that never panics (see `out!`).
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+/// `eprintln!` that never panics (see `out!`).
+macro_rules! errln {
+    () => { $crate::write_or_exit(&mut std::io::stderr(), format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_or_exit(&mut std::io::stderr(), format_args!("{}\n", format_args!($($arg)*))) };
+}
+
 mod cli;
+
+/// Writes and flushes; a closed pipe ends the process with 0 (the reader has what it
+/// wanted), another error with 1.
+pub(crate) fn write_or_exit(w: &mut impl std::io::Write, args: std::fmt::Arguments<'_>) {
+    if let Err(e) = w.write_fmt(args).and_then(|()| w.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Standard error may be the closed one: nothing more can be said.
+        let _ = std::io::Write::write_fmt(
+            &mut std::io::stderr(),
+            format_args!("usher: cannot write the output: {e}\n"),
+        );
+        std::process::exit(1);
+    }
+}
 
 fn init_tracing() {
     // chromiumoxide logs every DevTools message (typed values included) at TRACE, and a
@@ -42,7 +74,7 @@ fn main() -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("usher: cannot start the runtime: {e}");
+            errln!("usher: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -53,7 +85,7 @@ fn main() -> ExitCode {
             if json_logs() {
                 tracing::error!(error = %cli::one_line(&e), "usher stopped");
             } else {
-                eprintln!("usher: {}", cli::one_line(&e));
+                errln!("usher: {}", cli::one_line(&e));
             }
             ExitCode::FAILURE
         }

@@ -159,3 +159,77 @@ fn a_database_error_is_said_once() {
     );
     assert_no_repeat(&line);
 }
+
+#[test]
+fn a_missing_sqlite_folder_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write(
+        dir.path(),
+        "usher.yaml",
+        "listen: 127.0.0.1:0\ndatabase: sqlite://no-such-folder/usher.db\n",
+    );
+    let (ok, stderr) = usher(&["jobs", "list"], Some(&cfg));
+    assert!(!ok);
+    let line = error_line(&stderr);
+    let folder = dir.path().join("no-such-folder");
+    assert!(
+        line.contains(&format!("its folder {} does not exist", folder.display())),
+        "{line}"
+    );
+    assert_no_repeat(&line);
+    // A config named from its own folder: the error still names the full path.
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["jobs", "list", "--config", "usher.yaml"])
+        .current_dir(dir.path())
+        .env("USHER_LOG", "error")
+        .output()
+        .expect("run");
+    let line = error_line(&String::from_utf8_lossy(&out.stderr));
+    assert!(
+        line.contains(&format!("its folder {} does not exist", folder.display())),
+        "{line}"
+    );
+}
+
+#[test]
+fn relative_paths_follow_the_config_file_not_the_current_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let cfg = write(
+        dir.path(),
+        "usher.yaml",
+        "listen: 127.0.0.1:0\ndatabase: sqlite://usher.db\n",
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["jobs", "list", "--config"])
+        .arg(&cfg)
+        .current_dir(elsewhere.path())
+        .env("USHER_LOG", "error")
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(dir.path().join("usher.db").exists());
+    assert!(!elsewhere.path().join("usher.db").exists());
+}
+
+#[test]
+fn vault_keygen_makes_the_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("etc/usher/vault.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["vault", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{out:?}");
+    assert!(key.exists());
+    let again = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["vault", "keygen", "--out"])
+        .arg(&key)
+        .output()
+        .expect("run");
+    assert!(!again.status.success());
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("cannot write key file"), "{stderr}");
+    assert!(!stderr.contains("cannot read"), "{stderr}");
+}

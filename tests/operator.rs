@@ -46,11 +46,48 @@ async fn jobs_list_show_retry_cancel() {
 
     let (code, out, err) = usher(&["jobs", "list", "--config", &cfg]);
     assert_eq!(code, 0, "{err}");
-    let line = out.lines().find(|l| l.contains(uid)).expect("job listed");
+    // The user column shows the userName; times carry their zone.
+    let line = out
+        .lines()
+        .find(|l| l.contains("op@x.example"))
+        .expect("job listed");
     assert!(
         line.contains("pending") && line.contains("create"),
         "{line}"
     );
+    assert!(
+        regex::Regex::new(r" \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ")
+            .unwrap()
+            .is_match(line),
+        "{line}"
+    );
+    // --json; --user by userName (any case) or by SCIM id; a bogus status is refused.
+    let (code, out, err) = usher(&["jobs", "list", "--json", "--config", &cfg]);
+    assert_eq!(code, 0, "{err}");
+    let rows: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(rows[0]["resource"], uid);
+    assert_eq!(rows[0]["name"], "op@x.example");
+    assert_eq!(rows[0]["status"], "pending");
+    for who in ["OP@x.example", uid] {
+        let (code, out, err) = usher(&["jobs", "list", "--json", "--user", who, "--config", &cfg]);
+        assert_eq!(code, 0, "{err}");
+        let rows: Value = serde_json::from_str(&out).expect("json");
+        assert_eq!(rows.as_array().map(Vec::len), Some(1), "{who}: {out}");
+    }
+    let (code, _, err) = usher(&[
+        "jobs",
+        "list",
+        "--user",
+        "nobody@x.example",
+        "--config",
+        &cfg,
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no user `nobody@x.example`"), "{err}");
+    let (code, out, err) = usher(&["jobs", "list", "--status", "bogus", "--config", &cfg]);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("unknown job status `bogus`"), "{err}");
     let id: i64 = line
         .split_whitespace()
         .next()
@@ -68,9 +105,11 @@ async fn jobs_list_show_retry_cancel() {
     // Only failed or cancelled jobs can be retried; pending ones can be cancelled.
     let (code, _, err) = usher(&["jobs", "retry", &id.to_string(), "--config", &cfg]);
     assert_eq!(code, 1);
-    assert_eq!(
-        err.trim(),
-        format!("usher: job {id} is pending; only failed or cancelled jobs can be retried")
+    assert!(
+        err.trim().starts_with(&format!(
+            "usher: job {id} is pending: a worker runs it when it is due ("
+        )),
+        "{err}"
     );
     let (code, out, err) = usher(&["jobs", "cancel", &id.to_string(), "--config", &cfg]);
     assert_eq!(
@@ -80,7 +119,7 @@ async fn jobs_list_show_retry_cancel() {
     );
     let (code, out, _) = usher(&["jobs", "list", "--status", "cancelled", "--config", &cfg]);
     assert_eq!(code, 0);
-    assert!(out.contains(uid), "{out}");
+    assert!(out.contains("op@x.example"), "{out}");
     let (code, out, err) = usher(&["jobs", "retry", &id.to_string(), "--config", &cfg]);
     assert_eq!(
         (code, out.trim()),

@@ -34,8 +34,8 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             // The same form as a vault key: 32 random bytes in base64.
             let (_, text) = super::vault::keygen(out.as_deref())?;
             match (text, out) {
-                (Some(text), _) => print!("{}", text.as_str()),
-                (None, Some(path)) => println!("wrote audit checkpoint key to {}", path.display()),
+                (Some(text), _) => out!("{}", text.as_str()),
+                (None, Some(path)) => outln!("wrote audit checkpoint key to {}", path.display()),
                 (None, None) => {}
             }
             Ok(ExitCode::SUCCESS)
@@ -74,18 +74,18 @@ async fn verify(config: &std::path::Path, checkpoint: Option<PathBuf>) -> anyhow
     }
     if !problems.is_empty() {
         for p in &problems {
-            eprintln!("usher: {p}");
+            errln!("usher: {p}");
         }
         return Ok(ExitCode::FAILURE);
     }
-    print!(
+    out!(
         "audit trail intact: {} event(s) verified, {} evidence file(s) checked",
         events.len(),
         report.intact
     );
     match vouched {
-        Some((n, seq)) => println!(", reaches {n} signed checkpoint(s) (up to event {seq})"),
-        None => println!(),
+        Some((n, seq)) => outln!(", reaches {n} signed checkpoint(s) (up to event {seq})"),
+        None => outln!(),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,33 +74,35 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let running = usher::server::start_with(&config, listen, Some(setup)).await?;
     let scim = format!("http://{}/scim/v2/acme-demo", running.addr);
-    println!("Usher demo is running (Ctrl-C to stop).");
-    println!();
-    println!("  admin app:   {}/admin/users", app.base_url());
-    println!(
+    outln!("Usher demo is running (Ctrl-C to stop).");
+    outln!();
+    outln!("  admin app:   {}/admin/users", app.base_url());
+    outln!(
         "               sign in as {} / {} (TOTP seed {})",
-        opts.admin_username, opts.admin_password, opts.totp_seed
+        opts.admin_username,
+        opts.admin_password,
+        opts.totp_seed
     );
-    println!("  SCIM URL:    {scim}");
-    println!("  SCIM token:  {token}");
-    println!("  data:        {}", dir.display());
-    println!();
-    println!("Provision a user:");
-    println!();
-    println!(
+    outln!("  SCIM URL:    {scim}");
+    outln!("  SCIM token:  {token}");
+    outln!("  data:        {}", dir.display());
+    outln!();
+    outln!("Provision a user:");
+    outln!();
+    outln!(
         "  curl -s -X POST {scim}/Users \\\n    -H 'Authorization: Bearer {token}' -H 'Content-Type: application/scim+json' \\\n    -d '{{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"ada@example.com\",\"name\":{{\"givenName\":\"Ada\",\"familyName\":\"Lovelace\"}},\"emails\":[{{\"value\":\"ada@example.com\",\"type\":\"work\",\"primary\":true}}],\"active\":true}}'"
     );
-    println!();
-    println!("Then watch it arrive in the admin app, and follow it with:");
-    println!();
-    println!(
+    outln!();
+    outln!("Then watch it arrive in the admin app, and follow it with:");
+    outln!();
+    outln!(
         "  curl -s '{scim}/Users?filter=userName%20eq%20%22ada@example.com%22&attributes=urn:usher:params:scim:schemas:extension:provisioning:2.0:User' -H 'Authorization: Bearer {token}'"
     );
-    println!(
+    outln!(
         "  usher jobs list --config {}",
         dir.join("usher.yaml").display()
     );
-    println!();
+    outln!();
     usher::server::shutdown_signal().await;
     running.shutdown().await?;
     app.shutdown().await;

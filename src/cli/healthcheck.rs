@@ -63,7 +63,7 @@ pub async fn run(args: Args) -> Result<(), HealthcheckError> {
                 .config
                 .or_else(|| std::env::var_os("USHER_CONFIG").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from("usher.yaml"));
-            let config = Config::load(&path)?;
+            let config = Config::load_for(&path, usher::config::Purpose::Tool)?;
             let scheme = if config.tls.is_some() {
                 "https"
             } else {
@@ -76,7 +76,7 @@ pub async fn run(args: Args) -> Result<(), HealthcheckError> {
         }
     };
     let status = check_with(&base, &args.path, args.timeout, own_tls).await?;
-    println!("healthy: {} answered {status}", join(&base, &args.path));
+    outln!("healthy: {} answered {status}", join(&base, &args.path));
     Ok(())
 }
 

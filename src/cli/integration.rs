@@ -20,21 +20,23 @@ pub async fn run(path: &Path, command: IntegrationCommand) -> anyhow::Result<Exi
     let (config, store) = super::open(path).await?;
     let code = match command {
         IntegrationCommand::List => {
-            println!(
+            outln!(
                 "{:<16} {:<8} {:<24}  reason",
-                "integration", "state", "since"
+                "integration",
+                "state",
+                "since"
             );
             for i in &config.integrations {
                 let st = store.integration_state(&i.id).await?.unwrap_or_default();
                 match (&st.paused_at, &st.paused_reason) {
-                    (Some(at), reason) => println!(
+                    (Some(at), reason) => outln!(
                         "{:<16} {:<8} {:<24}  {}",
                         i.id,
                         "paused",
                         &at[..at.len().min(19)],
                         reason.as_deref().unwrap_or("")
                     ),
-                    (None, _) => println!("{:<16} {:<8}", i.id, "running"),
+                    (None, _) => outln!("{:<16} {:<8}", i.id, "running"),
                 }
             }
             ExitCode::SUCCESS
@@ -69,10 +71,10 @@ pub async fn run(path: &Path, command: IntegrationCommand) -> anyhow::Result<Exi
                         .enqueue_webhook(&w.url, kinds::INTEGRATION_RESUMED, &body)
                         .await?;
                 }
-                println!("{id}: resumed; its paused jobs are queued");
+                outln!("{id}: resumed; its paused jobs are queued");
                 ExitCode::SUCCESS
             } else {
-                eprintln!("usher: integration `{id}` is not paused");
+                errln!("usher: integration `{id}` is not paused");
                 ExitCode::from(1)
             }
         }

@@ -7,7 +7,8 @@ use clap::Subcommand;
 use serde_json::{Value, json};
 
 use usher::audit::{NewEvent, kinds};
-use usher::store::{JobFilter, JobStatus, Store};
+use usher::config::Config;
+use usher::store::{JobFilter, JobRow, JobStatus, LookupColumn, ResourceType, Store};
 
 #[derive(Subcommand)]
 pub enum JobsCommand {
@@ -19,10 +20,16 @@ pub enum JobsCommand {
         #[arg(long)]
         status: Option<JobStatus>,
         /// Jobs of one SCIM user or group id.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "user")]
         resource: Option<String>,
+        /// Jobs of one user, by userName or SCIM id.
+        #[arg(long)]
+        user: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
+        /// One JSON array instead of the table.
+        #[arg(long)]
+        json: bool,
     },
     /// One job with its outcome and its audit events.
     Show { id: i64 },
@@ -33,14 +40,26 @@ pub enum JobsCommand {
 }
 
 pub async fn run(path: &Path, command: JobsCommand) -> anyhow::Result<ExitCode> {
-    let (_, store) = super::open(path).await?;
+    let (config, store) = super::open(path).await?;
     let code = match command {
         JobsCommand::List {
             integration,
             status,
             resource,
+            user,
             limit,
-        } => list(&store, integration, status, resource, limit).await,
+            json,
+        } => {
+            let query = ListQuery {
+                integration,
+                status,
+                resource,
+                user,
+                limit,
+                json,
+            };
+            list(&config, &store, query).await
+        }
         JobsCommand::Show { id } => show(&store, id).await,
         JobsCommand::Retry { id } => transition(&store, id, true).await,
         JobsCommand::Cancel { id } => transition(&store, id, false).await,
@@ -49,44 +68,164 @@ pub async fn run(path: &Path, command: JobsCommand) -> anyhow::Result<ExitCode> 
     code
 }
 
-async fn list(
-    store: &Store,
+struct ListQuery {
     integration: Option<String>,
     status: Option<JobStatus>,
     resource: Option<String>,
+    user: Option<String>,
     limit: i64,
-) -> anyhow::Result<ExitCode> {
-    let jobs = store
-        .list_jobs(&JobFilter {
-            integration_id: integration.as_deref(),
-            resource_id: resource.as_deref(),
-            status,
-            limit,
-        })
-        .await?;
-    println!(
-        "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  last error",
-        "job", "integration", "status", "op", "resource", "try", "updated"
+    json: bool,
+}
+
+async fn list(config: &Config, store: &Store, q: ListQuery) -> anyhow::Result<ExitCode> {
+    // The resources whose jobs are listed: none (all), the given id, or the user's ids.
+    let mut unknown_user = None;
+    let resources: Vec<Option<String>> = match (&q.resource, &q.user) {
+        (Some(r), _) => vec![Some(r.clone())],
+        (None, Some(u)) => {
+            let ids = user_ids(config, store, q.integration.as_deref(), u).await?;
+            if ids.is_empty() {
+                // Perhaps a deleted user's id: its jobs stay.
+                unknown_user = Some(u.clone());
+                vec![Some(u.clone())]
+            } else {
+                ids.into_iter().map(Some).collect()
+            }
+        }
+        (None, None) => vec![None],
+    };
+    let mut jobs = Vec::new();
+    for r in &resources {
+        jobs.extend(
+            store
+                .list_jobs(&JobFilter {
+                    integration_id: q.integration.as_deref(),
+                    resource_id: r.as_deref(),
+                    status: q.status,
+                    limit: q.limit,
+                })
+                .await?,
+        );
+    }
+    if let (Some(u), true) = (&unknown_user, jobs.is_empty()) {
+        errln!("usher: no user `{u}` (neither a userName nor a SCIM id with jobs)");
+        return Ok(ExitCode::from(1));
+    }
+    jobs.sort_by_key(|j| std::cmp::Reverse(j.id));
+    jobs.truncate(usize::try_from(q.limit).unwrap_or(0));
+    let mut names = std::collections::HashMap::new();
+    for j in &jobs {
+        let key = (j.integration_id.clone(), j.resource_id.clone());
+        if let std::collections::hash_map::Entry::Vacant(e) = names.entry(key) {
+            e.insert(resource_name(store, j).await?);
+        }
+    }
+    let name_of = |j: &JobRow| {
+        names
+            .get(&(j.integration_id.clone(), j.resource_id.clone()))
+            .cloned()
+            .flatten()
+    };
+    if q.json {
+        let rows: Vec<Value> = jobs
+            .iter()
+            .map(|j| {
+                json!({
+                    "id": j.id, "integration": j.integration_id, "status": j.status.as_str(),
+                    "operation": j.operation.as_str(), "resource_type": j.resource_type.as_str(),
+                    "resource": j.resource_id, "name": name_of(j), "attempts": j.attempts,
+                    "run_after": j.run_after, "created_at": j.created_at,
+                    "updated_at": j.updated_at, "last_error": j.last_error,
+                })
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!(
+        "{:>7}  {:<12} {:<10} {:<8} {:<32} {:>3}  {:<20}  last error",
+        "job",
+        "integration",
+        "status",
+        "op",
+        "user (userName or group)",
+        "try",
+        "updated (UTC)"
     );
-    for j in jobs {
-        println!(
-            "{:>7}  {:<12} {:<10} {:<8} {:<36} {:>3}  {:<20}  {}",
+    for j in &jobs {
+        let who = name_of(j).unwrap_or_else(|| j.resource_id.clone());
+        outln!(
+            "{:>7}  {:<12} {:<10} {:<8} {:<32} {:>3}  {:<20}  {}",
             j.id,
             j.integration_id,
             j.status,
             j.operation,
-            j.resource_id,
+            who,
             j.attempts,
-            &j.updated_at[..j.updated_at.len().min(19)],
+            table_time(&j.updated_at),
             j.last_error.as_deref().unwrap_or("")
         );
     }
     Ok(ExitCode::SUCCESS)
 }
 
+/// A stored time (RFC 3339 UTC with milliseconds) to the second, keeping its zone:
+/// `2026-12-03T07:32:22Z`.
+fn table_time(t: &str) -> String {
+    match (t.get(..19), t.ends_with('Z')) {
+        (Some(s), true) => format!("{s}Z"),
+        _ => t.to_string(),
+    }
+}
+
+/// The SCIM ids a `--user` names: itself when it is a user's id, else the users with
+/// that userName (in the integration given, or in every configured one).
+async fn user_ids(
+    config: &Config,
+    store: &Store,
+    integration: Option<&str>,
+    user: &str,
+) -> anyhow::Result<Vec<String>> {
+    let integrations: Vec<&str> = match integration {
+        Some(i) => vec![i],
+        None => config.integrations.iter().map(|i| i.id.as_str()).collect(),
+    };
+    let mut ids = Vec::new();
+    for i in &integrations {
+        if store
+            .get_resource(i, ResourceType::User, user)
+            .await?
+            .is_some()
+        {
+            return Ok(vec![user.to_string()]);
+        }
+    }
+    for i in &integrations {
+        for r in store
+            .list_resources(i, ResourceType::User, Some((LookupColumn::NameKey, user)))
+            .await?
+        {
+            ids.push(r.id);
+        }
+    }
+    Ok(ids)
+}
+
+/// A job's user's userName (or a group's displayName); `None` once it is deleted.
+async fn resource_name(store: &Store, j: &JobRow) -> anyhow::Result<Option<String>> {
+    let r = store
+        .get_resource(&j.integration_id, j.resource_type, &j.resource_id)
+        .await?;
+    let field = match j.resource_type {
+        ResourceType::User => "userName",
+        ResourceType::Group => "displayName",
+    };
+    Ok(r.and_then(|r| r.data.get(field).and_then(Value::as_str).map(str::to_owned)))
+}
+
 async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
     let Some(j) = store.job(id).await? else {
-        eprintln!("usher: no job {id}");
+        errln!("usher: no job {id}");
         return Ok(ExitCode::from(1));
     };
     let events: Vec<Value> = store
@@ -106,16 +245,23 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
         "superseded_by": j.superseded_by, "created_at": j.created_at,
         "updated_at": j.updated_at, "outcome": j.outcome, "events": events,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    outln!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Retry (`retry`) or cancel a job, audited with the CLI's actor.
 async fn transition(store: &Store, id: i64, retry: bool) -> anyhow::Result<ExitCode> {
     let Some(j) = store.job(id).await? else {
-        eprintln!("usher: no job {id}");
+        errln!("usher: no job {id}");
         return Ok(ExitCode::from(1));
     };
+    if retry && j.status == JobStatus::Pending {
+        errln!(
+            "usher: job {id} is pending: a worker runs it when it is due ({}); nothing to retry",
+            table_time(&j.run_after)
+        );
+        return Ok(ExitCode::from(1));
+    }
     let event = NewEvent {
         actor: super::cli_actor(),
         event_type: if retry {
@@ -133,13 +279,13 @@ async fn transition(store: &Store, id: i64, retry: bool) -> anyhow::Result<ExitC
         store.cancel_job(id, &event).await?
     };
     if done {
-        println!(
+        outln!(
             "job {id}: {}",
             if retry { "queued again" } else { "cancelled" }
         );
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!(
+    errln!(
         "usher: job {id} is {}; only {} jobs can be {}",
         j.status,
         if retry {

@@ -11,6 +11,7 @@ mod healthcheck;
 mod integration;
 mod jobs;
 mod playbook;
+mod run_once;
 mod serve;
 mod vault;
 
@@ -18,11 +19,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use usher::audit::Actor;
 use usher::clock::SystemClock;
-use usher::config::Config;
+use usher::config::{Config, Purpose};
 use usher::store::Store;
 
 #[derive(Parser)]
@@ -43,6 +44,9 @@ enum Command {
         #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
         config: PathBuf,
     },
+    /// Claim and run the jobs that are due, then exit: 0 all succeeded, 1 some did not,
+    /// 2 cannot start (for cron, Kubernetes CronJobs, CI).
+    RunOnce(run_once::Args),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -97,6 +101,9 @@ enum Command {
         #[command(subcommand)]
         command: integration::IntegrationCommand,
     },
+    /// Print a shell completion script: `usher completions bash >
+    /// /etc/bash_completion.d/usher` (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -112,7 +119,8 @@ enum Command {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
-        Command::Config { command } => config::config_command(command),
+        Command::RunOnce(args) => run_once::run(args).await,
+        Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,
         Command::Playbook { command } => playbook::run(command).await,
@@ -124,6 +132,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Integration { config, command } => integration::run(&config, command).await,
         Command::Demo { listen, dir } => demo::run(listen, &dir).await,
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "usher", &mut script);
+            out!("{}", String::from_utf8_lossy(&script));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -134,7 +148,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 /// Loads the configuration file and opens its store.
 async fn open(path: &Path) -> anyhow::Result<(Config, Store)> {
-    let config = Config::load(path)?;
+    let config = Config::load_for(path, Purpose::Tool)?;
     let store = open_store(&config).await?;
     Ok((config, store))
 }

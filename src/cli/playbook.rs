@@ -54,7 +54,7 @@ pub async fn run(command: PlaybookCommand) -> anyhow::Result<ExitCode> {
     match command {
         PlaybookCommand::Check { files } => Ok(check(&files)),
         PlaybookCommand::Schema => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&playbook::json_schema())?
             );
@@ -89,10 +89,10 @@ fn check(files: &[PathBuf]) -> ExitCode {
     let mut failed = false;
     for f in files {
         match playbook::load_file(f) {
-            Ok(_) => println!("{}: ok", f.display()),
+            Ok(_) => outln!("{}: ok", f.display()),
             Err(errs) => {
                 failed = true;
-                println!("{errs}");
+                outln!("{errs}");
             }
         }
     }
@@ -118,7 +118,7 @@ async fn run_action(a: RunArgs) -> anyhow::Result<ExitCode> {
     let pb = match playbook::load_file(&a.file) {
         Ok(pb) => Arc::new(pb),
         Err(errs) => {
-            eprintln!("{errs}");
+            errln!("{errs}");
             return Ok(ExitCode::FAILURE);
         }
     };
@@ -168,7 +168,7 @@ async fn run_action(a: RunArgs) -> anyhow::Result<ExitCode> {
         tracing::debug!(error = %e, "closing the browser failed");
     }
     let out = result?;
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(&serde_json::json!({
             "status": out.status,
@@ -193,9 +193,12 @@ fn print_step(evidence: Option<Arc<EvidenceStore>>) -> StepObserver {
             }
             _ => String::new(),
         };
-        eprintln!(
+        errln!(
             "  {tag} {:>6}ms  {}:{}  {}{reason}{shot}",
-            r.duration_ms, r.file, r.line, r.step
+            r.duration_ms,
+            r.file,
+            r.line,
+            r.step
         );
     })
 }

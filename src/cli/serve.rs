@@ -11,6 +11,9 @@ use usher::vault::{Keyring, Vault};
 
 pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let config = Config::load(path)?;
+    if config.integrations.is_empty() {
+        tracing::warn!("the configuration has no integrations: no gateway is served");
+    }
     let setup = EngineSetup {
         config_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         secrets: serve_secrets(&config).await?,
@@ -34,7 +37,7 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             tracing::info!(integration = %i.id, app = %i.app, url = %format!("{scheme}://{}/scim/v2/{}", running.addr, i.id), "gateway");
         }
     } else {
-        eprintln!(
+        errln!(
             "usher: serving {} gateway(s) on {scheme}://{} ({mode})",
             config.integrations.len(),
             running.addr,

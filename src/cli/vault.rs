@@ -2,7 +2,7 @@
 //! terminal, from a prompt that does not echo; never from the command line, where
 //! other users and shell histories would see them. Output names fields, never values.
 
-use std::io::{BufRead, IsTerminal};
+use std::io::{BufRead, IsTerminal, Read};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         } => {
             let (_, vault) = open_vault(&config).await?;
             let mut input = SecretInput::stdin();
-            println!(
+            outln!(
                 "{}",
                 set(&vault, &name, &username, totp, &extras, &mut input).await?
             );
@@ -102,20 +102,20 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::ImportOtpauth { name, config } => {
             let (_, vault) = open_vault(&config).await?;
             let mut input = SecretInput::stdin();
-            println!("{}", import_otpauth(&vault, &name, &mut input).await?);
+            outln!("{}", import_otpauth(&vault, &name, &mut input).await?);
         }
         VaultCommand::List { config } => {
             // Listing needs no key: names and field names are stored in the clear.
             let (_, store) = super::open(&config).await?;
             let entries = Vault::entries(&store).await?;
-            println!("{}", format_list(&entries));
+            outln!("{}", format_list(&entries));
         }
         VaultCommand::Rm { name, config } => {
             let (_, vault) = open_vault(&config).await?;
             if !vault.remove(&name).await? {
                 anyhow::bail!("no vault entry `{name}`");
             }
-            println!("{name}: removed");
+            outln!("{name}: removed");
         }
         VaultCommand::Rekey {
             new_key_file,
@@ -124,7 +124,7 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
             let (_, vault) = open_vault(&config).await?;
             let new_key = Keyring::new_key(|n| std::env::var(n).ok(), new_key_file.as_deref())?;
             let n = vault.rekey(&new_key).await?;
-            println!(
+            outln!(
                 "{n} entr{} re-encrypted from key {} to key {}; configure the new key everywhere now",
                 if n == 1 { "y" } else { "ies" },
                 vault.keys().primary().id(),
@@ -134,9 +134,9 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
         VaultCommand::Keygen { out } => {
             let (key, text) = keygen(out.as_deref())?;
             match (text, out) {
-                (Some(text), _) => print!("{}", text.as_str()),
+                (Some(text), _) => out!("{}", text.as_str()),
                 (None, Some(path)) => {
-                    println!("wrote vault key {} to {}", key.id(), path.display())
+                    outln!("wrote vault key {} to {}", key.id(), path.display())
                 }
                 (None, None) => {}
             }
@@ -154,7 +154,7 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
 /// The configuration and the vault over its store, with the key from the environment
 /// or `vault.key_file`; changes are audited as the CLI's actor.
 async fn open_vault(path: &Path) -> anyhow::Result<(Config, Vault)> {
-    let config = Config::load(path)?;
+    let config = Config::load_for(path, usher::config::Purpose::Tool)?;
     let keys = Keyring::from_env_or_config(config.vault.key_file.as_deref())?;
     let store = super::open_store(&config).await?;
     Ok((
@@ -211,8 +211,8 @@ async fn rotate(
     }
     let rotation = result?;
     match rotation.recovered_from {
-        None => println!("{name}: password rotated in {} and in the vault", ic.name),
-        Some(e) => println!(
+        None => outln!("{name}: password rotated in {} and in the vault", ic.name),
+        Some(e) => outln!(
             "{name}: password rotated in {} and in the vault, although rotate_password reported: {e}",
             ic.name
         ),
@@ -263,6 +263,23 @@ impl SecretInput {
             }
         }
     }
+
+    /// Refuses values nobody asked for (a TOTP seed piped without `--totp` would
+    /// otherwise be dropped without a word).
+    pub fn ensure_consumed(&mut self, expected: &str) -> Result<(), VaultError> {
+        let SecretInput::Lines(r) = self else {
+            return Ok(());
+        };
+        let mut rest = Zeroizing::new(String::new());
+        r.read_to_string(&mut rest)
+            .map_err(|e| VaultError::Invalid(format!("cannot read standard input: {e}")))?;
+        if rest.trim().is_empty() {
+            return Ok(());
+        }
+        Err(VaultError::Invalid(format!(
+            "standard input has more lines than were asked for ({expected}); nothing was stored (pass --totp to store a TOTP seed)"
+        )))
+    }
 }
 
 /// `usher vault set NAME --username U [--totp] [--extra FIELD]…`: creates or replaces
@@ -305,6 +322,14 @@ pub async fn set(
         let value = input.read(&format!("value of extra field {field}"))?;
         secret.set_extra(field, value.as_str())?;
     }
+    let mut expected = vec!["the password"];
+    if with_totp {
+        expected.push("the TOTP seed");
+    }
+    if !extras.is_empty() {
+        expected.push("one value per --extra");
+    }
+    input.ensure_consumed(&expected.join(", then "))?;
     vault.set(name, &secret).await?;
     Ok(format!(
         "{name}: stored ({}) under key {}",
@@ -381,7 +406,7 @@ pub fn keygen(out: Option<&Path>) -> Result<(VaultKey, Option<Zeroizing<String>>
     match out {
         None => Ok((key, Some(text))),
         Some(path) => {
-            write_private(path, text.as_bytes()).map_err(|e| VaultError::KeyFile {
+            write_private(path, text.as_bytes()).map_err(|e| VaultError::KeyWrite {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
@@ -390,8 +415,22 @@ pub fn keygen(out: Option<&Path>) -> Result<(VaultKey, Option<Zeroizing<String>>
     }
 }
 
+/// Writes a new key file (mode 600), creating its folder (mode 700) when missing; never
+/// overwrites an existing file.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty())
+        && !parent.exists()
+    {
+        let mut dir = std::fs::DirBuilder::new();
+        dir.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            dir.mode(0o700);
+        }
+        dir.create(parent)?;
+    }
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);
     #[cfg(unix)]
@@ -426,6 +465,25 @@ mod tests {
     }
 
     #[test]
+    fn values_nobody_asked_for_are_refused() {
+        let mut input = SecretInput::Lines(Box::new(std::io::Cursor::new(
+            b"pw\nJBSWY3DPEHPK3PXP\n".to_vec(),
+        )));
+        assert_eq!(input.read("password").expect("pw").as_str(), "pw");
+        let e = input
+            .ensure_consumed("the password")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pass --totp"), "{e}");
+        assert!(!e.contains("JBSWY3DPEHPK3PXP"), "{e}");
+        let mut input = SecretInput::Lines(Box::new(std::io::Cursor::new(b"pw\n\n".to_vec())));
+        input.read("password").expect("pw");
+        input
+            .ensure_consumed("the password")
+            .expect("a blank line is fine");
+    }
+
+    #[test]
     fn keygen_writes_a_private_file_once() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("vault.key");
@@ -439,6 +497,14 @@ mod tests {
             let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(keygen(Some(&path)).is_err(), "never overwrites a key");
+        let e = keygen(Some(&path)).unwrap_err().to_string();
+        assert!(
+            e.starts_with("cannot write key file "),
+            "never overwrites a key: {e}"
+        );
+        // A missing folder is made (the README's /etc/usher/vault.key on a fresh machine).
+        let nested = dir.path().join("etc/usher/vault.key");
+        let (key, _) = keygen(Some(&nested)).expect("keygen into a new folder");
+        assert_eq!(VaultKey::from_file(&nested).expect("read").id(), key.id());
     }
 }

@@ -5,13 +5,16 @@
 //! expansion happens after parsing, on values only, so an environment variable can
 //! never inject YAML structure.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use regex::Regex;
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
 use sha2::{Digest, Sha256};
 
 /// The only format version this build understands.
@@ -33,6 +36,138 @@ pub enum ConfigError {
     },
     #[error("{file}: {message}")]
     Semantic { file: String, message: String },
+    /// Several mistakes, one per line (every one is reported, not only the first).
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+    Several(Vec<ConfigError>),
+}
+
+impl ConfigError {
+    /// Each mistake on its own.
+    pub fn into_list(self) -> Vec<ConfigError> {
+        match self {
+            ConfigError::Several(v) => v,
+            e => vec![e],
+        }
+    }
+}
+
+/// What a command needs from the configuration. Only `usher serve` (and `config
+/// check`, which checks what `serve` would) needs the SCIM tokens; commands that run
+/// jobs need the webhook secrets (they sign deliveries); the other tools need neither,
+/// so an operator can run `usher jobs list` without every `${VAR}` of the server set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Serve,
+    RunJobs,
+    Tool,
+}
+
+thread_local! {
+    /// The purpose of the parse running on this thread (parsing is synchronous), read by
+    /// the token deserializers: `(scim tokens needed, webhook secrets needed)`.
+    static NEEDS: Cell<(bool, bool)> = const { Cell::new((true, true)) };
+}
+
+/// Line and column (1-based) of a value in the configuration file.
+pub type Pos = (u64, u64);
+
+/// Where values are in the file, for mistakes found after parsing.
+#[derive(Debug, Clone, Default)]
+pub struct Positions {
+    pub database: Option<Pos>,
+    pub integrations: Option<Pos>,
+    pub vault_key_file: Option<Pos>,
+    /// One per integration, in file order.
+    pub integration: Vec<IntegrationPositions>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IntegrationPositions {
+    pub item: Option<Pos>,
+    pub id: Option<Pos>,
+    pub playbook: Option<Pos>,
+    pub base_url: Option<Pos>,
+    pub concurrency: Option<Pos>,
+}
+
+/// The file read again for positions only (unknown keys were refused by the real parse).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct Shadow {
+    database: Option<Spanned<IgnoredAny>>,
+    integrations: Option<Spanned<Vec<Spanned<ShadowIntegration>>>>,
+    vault: Option<ShadowVault>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ShadowIntegration {
+    id: Option<Spanned<IgnoredAny>>,
+    playbook: Option<Spanned<IgnoredAny>>,
+    base_url: Option<Spanned<IgnoredAny>>,
+    concurrency: Option<Spanned<IgnoredAny>>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(default)]
+struct ShadowVault {
+    key_file: Option<Spanned<IgnoredAny>>,
+}
+
+fn pos<T>(s: &Option<Spanned<T>>) -> Option<Pos> {
+    s.as_ref()
+        .map(|s| (s.referenced.line(), s.referenced.column()))
+}
+
+impl Positions {
+    fn read(text: &str) -> Positions {
+        let Ok(shadow) = serde_saphyr::from_str::<Shadow>(text) else {
+            return Positions::default();
+        };
+        let integration = shadow
+            .integrations
+            .as_ref()
+            .map(|list| {
+                list.value
+                    .iter()
+                    .map(|i| IntegrationPositions {
+                        item: Some((i.referenced.line(), i.referenced.column())),
+                        id: pos(&i.value.id),
+                        playbook: pos(&i.value.playbook),
+                        base_url: pos(&i.value.base_url),
+                        concurrency: pos(&i.value.concurrency),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Positions {
+            database: pos(&shadow.database),
+            integrations: pos(&shadow.integrations),
+            vault_key_file: shadow.vault.as_ref().and_then(|v| pos(&v.key_file)),
+            integration,
+        }
+    }
+
+    /// The positions of the integration at `index`.
+    pub fn of(&self, index: usize) -> IntegrationPositions {
+        self.integration.get(index).cloned().unwrap_or_default()
+    }
+}
+
+/// A mistake at `at` when its position is known, else one naming the file.
+pub fn located(file: &str, at: Option<Pos>, message: String) -> ConfigError {
+    match at {
+        Some((line, col)) => ConfigError::Invalid {
+            file: file.to_string(),
+            line,
+            col,
+            message,
+        },
+        None => ConfigError::Semantic {
+            file: file.to_string(),
+            message,
+        },
+    }
 }
 
 /// Whole configuration file.
@@ -73,6 +208,9 @@ pub struct Config {
     /// `/metrics` is served on `listen`.
     #[serde(default, deserialize_with = "de_opt_socket_addr")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Where values are in the file (not a key of the file).
+    #[serde(skip)]
+    pub positions: Positions,
 }
 
 /// The certificate and key of the HTTPS listener, PEM files; read again on SIGHUP and
@@ -308,14 +446,15 @@ pub enum PatchResponse {
 }
 
 /// A token read from the environment; its value is only ever hashed (or, for a webhook
-/// secret, used as an HMAC key).
+/// secret, used as an HMAC key). `None` when its variable is not set and the command
+/// does not need it ([`Purpose`]).
 #[derive(Clone)]
-pub struct TokenFromEnv(String);
+pub struct TokenFromEnv(Option<String>);
 
 impl TokenFromEnv {
-    /// The value, for keyed hashing only.
-    pub fn expose_for_signing(&self) -> &[u8] {
-        self.0.as_bytes()
+    /// The value, for keyed hashing only; `None` when it was not read ([`Purpose`]).
+    pub fn expose_for_signing(&self) -> Option<&[u8]> {
+        self.0.as_deref().map(str::as_bytes)
     }
 }
 
@@ -329,7 +468,8 @@ impl IntegrationConfig {
     /// SHA-256 of the bearer token this integration accepts.
     pub fn token_hash(&self) -> Option<[u8; 32]> {
         match (&self.scim_token, &self.scim_token_sha256) {
-            (Some(t), _) => Some(hash_token(&t.0)),
+            (Some(TokenFromEnv(Some(t))), _) => Some(hash_token(t)),
+            (Some(TokenFromEnv(None)), _) => None,
             (None, Some(h)) => Some(*h),
             (None, None) => None,
         }
@@ -419,6 +559,15 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     })
 }
 
+/// Expands a secret's `${VAR}`; `Ok(None)` when a variable is unset and `needed` is false.
+fn expand_secret(raw: &str, needed: bool) -> Result<Option<String>, String> {
+    match expand_env(raw, env_lookup) {
+        Ok(v) => Ok(Some(v)),
+        Err(_) if !needed => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn de_webhook_secret<'de, D: Deserializer<'de>>(d: D) -> Result<TokenFromEnv, D::Error> {
     let raw = String::deserialize(d)?;
     if !var_pattern().is_match(&raw) {
@@ -426,13 +575,16 @@ fn de_webhook_secret<'de, D: Deserializer<'de>>(d: D) -> Result<TokenFromEnv, D:
             "webhook secret must not be written in the file: use ${VARIABLE}",
         ));
     }
-    let value = expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)?;
+    let needed = NEEDS.with(|n| n.get().1);
+    let Some(value) = expand_secret(&raw, needed).map_err(serde::de::Error::custom)? else {
+        return Ok(TokenFromEnv(None));
+    };
     if value.len() < 16 {
         return Err(serde::de::Error::custom(
             "webhook secret is shorter than 16 characters",
         ));
     }
-    Ok(TokenFromEnv(value))
+    Ok(TokenFromEnv(Some(value)))
 }
 
 fn de_expanded_path<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
@@ -472,13 +624,16 @@ fn de_token<'de, D: Deserializer<'de>>(d: D) -> Result<Option<TokenFromEnv>, D::
             "scim_token must not be written in the file: use ${VARIABLE} or scim_token_sha256",
         ));
     }
-    let value = expand_env(&raw, env_lookup).map_err(serde::de::Error::custom)?;
+    let needed = NEEDS.with(|n| n.get().0);
+    let Some(value) = expand_secret(&raw, needed).map_err(serde::de::Error::custom)? else {
+        return Ok(Some(TokenFromEnv(None)));
+    };
     if value.len() < 16 {
         return Err(serde::de::Error::custom(
             "scim_token is shorter than 16 characters; generate one with `usher token generate`",
         ));
     }
-    Ok(Some(TokenFromEnv(value)))
+    Ok(Some(TokenFromEnv(Some(value))))
 }
 
 fn de_token_hash<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
@@ -502,24 +657,104 @@ fn strip_position(message: &str) -> String {
 }
 
 impl Config {
-    /// Reads and validates a configuration file.
+    /// Reads and validates a configuration file for `usher serve`: every relative path
+    /// in it (the SQLite database, playbooks, key files, evidence) is resolved against
+    /// the file's folder, whatever the current folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Purpose::Serve)
+    }
+
+    /// [`Config::load`] for a command that needs only part of the environment.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::load_with_problems(path, purpose)?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
+
+    /// Reads a configuration file that parses, with the mistakes found after parsing
+    /// (`usher config check` goes on to check the rest); an unreadable file or a YAML
+    /// syntax or type error is the error.
+    pub fn load_with_problems(
+        path: &Path,
+        purpose: Purpose,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
         let file = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             file: file.clone(),
             source,
         })?;
-        let mut config = Config::parse(&file, &text)?;
-        if let (Some(tls), Some(dir)) = (&mut config.tls, path.parent()) {
-            tls.cert_file = dir.join(&tls.cert_file);
-            tls.key_file = dir.join(&tls.key_file);
-        }
-        Ok(config)
+        let (mut config, problems) = Config::parse_with_problems(&file, &text, purpose)?;
+        // `usher.yaml` has the parent "": the current folder, made absolute so that
+        // errors name the full path.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        config.resolve_paths(&dir);
+        Ok((config, problems))
     }
 
-    /// Parses configuration text; `file` names it in errors.
+    /// Makes every relative path absolute against `dir` (the configuration's folder).
+    pub fn resolve_paths(&mut self, dir: &Path) {
+        let join = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.database = resolve_sqlite_url(&self.database, dir);
+        for i in &mut self.integrations {
+            join(&mut i.playbook);
+        }
+        for p in [
+            &mut self.vault.key_file,
+            &mut self.audit.checkpoint_key_file,
+            &mut self.audit.checkpoint_file,
+            &mut self.engine.evidence_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            join(p);
+        }
+        if let Some(tls) = &mut self.tls {
+            join(&mut tls.cert_file);
+            join(&mut tls.key_file);
+        }
+    }
+
+    /// Parses configuration text for `usher serve`; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-        let config: Config = serde_saphyr::from_str(text).map_err(|e| {
+        Config::parse_for(file, text, Purpose::Serve)
+    }
+
+    /// Parses configuration text for a command with this purpose.
+    pub fn parse_for(file: &str, text: &str, purpose: Purpose) -> Result<Config, ConfigError> {
+        let (config, mut problems) = Config::parse_with_problems(file, text, purpose)?;
+        match problems.len() {
+            0 => Ok(config),
+            1 => Err(problems.remove(0)),
+            _ => Err(ConfigError::Several(problems)),
+        }
+    }
+
+    fn parse_with_problems(
+        file: &str,
+        text: &str,
+        purpose: Purpose,
+    ) -> Result<(Config, Vec<ConfigError>), ConfigError> {
+        let needs = match purpose {
+            Purpose::Serve => (true, true),
+            Purpose::RunJobs => (false, true),
+            Purpose::Tool => (false, false),
+        };
+        let before = NEEDS.with(|n| n.replace(needs));
+        let parsed = serde_saphyr::from_str::<Config>(text);
+        NEEDS.with(|n| n.set(before));
+        let mut config: Config = parsed.map_err(|e| {
             let (line, col) = e
                 .location()
                 .map(|l| (l.line(), l.column()))
@@ -531,17 +766,21 @@ impl Config {
                 message: strip_position(&e.without_snippet().to_string()),
             }
         })?;
-        config.check(file)?;
-        Ok(config)
+        config.positions = Positions::read(text);
+        let problems = config.problems(file);
+        Ok((config, problems))
     }
 
-    fn check(&self, file: &str) -> Result<(), ConfigError> {
+    /// Every mistake the parse cannot see (types and unknown keys it can), each with
+    /// its position when it is known.
+    fn problems(&self, file: &str) -> Vec<ConfigError> {
+        let mut out = Vec::new();
         let semantic = |message: String| ConfigError::Semantic {
             file: file.to_string(),
             message,
         };
         if self.version != CONFIG_VERSION {
-            return Err(semantic(format!(
+            out.push(semantic(format!(
                 "version {} is not supported (this Usher reads version {CONFIG_VERSION})",
                 self.version
             )));
@@ -550,33 +789,66 @@ impl Config {
             || self.database.starts_with("postgres://")
             || self.database.starts_with("postgresql://"))
         {
-            return Err(semantic(format!(
-                "database must be sqlite://PATH or postgres://…, not `{}`",
-                redact_url(&self.database)
-            )));
+            out.push(located(
+                file,
+                self.positions.database,
+                format!(
+                    "database must be sqlite://PATH or postgres://…, not `{}`",
+                    redact_url(&self.database)
+                ),
+            ));
+        } else if self.database.starts_with("postgres")
+            && let Err(e) = reqwest::Url::parse(&self.database)
+        {
+            out.push(located(
+                file,
+                self.positions.database,
+                format!(
+                    "database URL `{}` does not parse: {e}",
+                    redact_url(&self.database)
+                ),
+            ));
         }
-        let mut seen = std::collections::BTreeSet::new();
-        for i in &self.integrations {
-            if !seen.insert(i.id.as_str()) {
-                return Err(semantic(format!("integration id `{}` is used twice", i.id)));
+        let mut seen = std::collections::BTreeMap::new();
+        for (n, i) in self.integrations.iter().enumerate() {
+            let at = self.positions.of(n);
+            if let Some(first) = seen.insert(i.id.as_str(), at.id) {
+                let first = first
+                    .map(|(l, c)| format!(" (first at line {l}, column {c})"))
+                    .unwrap_or_default();
+                out.push(located(
+                    file,
+                    at.id,
+                    format!("integration id `{}` is used twice{first}", i.id),
+                ));
             }
-            if i.token_hash().is_none() {
-                return Err(semantic(format!(
-                    "integration `{}` has neither scim_token nor scim_token_sha256",
-                    i.id
-                )));
+            if i.scim_token.is_none() && i.scim_token_sha256.is_none() {
+                out.push(located(
+                    file,
+                    at.item,
+                    format!(
+                        "integration `{}` has neither scim_token nor scim_token_sha256",
+                        i.id
+                    ),
+                ));
             }
-        }
-        for i in &self.integrations {
             if i.concurrency == 0 {
-                return Err(semantic(format!(
-                    "integration `{}`: concurrency must be at least 1",
-                    i.id
-                )));
+                out.push(located(
+                    file,
+                    at.concurrency,
+                    format!("integration `{}`: concurrency must be at least 1", i.id),
+                ));
+            }
+            if let Err(why) = check_base_url(&i.base_url) {
+                out.push(located(
+                    file,
+                    at.base_url,
+                    format!("integration `{}`: base_url {why}", i.id),
+                ));
             }
         }
         if self.engine.max_attempts == 0 || self.engine.lease < Duration::from_secs(2) {
-            return Err(semantic(
+            out.push(semantic(
                 "engine.max_attempts must be at least 1 and engine.lease at least 2s".into(),
             ));
         }
@@ -584,20 +856,54 @@ impl Config {
         if self.engine.heartbeat_every.is_zero()
             || self.engine.heartbeat_timeout < self.engine.heartbeat_every * 3
         {
-            return Err(semantic(
+            out.push(semantic(
                 "engine.heartbeat_timeout must be at least three times engine.heartbeat_every (above 0)"
                     .into(),
             ));
         }
         if self.scim.max_body_bytes < 1024 {
-            return Err(semantic("scim.max_body_bytes must be at least 1024".into()));
+            out.push(semantic("scim.max_body_bytes must be at least 1024".into()));
         }
         if self.scim.max_results == 0 || self.scim.max_in_flight == 0 {
-            return Err(semantic(
+            out.push(semantic(
                 "scim.max_results and scim.max_in_flight must be above 0".into(),
             ));
         }
-        Ok(())
+        out
+    }
+}
+
+/// An app's base URL: absolute http(s) with a host.
+fn check_base_url(url: &str) -> Result<(), String> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(u) => Err(format!(
+            "`{url}` is not an http:// or https:// URL with a host (scheme `{}`)",
+            u.scheme()
+        )),
+        Err(e) => Err(format!("`{url}` is not a URL: {e}")),
+    }
+}
+
+/// A `sqlite:` URL with a relative path made absolute against `dir`; other URLs as they are.
+pub fn resolve_sqlite_url(url: &str, dir: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    if path.is_empty() || path == ":memory:" || Path::new(path).is_absolute() {
+        return url.to_string();
+    }
+    let abs = dir.join(path);
+    match query {
+        Some(q) => format!("sqlite://{}?{q}", abs.display()),
+        None => format!("sqlite://{}", abs.display()),
     }
 }
 
@@ -724,13 +1030,95 @@ integrations:
 
     #[test]
     fn duplicate_ids_and_bad_database_are_refused() {
-        let one = "  - {id: a, name: A, app: A, playbook: p, base_url: u, service_account: s, scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'}\n";
+        let one = "  - {id: a, name: A, app: A, playbook: p, base_url: 'http://x', service_account: s, scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'}\n";
         let e = Config::parse("c.yaml", &format!("integrations:\n{one}{one}")).unwrap_err();
-        assert_eq!(e.to_string(), "c.yaml: integration id `a` is used twice");
+        assert_eq!(
+            e.to_string(),
+            "c.yaml:3:10: integration id `a` is used twice (first at line 2, column 10)"
+        );
         let e = Config::parse("c.yaml", "database: mysql://u:pw@h/db\n").unwrap_err();
         assert_eq!(
             e.to_string(),
-            "c.yaml: database must be sqlite://PATH or postgres://…, not `mysql://u:[REDACTED]@h/db`"
+            "c.yaml:1:11: database must be sqlite://PATH or postgres://…, not `mysql://u:[REDACTED]@h/db`"
         );
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_position() {
+        let text = "database: 'postgres://u:pw@[bad/db'\nintegrations:\n  - id: a\n    name: A\n    app: A\n    playbook: p.yaml\n    base_url: admin.example\n    service_account: s\n    concurrency: 0\n    scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n";
+        let e = Config::parse("c.yaml", text).unwrap_err();
+        let lines: Vec<String> = e.into_list().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        assert!(
+            lines[0].starts_with("c.yaml:1:11: database URL"),
+            "{lines:?}"
+        );
+        assert!(!lines[0].contains("pw"), "{lines:?}");
+        assert!(
+            lines[1].starts_with("c.yaml:9:18: integration `a`: concurrency"),
+            "{lines:?}"
+        );
+        assert!(
+            lines[2].starts_with("c.yaml:7:15: integration `a`: base_url `admin.example`"),
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_folder() {
+        let dir = Path::new("/etc/usher");
+        assert_eq!(
+            resolve_sqlite_url("sqlite://usher.db", dir),
+            "sqlite:///etc/usher/usher.db"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite:data/u.db?mode=rwc", dir),
+            "sqlite:///etc/usher/data/u.db?mode=rwc"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite:///var/u.db", dir),
+            "sqlite:///var/u.db"
+        );
+        assert_eq!(
+            resolve_sqlite_url("sqlite::memory:", dir),
+            "sqlite::memory:"
+        );
+        assert_eq!(
+            resolve_sqlite_url("postgres://h/db", dir),
+            "postgres://h/db"
+        );
+        let tmp = tempfile::tempdir().expect("dir");
+        let text = "database: sqlite://u.db\nvault: {key_file: keys/vault.key}\nengine: {evidence_dir: ev}\nintegrations:\n  - {id: a, name: A, app: A, playbook: p.yaml, base_url: 'http://x', service_account: s, scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'}\n";
+        let path = tmp.path().join("usher.yaml");
+        std::fs::write(&path, text).expect("write");
+        let c = Config::load(&path).expect("loads");
+        let d = tmp.path();
+        assert_eq!(c.database, format!("sqlite://{}", d.join("u.db").display()));
+        assert_eq!(c.integrations[0].playbook, d.join("p.yaml"));
+        assert_eq!(c.vault.key_file, Some(d.join("keys/vault.key")));
+        assert_eq!(c.engine.evidence_dir, Some(d.join("ev")));
+    }
+
+    #[test]
+    fn tools_do_not_need_the_servers_secrets() {
+        let text = "integrations:\n  - {id: a, name: A, app: A, playbook: p.yaml, base_url: 'http://x', service_account: s, scim_token: '${USHER_TEST_UNSET_TOKEN_X}'}\nwebhooks:\n  - {url: 'http://h', secret: '${USHER_TEST_UNSET_SECRET_X}'}\n";
+        let e = Config::parse_for("c.yaml", text, Purpose::Serve).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("USHER_TEST_UNSET_TOKEN_X is not set"),
+            "{e}"
+        );
+        let e = Config::parse_for("c.yaml", text, Purpose::RunJobs).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("USHER_TEST_UNSET_SECRET_X is not set"),
+            "{e}"
+        );
+        let c = Config::parse_for("c.yaml", text, Purpose::Tool).expect("a tool loads it");
+        assert_eq!(c.integrations[0].token_hash(), None);
+        assert!(c.webhooks[0].secret.expose_for_signing().is_none());
+        // A token written in the file is still refused.
+        let plain = text.replace("'${USHER_TEST_UNSET_TOKEN_X}'", "plainplainplainplain");
+        assert!(Config::parse_for("c.yaml", &plain, Purpose::Tool).is_err());
     }
 }

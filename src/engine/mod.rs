@@ -146,9 +146,129 @@ pub struct Engine {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// What `usher run-once` runs: which jobs, how many, for how long.
+#[derive(Debug, Clone, Default)]
+pub struct RunOnceLimits {
+    /// Stop claiming after this many jobs (all workers together).
+    pub max_jobs: Option<usize>,
+    /// Stop claiming at this deadline, and release the jobs still running.
+    pub timeout: Option<std::time::Duration>,
+}
+
+/// How the jobs of a `run-once` ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunOnceSummary {
+    pub succeeded: usize,
+    /// Ended `failed` (a permanent error, or the last attempt).
+    pub failed: usize,
+    /// A transient failure, a paused integration or a sign-in budget: the job waits
+    /// (`pending`) for a later run.
+    pub waiting: usize,
+    /// Still running at the timeout: released (`pending`) for a later run.
+    pub released: usize,
+    /// Cancelled or superseded while running.
+    pub other: usize,
+    /// The timeout was reached.
+    pub timed_out: bool,
+}
+
+impl RunOnceSummary {
+    /// Every job claimed succeeded (or there was none).
+    pub fn all_ok(&self) -> bool {
+        self.failed == 0 && self.waiting == 0 && self.released == 0
+    }
+
+    pub fn total(&self) -> usize {
+        self.succeeded + self.failed + self.waiting + self.released + self.other
+    }
+}
+
 impl Engine {
     /// Starts `settings.workers` workers and the webhook sender.
     pub async fn start(p: EngineParams) -> Result<Engine, EngineError> {
+        let workers = p.settings.workers;
+        let shared = Engine::prepare(p).await?;
+        let mut tasks = Vec::new();
+        {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { heartbeat_loop(s).await }));
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { pause::resume_loop(s).await }));
+        }
+        for n in 0..workers {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { s.worker_loop(n).await }));
+        }
+        if !shared.webhooks.is_empty() {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(async move { webhook::sender_loop(s).await }));
+        }
+        tracing::info!(workers, "provisioning engine started");
+        Ok(Engine { shared, tasks })
+    }
+
+    /// `usher run-once`: the same workers claim and run the jobs that are due now
+    /// (`settings.workers` at once) until none is left, `max_jobs` were claimed or the
+    /// timeout is reached; then the due webhooks are sent once and Chromium is closed.
+    /// A job is run at most once per call.
+    pub async fn run_once(
+        p: EngineParams,
+        limits: RunOnceLimits,
+    ) -> Result<RunOnceSummary, EngineError> {
+        let workers = p.settings.workers.max(1);
+        let shared = Engine::prepare(p).await?;
+        let hb = {
+            let s = shared.clone();
+            tokio::spawn(async move { heartbeat_loop(s).await })
+        };
+        let budget = Arc::new(std::sync::atomic::AtomicUsize::new(
+            limits.max_jobs.unwrap_or(usize::MAX),
+        ));
+        let summary = Arc::new(std::sync::Mutex::new(RunOnceSummary::default()));
+        let mut tasks = Vec::new();
+        for n in 0..workers {
+            let (s, b, t) = (shared.clone(), budget.clone(), summary.clone());
+            tasks.push(tokio::spawn(async move { s.run_once_loop(n, b, t).await }));
+        }
+        let all = futures::future::join_all(tasks);
+        tokio::pin!(all);
+        let timed_out = match limits.timeout {
+            Some(t) => tokio::select! {
+                _ = &mut all => false,
+                _ = tokio::time::sleep(t) => true,
+            },
+            None => {
+                (&mut all).await;
+                false
+            }
+        };
+        if timed_out {
+            tracing::warn!("run-once timeout reached: releasing the running jobs");
+            // No grace: the running jobs are released at once for a later run.
+            shared.stop(std::time::Duration::ZERO);
+            all.await;
+        }
+        if !shared.webhooks.is_empty() {
+            webhook::deliver_once(&shared).await;
+        }
+        shared.stop(std::time::Duration::ZERO);
+        let _ = hb.await;
+        if let Err(e) = shared.driver.shutdown().await {
+            tracing::warn!(error = %e, "closing Chromium failed");
+        }
+        if let Err(e) = shared.store.deregister_process(shared.process()).await {
+            tracing::warn!(error = %e, "removing this process's heartbeat failed");
+        }
+        let mut out = summary
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_else(|e| e.into_inner().clone());
+        out.timed_out = timed_out;
+        Ok(out)
+    }
+
+    /// Everything the workers share, with this process registered.
+    async fn prepare(p: EngineParams) -> Result<Arc<worker::Shared>, EngineError> {
         let evidence = EvidenceStore::new(&p.evidence_dir).map_err(|e| EngineError::Evidence {
             path: p.evidence_dir.display().to_string(),
             reason: e.to_string(),
@@ -248,7 +368,7 @@ impl Engine {
         if !gone.is_empty() {
             tracing::warn!(processes = ?gone, "processes on this machine are gone; their running jobs are taken over");
         }
-        let shared = Arc::new(worker::Shared::new(
+        Ok(Arc::new(worker::Shared::new(
             p.store,
             driver,
             integrations,
@@ -257,24 +377,7 @@ impl Engine {
             p.webhooks,
             p.secrets,
             process,
-        ));
-        let mut tasks = Vec::new();
-        {
-            let s = shared.clone();
-            tasks.push(tokio::spawn(async move { heartbeat_loop(s).await }));
-            let s = shared.clone();
-            tasks.push(tokio::spawn(async move { pause::resume_loop(s).await }));
-        }
-        for n in 0..p.settings.workers {
-            let s = shared.clone();
-            tasks.push(tokio::spawn(async move { s.worker_loop(n).await }));
-        }
-        if !shared.webhooks.is_empty() {
-            let s = shared.clone();
-            tasks.push(tokio::spawn(async move { webhook::sender_loop(s).await }));
-        }
-        tracing::info!(workers = p.settings.workers, "provisioning engine started");
-        Ok(Engine { shared, tasks })
+        )))
     }
 
     /// What `/readyz` asks of the engine.

@@ -96,54 +96,73 @@ pub(crate) async fn sender_loop(shared: Arc<Shared>) {
     };
     let mut stop = shared.stop_signal();
     while !shared.is_stopping() {
-        match shared
-            .store
-            .claim_webhooks(20, Duration::from_secs(60))
-            .await
-        {
-            Ok(batch) => {
-                for d in batch {
-                    let Some(w) = shared.webhooks.iter().find(|w| w.url == d.url) else {
-                        let _ = shared
-                            .store
-                            .webhook_attempted(
-                                d.id,
-                                Err("webhook no longer configured".into()),
-                                None,
-                            )
-                            .await;
-                        continue;
-                    };
-                    let now = shared.clock.now().timestamp();
-                    let sig = sign(w.secret.expose_for_signing(), now, &d.body);
-                    let r = client
-                        .post(&d.url)
-                        .header("content-type", "application/json")
-                        .header(SIGNATURE_HEADER, sig)
-                        .header("Usher-Event", &d.event_type)
-                        .body(d.body.clone())
-                        .send()
-                        .await;
-                    let result = match r {
-                        Ok(resp) if resp.status().is_success() => Ok(()),
-                        Ok(resp) => Err(format!("receiver answered {}", resp.status())),
-                        Err(e) => Err(format!("cannot reach the receiver: {e}")),
-                    };
-                    if let Err(e) = &result {
-                        tracing::warn!(url = %crate::config::redact_url(&d.url), attempt = d.attempts, error = %e, "webhook delivery failed");
-                    }
-                    let retry = (d.attempts < MAX_ATTEMPTS).then(|| retry_delay(d.attempts));
-                    if let Err(e) = shared.store.webhook_attempted(d.id, result, retry).await {
-                        tracing::warn!(error = %e, "recording a webhook delivery failed");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "reading the webhook outbox failed"),
-        }
+        deliver_due(&shared, &client).await;
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = stop.changed() => {}
         }
+    }
+}
+
+/// One pass over the deliveries that are due (`usher run-once` makes one at its end;
+/// what fails stays queued for the next run or server).
+pub(crate) async fn deliver_once(shared: &Shared) {
+    match reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+    {
+        Ok(client) => deliver_due(shared, &client).await,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook client cannot start; notifications stay queued")
+        }
+    }
+}
+
+async fn deliver_due(shared: &Shared, client: &reqwest::Client) {
+    match shared
+        .store
+        .claim_webhooks(20, Duration::from_secs(60))
+        .await
+    {
+        Ok(batch) => {
+            for d in batch {
+                let Some(w) = shared.webhooks.iter().find(|w| w.url == d.url) else {
+                    let _ = shared
+                        .store
+                        .webhook_attempted(d.id, Err("webhook no longer configured".into()), None)
+                        .await;
+                    continue;
+                };
+                // Engines load the configuration with the webhook secrets required;
+                // a process without them leaves deliveries to one that has them.
+                let Some(key) = w.secret.expose_for_signing() else {
+                    continue;
+                };
+                let now = shared.clock.now().timestamp();
+                let sig = sign(key, now, &d.body);
+                let r = client
+                    .post(&d.url)
+                    .header("content-type", "application/json")
+                    .header(SIGNATURE_HEADER, sig)
+                    .header("Usher-Event", &d.event_type)
+                    .body(d.body.clone())
+                    .send()
+                    .await;
+                let result = match r {
+                    Ok(resp) if resp.status().is_success() => Ok(()),
+                    Ok(resp) => Err(format!("receiver answered {}", resp.status())),
+                    Err(e) => Err(format!("cannot reach the receiver: {e}")),
+                };
+                if let Err(e) = &result {
+                    tracing::warn!(url = %crate::config::redact_url(&d.url), attempt = d.attempts, error = %e, "webhook delivery failed");
+                }
+                let retry = (d.attempts < MAX_ATTEMPTS).then(|| retry_delay(d.attempts));
+                if let Err(e) = shared.store.webhook_attempted(d.id, result, retry).await {
+                    tracing::warn!(error = %e, "recording a webhook delivery failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the webhook outbox failed"),
     }
 }
 

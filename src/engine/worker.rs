@@ -19,7 +19,7 @@ use crate::playbook::{
     ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
     RunOptions, UserContext,
 };
-use crate::store::{Claimant, ClaimedJob, JobFinish, ResourceType, Store, StoreError};
+use crate::store::{Claimant, ClaimedJob, JobFinish, JobStatus, ResourceType, Store, StoreError};
 
 /// State shared by the workers of one engine.
 pub(crate) struct Shared {
@@ -258,6 +258,62 @@ impl Shared {
                 _ = changed => {}
                 _ = tokio::time::sleep(self.settings.poll) => {}
                 _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// A `run-once` worker: claims and runs due jobs until there is none, the shared
+    /// budget is spent or the engine stops; tallies how each ended.
+    pub async fn run_once_loop(
+        self: Arc<Self>,
+        n: usize,
+        budget: Arc<AtomicUsize>,
+        summary: Arc<std::sync::Mutex<super::RunOnceSummary>>,
+    ) {
+        let owner = format!("{}/once{n}", self.process);
+        let mut seen = std::collections::HashSet::new();
+        while !self.is_stopping() {
+            if budget
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                .is_err()
+            {
+                return;
+            }
+            let claimed = match self.claim_any(&owner).await {
+                Ok(Some(c)) => c,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "claiming a job failed");
+                    if let Ok(mut s) = summary.lock() {
+                        s.failed += 1;
+                    }
+                    return;
+                }
+            };
+            let id = claimed.job.id;
+            // A job due again at once (released, deferred to now) is not run twice.
+            let again = !seen.insert(id);
+            self.run_claimed(claimed).await;
+            let status = match self.store.job(id).await {
+                Ok(Some(j)) => Some(j.status),
+                Ok(None) => None,
+                Err(e) => {
+                    tracing::warn!(job = id, error = %e, "reading a job's outcome failed");
+                    None
+                }
+            };
+            let released = self.is_stopping();
+            if let Ok(mut s) = summary.lock() {
+                match status {
+                    Some(JobStatus::Succeeded) => s.succeeded += 1,
+                    Some(JobStatus::Failed) | None => s.failed += 1,
+                    Some(JobStatus::Cancelled | JobStatus::Superseded) => s.other += 1,
+                    Some(_) if released => s.released += 1,
+                    Some(_) => s.waiting += 1,
+                }
+            }
+            if again {
+                return;
             }
         }
     }

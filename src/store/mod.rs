@@ -123,6 +123,19 @@ enum Backend {
     Postgres(PgPool),
 }
 
+/// A database as [`Store::inspect`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbStatus {
+    /// False for a SQLite file not created yet.
+    pub exists: bool,
+    /// Migrations of this build not applied yet (`usher serve` applies them at start).
+    pub pending: usize,
+    /// Applied migrations this build does not know: the database is a newer Usher's.
+    pub unknown: Vec<i64>,
+    /// Migrations recorded as failed.
+    pub failed: Vec<i64>,
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -348,10 +361,28 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true);
+            // SQLite says only "unable to open database file": name the file, and the
+            // folder when that is what is missing (it is not created: a typo would
+            // silently start an empty database elsewhere).
+            let file = opts.get_filename().to_path_buf();
+            let cannot_open = |reason: String| StoreError::Connect {
+                url: file.display().to_string(),
+                reason,
+            };
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+                && file.to_str() != Some(":memory:")
+            {
+                return Err(cannot_open(format!(
+                    "its folder {} does not exist",
+                    dir.display()
+                )));
+            }
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
                 .connect_with(opts.clone())
-                .await?;
+                .await
+                .map_err(|e| cannot_open(e.to_string()))?;
             sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(8)
@@ -399,6 +430,109 @@ impl Store {
             backend,
             clock,
             jobs_changed: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Looks at a database without changing it (`usher config check`): reachable, and
+    /// how its migrations compare with this build's. A SQLite file that does not exist
+    /// yet is fine (`usher serve` creates it); its folder must exist.
+    pub async fn inspect(url: &str) -> Result<DbStatus, StoreError> {
+        let unreachable = |reason: String| StoreError::Connect {
+            url: crate::config::redact_url(url),
+            reason,
+        };
+        let applied: Vec<(i64, bool)>;
+        let known: Vec<i64>;
+        if url.starts_with("sqlite:") {
+            known = sqlx::migrate!("./migrations/sqlite")
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .map(|m| m.version)
+                .collect();
+            let opts = SqliteConnectOptions::from_str(url)?;
+            let file = opts.get_filename().to_path_buf();
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                return Err(StoreError::Connect {
+                    url: file.display().to_string(),
+                    reason: format!("its folder {} does not exist", dir.display()),
+                });
+            }
+            if !file.exists() {
+                return Ok(DbStatus {
+                    exists: false,
+                    pending: known.len(),
+                    unknown: Vec::new(),
+                    failed: Vec::new(),
+                });
+            }
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect_with(&opts.read_only(true))
+                .await
+                .map_err(|e| StoreError::Connect {
+                    url: file.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            let has: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            )
+            .fetch_one(&mut c)
+            .await?;
+            applied = if has > 0 {
+                sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                    .fetch_all(&mut c)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let _ = c.close().await;
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            known = sqlx::migrate!("./migrations/postgres")
+                .iter()
+                .filter(|m| !m.migration_type.is_down_migration())
+                .map(|m| m.version)
+                .collect();
+            let opts = PgConnectOptions::from_str(url)?;
+            use sqlx::Connection;
+            let mut c = tokio::time::timeout(
+                Duration::from_secs(10),
+                sqlx::PgConnection::connect_with(&opts),
+            )
+            .await
+            .map_err(|_| unreachable("no answer within 10s".into()))?
+            .map_err(|e| unreachable(e.to_string()))?;
+            let has: bool =
+                sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                    .fetch_one(&mut c)
+                    .await?;
+            applied = if has {
+                sqlx::query_as("SELECT version, success FROM _sqlx_migrations")
+                    .fetch_all(&mut c)
+                    .await?
+            } else {
+                Vec::new()
+            };
+            let _ = c.close().await;
+        } else {
+            return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
+        }
+        Ok(DbStatus {
+            exists: true,
+            pending: known
+                .iter()
+                .filter(|v| !applied.iter().any(|(a, ok)| a == *v && *ok))
+                .count(),
+            unknown: applied
+                .iter()
+                .filter(|(a, _)| !known.contains(a))
+                .map(|(a, _)| *a)
+                .collect(),
+            failed: applied
+                .iter()
+                .filter(|(_, ok)| !ok)
+                .map(|(a, _)| *a)
+                .collect(),
         })
     }
 

@@ -43,6 +43,8 @@ pub enum VaultError {
     BadKey { origin: String, reason: String },
     #[error("cannot read vault key file {path}: {reason}")]
     KeyFile { path: String, reason: String },
+    #[error("cannot write key file {path}: {reason}")]
+    KeyWrite { path: String, reason: String },
     #[error(
         "vault entry `{name}` is encrypted under key `{key_id}`, but the configured key is `{configured}` (wrong key?)"
     )]
