@@ -360,8 +360,8 @@ async fn okta_lifecycle(db: Db) {
     let shots = succeeded
         .iter()
         .flat_map(|e| e.detail["actions"].as_array().cloned().unwrap_or_default())
-        .flat_map(|a| a["screenshots"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h.as_str().map(str::to_owned))
+        .flat_map(|a| a["evidence"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["screenshot"].as_str().map(str::to_owned))
         .collect::<Vec<_>>();
     assert!(!shots.is_empty(), "evidence screenshots are recorded");
     let evidence =

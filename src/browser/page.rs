@@ -635,6 +635,19 @@ impl Page {
         }
     }
 
+    /// The DevTools front-end URL that inspects this page (Chromium serves it on its
+    /// debugging port), for an author who keeps the browser open.
+    pub async fn devtools_url(&self) -> Option<String> {
+        let guard = self.shared.cb.read().await;
+        let ws = guard.as_ref()?.websocket_address().clone();
+        // ws://127.0.0.1:PORT/devtools/browser/ID
+        let host = ws.strip_prefix("ws://")?.split('/').next()?.to_owned();
+        Some(format!(
+            "http://{host}/devtools/inspector.html?ws={host}/devtools/page/{}",
+            self.page.target_id().inner()
+        ))
+    }
+
     /// The current URL.
     pub async fn url(&self) -> Result<String, BrowserError> {
         match self

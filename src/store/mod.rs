@@ -876,10 +876,12 @@ mod integrations;
 mod jobs;
 mod processes;
 mod totp;
+mod traces;
 mod vault;
 pub use integrations::{IntegrationState, SignInAdmission};
 pub use jobs::{
     Claimant, ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
     WebhookDelivery,
 };
+pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};
