@@ -980,6 +980,8 @@ impl<'a> Exec<'a> {
             }
             StepKind::Fail { message } => {
                 let m = self.render(message)?;
+                // The rendered message is the reason: the source is not said again.
+                *summary = "fail".into();
                 Err(Failure::failed(m.text, None))
             }
             StepKind::If { .. }
