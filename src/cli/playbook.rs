@@ -441,7 +441,7 @@ fn print_step(
                 ("--  ", " → not done yet: the action's steps run".to_owned())
             }
             (StepOutcome::NotMet { .. }, Phase::SessionCheck) => {
-                ("--  ", " → not logged in: the login runs".to_owned())
+                ("--  ", " → not logged in".to_owned())
             }
             (StepOutcome::NotMet { reason }, _) => ("no  ", format!(": {reason}")),
             (StepOutcome::Failed { reason }, _) => ("FAIL", format!(": {reason}")),

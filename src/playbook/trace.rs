@@ -102,9 +102,17 @@ pub fn render_html(trace: &Trace, screenshot: &dyn Fn(&str) -> Option<Vec<u8>>) 
         if section.steps.is_empty() {
             h.push_str("<p>No step ran.</p>\n");
         }
-        for s in &section.steps {
+        // A run that failed on an answer (a sign-in still not logged in) has no failed
+        // step: its last step is the one that ended it.
+        let marked = section.error.is_some()
+            && !section
+                .steps
+                .iter()
+                .any(|s| matches!(s.outcome, StepOutcome::Failed { .. }));
+        for (i, s) in section.steps.iter().enumerate() {
             n += 1;
-            step_html(&mut h, n, s, screenshot);
+            let ended = marked && i + 1 == section.steps.len();
+            step_html(&mut h, n, s, ended, screenshot);
         }
         h.push_str("</section>\n");
     }
@@ -116,10 +124,12 @@ fn step_html(
     h: &mut String,
     n: usize,
     s: &StepRecord,
+    ended_run: bool,
     screenshot: &dyn Fn(&str) -> Option<Vec<u8>>,
 ) {
     let (class, result, reason) = match &s.outcome {
         StepOutcome::Ok => ("ok", "ok", None),
+        StepOutcome::NotMet { reason } if ended_run => ("failed", "not met", Some(reason)),
         StepOutcome::NotMet { reason } => ("not_met", "not met", Some(reason)),
         StepOutcome::Failed { reason } => ("failed", "FAILED", Some(reason)),
     };
