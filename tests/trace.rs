@@ -79,10 +79,8 @@ fn step_lines(err: &str) -> Vec<&str> {
 /// TOTP codes of the seed around now: none may appear in a trace.
 fn codes_around_now(seed: &str) -> Vec<String> {
     let totp = usher::vault::TotpSpec::parse(seed).expect("seed");
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
+    let now = u64::try_from(usher::clock::Clock::now(&usher::clock::SystemClock).timestamp())
+        .expect("time");
     (0..12)
         .map(|k| totp.code_at(now + 30 * 4 - 30 * k))
         .collect()
