@@ -109,6 +109,9 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
     let outcome_shown = events
         .iter()
         .any(|e| Some(&e["detail"]) == j.outcome.as_ref());
+    // Each screenshot once, at the first step that shows it (an unchanged page gives
+    // the same image).
+    let mut seen = std::collections::HashSet::new();
     let evidence: Vec<Value> = store
         .job_traces(id)
         .await?
@@ -124,6 +127,7 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
                     })
             })
         })
+        .filter(|e| seen.insert(e["screenshot"].to_string()))
         .collect();
     let out = json!({
         "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type.as_str(),
