@@ -493,3 +493,115 @@ async fn run_with_integration_logs_in_with_the_vault_entry() {
     assert!(err.contains("no integration `nope`"), "{err}");
     app.shutdown().await;
 }
+
+/// The first ```yaml block after `heading` in docs/playbooks.md, de-indented.
+fn doc_yaml(heading: &str) -> String {
+    let doc = std::fs::read_to_string(repo("docs/playbooks.md")).expect("docs");
+    let section = &doc[doc.find(heading).expect("heading")..];
+    let start = section.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
+    let body = &section[start..];
+    let indent = section[..start - "```yaml\n".len()]
+        .rsplit('\n')
+        .next()
+        .map_or(0, str::len);
+    let end = body.find("```").expect("block end");
+    body[..end]
+        .lines()
+        .map(|l| l.get(indent..).unwrap_or("").trim_end())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// docs/playbooks.md "Writing your first playbook": the playbook as written checks,
+/// lists users, creates one (the precondition first saying "not done yet") and then
+/// answers already_done, run with --integration as the walk-through says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_playbook_walk_through_runs_as_written() {
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("start app");
+    let db = TestDb::new(Db::Sqlite).await;
+    let key = VaultKey::generate();
+    let key_b64 = key.to_base64().as_str().to_owned();
+    let vault = Vault::new(open_store(&db.url).await, Keyring::new(key));
+    let secret = Secret::new(
+        opts.admin_username.clone(),
+        opts.admin_password.clone(),
+        Some(&opts.totp_seed),
+    )
+    .expect("secret");
+    vault.set("acme-admin", &secret).await.expect("set");
+    let dir = tempfile::tempdir().expect("dir");
+    let first = dir.path().join("first.yaml");
+    std::fs::write(&first, doc_yaml("## Writing your first playbook")).expect("write");
+    // What `usher demo` writes, minus serving.
+    let config = dir.path().join("usher.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "database: {}\nintegrations:\n  - id: acme-demo\n    name: Acme Admin (demo)\n    app: Acme Admin\n    playbook: {}\n    base_url: {}\n    service_account: acme-admin\n    scim_token_sha256: '{}'\n",
+            db.url,
+            repo("playbooks/classic.yaml").display(),
+            app.base_url(),
+            "0".repeat(64),
+        ),
+    )
+    .expect("config");
+    let first_s = first.display().to_string();
+    let cfg = config.display().to_string();
+    let key_env = key_b64.clone();
+    let check = s(&["playbook", "check", &first_s]);
+    let (code, out, err) = tokio::task::spawn_blocking(move || usher(&check, &[]))
+        .await
+        .expect("join");
+    assert_eq!(
+        (code, out.trim()),
+        (0, format!("{first_s}: ok").as_str()),
+        "{err}"
+    );
+
+    let ada = r#"{"userName":"ada@example.com","name":{"givenName":"Ada","familyName":"Lovelace"},"emails":[{"value":"ada@example.com","primary":true}],"roles":[{"value":"Engineering"}]}"#;
+    let trace = dir.path().join("create.html").display().to_string();
+    let run = move |action: &str, user: &str| {
+        s(&[
+            "playbook",
+            "run",
+            &first_s,
+            action,
+            "--integration",
+            "acme-demo",
+            "--config",
+            &cfg,
+            "--user",
+            user,
+            "--trace",
+            &trace,
+        ])
+    };
+    let runs = [
+        run("list_users", "{}"),
+        run("create_user", ada),
+        run("create_user", ada),
+    ];
+    let results = tokio::task::spawn_blocking(move || {
+        runs.iter()
+            .map(|a| usher(a, &[("USHER_VAULT_KEY", key_env.as_str())]))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .expect("join");
+    for (code, out, err) in &results {
+        assert_eq!(*code, 0, "{out}{err}");
+    }
+    let listed: serde_json::Value = serde_json::from_str(&results[0].1).expect("json");
+    assert_eq!(listed["status"], "done");
+    let created: serde_json::Value = serde_json::from_str(&results[1].1).expect("json");
+    assert_eq!(created["status"], "done", "{}", results[1].2);
+    assert!(results[1].2.contains("→ not done yet"), "{}", results[1].2);
+    let user = app.user_by_email("ada@example.com").expect("created");
+    assert_eq!(user.roles, vec!["Editor".to_string()], "roles mapped");
+    let again: serde_json::Value = serde_json::from_str(&results[2].1).expect("json");
+    assert_eq!(again["status"], "already_done");
+    app.shutdown().await;
+}
