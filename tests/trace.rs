@@ -605,3 +605,64 @@ async fn the_first_playbook_walk_through_runs_as_written() {
     assert_eq!(again["status"], "already_done");
     app.shutdown().await;
 }
+
+/// `--from LINE`: after the login, the action starts at that step (no precondition);
+/// a line that starts no top-level step is an error naming those that do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_line_starts_the_action_at_that_step() {
+    let opts = FixtureOptions::default();
+    let app = RunningApp::start(AppKind::Classic, opts.clone())
+        .await
+        .expect("start");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (user, secrets) = inputs(dir.path(), &opts);
+    let text = std::fs::read_to_string(repo("playbooks/classic.yaml")).expect("read");
+    let line = text
+        .lines()
+        .position(|l| l.trim() == "- goto: \"{{ base_url }}/admin/users/new\"")
+        .expect("the step")
+        + 1;
+    let base = app.base_url().to_owned();
+    let args = |from: usize| {
+        s(&[
+            "playbook",
+            "run",
+            "playbooks/classic.yaml",
+            "create_user",
+            "--base-url",
+            &base,
+            "--user",
+            &user,
+            "--secrets",
+            &secrets,
+            "--from",
+            &from.to_string(),
+        ])
+    };
+    let (bad, good) = (args(line - 1), args(line));
+    let ((bcode, _, berr), (code, out, err)) =
+        tokio::task::spawn_blocking(move || (usher(&bad, &[]), usher(&good, &[])))
+            .await
+            .expect("join");
+    assert_eq!(bcode, 1);
+    assert!(
+        berr.contains(&format!(
+            "--from {}: no step of create_user's `steps`",
+            line - 1
+        )) && berr.contains(&line.to_string()),
+        "{berr}"
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let ran = step_lines(&err);
+    let first_action_step = ran
+        .iter()
+        .position(|l| l.contains("/admin/users/new"))
+        .expect("the step ran");
+    assert!(
+        ran[first_action_step].contains(&format!("playbooks/classic.yaml:{line} ")),
+        "{err}"
+    );
+    assert!(!err.contains("not done yet"), "no precondition: {err}");
+    assert!(app.user_by_email("jo.trace@acme.test").is_some());
+    app.shutdown().await;
+}

@@ -263,6 +263,17 @@ async fn run_action(a: RunArgs) -> anyhow::Result<ExitCode> {
             ActionName::NAMES.join(", ")
         )
     })?;
+    // Before the browser starts: a wrong line must not spend a sign-in.
+    if let (Some(line), Some(act)) = (a.from, pb.action(action))
+        && !act.steps.iter().any(|s| s.line == line)
+    {
+        let lines: Vec<String> = act.steps.iter().map(|s| s.line.to_string()).collect();
+        anyhow::bail!(
+            "--from {line}: no step of {action}'s `steps` in {} starts on line {line}; they start on lines {}",
+            t.playbook.display(),
+            lines.join(", ")
+        );
+    }
     let user_text = match a.user.strip_prefix('@') {
         Some(path) => std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read user file {path}: {e}"))?,
