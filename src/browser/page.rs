@@ -566,6 +566,16 @@ impl Page {
     /// Navigates and waits for the load event (`readyState == "complete"`).
     /// Network errors and HTTP status >= 500 give `BrowserError::Navigation`.
     pub async fn goto(&self, url: &str, timeout: Duration) -> Result<(), BrowserError> {
+        self.goto_allowing(url, timeout, &[]).await
+    }
+
+    /// [`Page::goto`], with HTTP statuses of 500 and more in `allow` loading like any page.
+    pub async fn goto_allowing(
+        &self,
+        url: &str,
+        timeout: Duration,
+        allow: &[u16],
+    ) -> Result<(), BrowserError> {
         let deadline = Instant::now() + timeout;
         // A fragment-only change (single-page app routes like `/#/users/42`) is a
         // same-document navigation; Page.navigate may never answer for those with this
@@ -613,7 +623,7 @@ impl Page {
         loop {
             match self.nav_state(&token, deadline).await? {
                 Some(st) if !st.same && st.ready == "complete" => {
-                    if st.status >= 500 {
+                    if st.status >= 500 && !allow.contains(&st.status) {
                         return Err(BrowserError::Navigation {
                             url: url.to_string(),
                             status: Some(st.status),

@@ -809,14 +809,14 @@ impl<'a> Exec<'a> {
             move |e: BrowserError| Failure::browser(e, Some(&loc))
         };
         match &step.kind {
-            StepKind::Goto { url } => {
+            StepKind::Goto { url, allow_status } => {
                 let u = self.render(url)?;
                 *summary = if u.sensitive {
                     format!("goto {}", super::redact::REDACTED)
                 } else {
                     format!("goto {}", u.text)
                 };
-                page.goto(&u.text, t)
+                page.goto_allowing(&u.text, t, allow_status)
                     .await
                     .map_err(|e| Failure::browser(e, None))
             }
@@ -1060,7 +1060,7 @@ fn changes_page(kind: &StepKind) -> bool {
 fn initial_summary(step: &Step) -> String {
     let kw = step.kind.keyword();
     match &step.kind {
-        StepKind::Goto { url } => format!("{kw} {}", url.source),
+        StepKind::Goto { url, .. } => format!("{kw} {}", url.source),
         StepKind::Fill { into: l, .. }
         | StepKind::Click { on: l }
         | StepKind::Check { on: l }

@@ -234,8 +234,8 @@ const UNLESS_EX: &str = r##"{"unless": {"exists": "text=\"{{ user.email | lower 
 step_doc!(
     GotoStep,
     "goto",
-    String,
-    "Open this URL (template) and wait for the page to load. Fails when the app cannot be reached or answers with HTTP status 500 or more; a 4xx page loads like any other (check it with `expect`).",
+    GotoDoc,
+    "Open this URL (template), or {url, allow_status}, and wait for the page to load. Fails when the app cannot be reached or answers with HTTP status 500 or more, unless `allow_status` lists that status; a 4xx page loads like any other (check it with `expect`).",
     GOTO_EX
 );
 step_doc!(
@@ -409,6 +409,29 @@ enum ConditionDoc {
     Exists(String),
     NotExists(String),
     Value(String),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum GotoDoc {
+    Url(String),
+    Full(GotoFullDoc),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GotoFullDoc {
+    /// The URL (template).
+    url: String,
+    /// HTTP statuses from 500 to 599 that load like a page instead of failing the step.
+    allow_status: Option<StatusesDoc>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum StatusesDoc {
+    One(#[schemars(range(min = 500, max = 599))] u16),
+    Many(Vec<u16>),
 }
 
 #[derive(JsonSchema)]
