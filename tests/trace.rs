@@ -184,8 +184,11 @@ async fn traces_of_a_passing_and_a_failing_run_open_in_chromium() {
     // The precondition that does not hold is the expected answer, said once, plainly.
     let not_yet: Vec<&str> = err.lines().filter(|l| l.contains("not done yet")).collect();
     assert_eq!(not_yet.len(), 1, "{err}");
+    // The `fail` step is named once, without its template source.
     assert!(
-        not_yet[0].starts_with("  --") && !not_yet[0].contains("{{"),
+        not_yet[0].starts_with("  --")
+            && not_yet[0].ends_with("  fail → not done yet: the action's steps run")
+            && !not_yet[0].contains("{{"),
         "{err}"
     );
     let printed = step_lines(&err);
