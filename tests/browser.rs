@@ -392,6 +392,11 @@ async fn navigation_waits_and_errors(b: &Browser, base: &str) {
             }) => {}
             other => panic!("expected HTTP 500 navigation error, got {other:?}"),
         }
+        // `goto: {url, allow_status: [500]}`: that status loads like a page.
+        p.goto_allowing(&format!("{base}/boom"), T, &[500])
+            .await
+            .expect("an allowed status loads");
+        assert!(p.url().await.expect("url").ends_with("/boom"));
         match p.goto("http://127.0.0.1:9/", T).await {
             Err(BrowserError::Navigation {
                 status: None,

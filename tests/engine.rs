@@ -360,8 +360,8 @@ async fn okta_lifecycle(db: Db) {
     let shots = succeeded
         .iter()
         .flat_map(|e| e.detail["actions"].as_array().cloned().unwrap_or_default())
-        .flat_map(|a| a["screenshots"].as_array().cloned().unwrap_or_default())
-        .filter_map(|h| h.as_str().map(str::to_owned))
+        .flat_map(|a| a["evidence"].as_array().cloned().unwrap_or_default())
+        .filter_map(|e| e["screenshot"].as_str().map(str::to_owned))
         .collect::<Vec<_>>();
     assert!(!shots.is_empty(), "evidence screenshots are recorded");
     let evidence =
@@ -1171,3 +1171,133 @@ on_both_databases!(
     sync_mode_answers_with_the_outcome,
     on_claim_invites_wait_for_the_claim,
 );
+
+/// `usher jobs trace`: a failed job's trace is one HTML file with every step each
+/// attempt ran (login included), the failing step opened with its screenshot; and
+/// `usher jobs show` ties each screenshot to its step, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_job_has_a_trace_and_evidence_per_step() {
+    let classic = std::fs::read_to_string(repo().join("playbooks/classic.yaml")).expect("read");
+    let broken = classic
+        .replace("timeout: 10s", "timeout: 2s")
+        .replace("name='Send invite'", "name='Send invitation'");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, broken).expect("write");
+    let opts = FixtureOptions::default();
+    let rig = rig_full(
+        Db::Sqlite,
+        AppKind::Classic,
+        "",
+        opts.clone(),
+        RigExtra {
+            playbook: Some(path.clone()),
+            max_attempts: Some(1),
+            ..Default::default()
+        },
+    )
+    .await;
+    let (s, v) = rig
+        .call(
+            Method::POST,
+            "/Users",
+            Some(okta_user("traced", "Tra", "Ced")),
+        )
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_str().expect("id").to_string();
+    let st = rig.settled(&id).await;
+    assert_eq!(st["state"], "failed", "{st}");
+    let store = &rig.running.as_ref().expect("running").store;
+    let job = store
+        .list_jobs(&usher::store::JobFilter {
+            resource_id: Some(&id),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .expect("jobs")
+        .into_iter()
+        .find(|j| j.status == JobStatus::Failed)
+        .expect("the failed job");
+    let cfg = dir.path().join("usher.yaml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "database: {}\nengine:\n  evidence_dir: {}\n",
+            rig._db.url,
+            rig.evidence.path().display()
+        ),
+    )
+    .expect("config");
+    let run = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(args)
+            .output()
+            .expect("usher");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cfg_s = cfg.display().to_string();
+    let (code, html, err) = run(vec![
+        "jobs".into(),
+        "trace".into(),
+        job.id.to_string(),
+        "--config".into(),
+        cfg_s.clone(),
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let file = path.display().to_string();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        html.contains(&format!("{file}:15")),
+        "the login's first step"
+    );
+    assert_eq!(
+        html.matches("class=\"step failed\"").count(),
+        1,
+        "one failing step"
+    );
+    let failed = html
+        .split("<details class=\"step failed\"")
+        .nth(1)
+        .expect("failed step");
+    assert!(
+        failed
+            .split_once('>')
+            .is_some_and(|(attrs, _)| attrs.ends_with(" open"))
+    );
+    assert!(failed.contains("Send invitation"));
+    assert!(failed.contains("data:image/png;base64,"), "its screenshot");
+    assert!(!html.contains(&opts.admin_password));
+    assert!(!html.contains(&opts.totp_seed));
+
+    let (code, out, err) = run(vec![
+        "jobs".into(),
+        "show".into(),
+        job.id.to_string(),
+        "--config".into(),
+        cfg_s,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let shown: Value = serde_json::from_str(&out).expect("json");
+    let evidence = shown["evidence"].as_array().expect("evidence");
+    assert!(
+        evidence
+            .iter()
+            .any(|e| e["at"].as_str().is_some_and(|a| a.starts_with(&file))
+                && e["screenshot"].as_str().is_some()),
+        "{out}"
+    );
+    let mut seen = std::collections::HashSet::new();
+    for e in evidence {
+        assert!(
+            seen.insert(e["screenshot"].to_string()),
+            "listed twice: {e}"
+        );
+    }
+    rig.stop().await;
+}

@@ -566,6 +566,16 @@ impl Page {
     /// Navigates and waits for the load event (`readyState == "complete"`).
     /// Network errors and HTTP status >= 500 give `BrowserError::Navigation`.
     pub async fn goto(&self, url: &str, timeout: Duration) -> Result<(), BrowserError> {
+        self.goto_allowing(url, timeout, &[]).await
+    }
+
+    /// [`Page::goto`], with HTTP statuses of 500 and more in `allow` loading like any page.
+    pub async fn goto_allowing(
+        &self,
+        url: &str,
+        timeout: Duration,
+        allow: &[u16],
+    ) -> Result<(), BrowserError> {
         let deadline = Instant::now() + timeout;
         // A fragment-only change (single-page app routes like `/#/users/42`) is a
         // same-document navigation; Page.navigate may never answer for those with this
@@ -613,7 +623,7 @@ impl Page {
         loop {
             match self.nav_state(&token, deadline).await? {
                 Some(st) if !st.same && st.ready == "complete" => {
-                    if st.status >= 500 {
+                    if st.status >= 500 && !allow.contains(&st.status) {
                         return Err(BrowserError::Navigation {
                             url: url.to_string(),
                             status: Some(st.status),
@@ -633,6 +643,19 @@ impl Page {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The DevTools front-end URL that inspects this page (Chromium serves it on its
+    /// debugging port), for an author who keeps the browser open.
+    pub async fn devtools_url(&self) -> Option<String> {
+        let guard = self.shared.cb.read().await;
+        let ws = guard.as_ref()?.websocket_address().clone();
+        // ws://127.0.0.1:PORT/devtools/browser/ID
+        let host = ws.strip_prefix("ws://")?.split('/').next()?.to_owned();
+        Some(format!(
+            "http://{host}/devtools/inspector.html?ws={host}/devtools/page/{}",
+            self.page.target_id().inner()
+        ))
     }
 
     /// The current URL.

@@ -6,8 +6,11 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use serde_json::{Value, json};
 
+use usher::audit::evidence::EvidenceStore;
 use usher::audit::{NewEvent, kinds};
 use usher::config::Config;
+use usher::playbook::StepRecord;
+use usher::playbook::trace::{Trace, TraceSection, render_html};
 use usher::store::{JobFilter, JobRow, JobStatus, LookupColumn, ResourceType, Store};
 
 #[derive(Subcommand)]
@@ -31,8 +34,11 @@ pub enum JobsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One job with its outcome and its audit events.
+    /// One job with its outcome, its audit events and its evidence, step by step.
     Show { id: i64 },
+    /// The job's trace for authors: one HTML file on standard output with every step
+    /// each attempt ran, its screenshots and the failing step opened.
+    Trace { id: i64 },
     /// Run a failed or cancelled job again.
     Retry { id: i64 },
     /// Cancel a job that has not started.
@@ -61,6 +67,7 @@ pub async fn run(path: &Path, command: JobsCommand) -> anyhow::Result<ExitCode> 
             list(&config, &store, query).await
         }
         JobsCommand::Show { id } => show(&store, id).await,
+        JobsCommand::Trace { id } => trace(path, &store, id).await,
         JobsCommand::Retry { id } => transition(&store, id, true).await,
         JobsCommand::Cancel { id } => transition(&store, id, false).await,
     };
@@ -237,15 +244,88 @@ async fn show(store: &Store, id: i64) -> anyhow::Result<ExitCode> {
             json!({"seq": e.seq, "at": e.at, "type": e.event_type, "actor": e.actor, "detail": e.detail})
         })
         .collect();
+    // The outcome is the detail of the job's last event: said once.
+    let outcome_shown = events
+        .iter()
+        .any(|e| Some(&e["detail"]) == j.outcome.as_ref());
+    // Each screenshot once, at the first step that shows it (an unchanged page gives
+    // the same image).
+    let mut seen = std::collections::HashSet::new();
+    let evidence: Vec<Value> = store
+        .job_traces(id)
+        .await?
+        .into_iter()
+        .flat_map(|t| {
+            let steps: Vec<StepRecord> = serde_json::from_value(t.steps).unwrap_or_default();
+            steps.into_iter().flat_map(move |s| {
+                let (attempt, action) = (t.attempt, t.action.clone());
+                [("before", s.screenshot_before.clone()), ("after", s.screenshot.clone())]
+                    .into_iter()
+                    .filter_map(move |(when, h)| {
+                        h.map(|h| json!({"attempt": attempt, "action": action, "at": format!("{}:{}", s.file, s.line), "step": s.step, "when": when, "screenshot": h}))
+                    })
+            })
+        })
+        .filter(|e| seen.insert(e["screenshot"].to_string()))
+        .collect();
     let out = json!({
         "id": j.id, "integration": j.integration_id, "resource_type": j.resource_type.as_str(),
         "resource": j.resource_id, "operation": j.operation.as_str(), "status": j.status.as_str(),
         "attempts": j.attempts, "run_after": j.run_after, "lease_owner": j.lease_owner,
         "lease_until": j.lease_until, "last_error": j.last_error,
         "superseded_by": j.superseded_by, "created_at": j.created_at,
-        "updated_at": j.updated_at, "outcome": j.outcome, "events": events,
+        "updated_at": j.updated_at,
+        "outcome": if outcome_shown { json!("(the detail of its last event)") } else { json!(j.outcome) },
+        "events": events, "evidence": evidence,
     });
     outln!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `usher jobs trace`: the stored step records of every action the job ran, with their
+/// screenshots from the evidence folder, as one HTML file on standard output.
+async fn trace(path: &Path, store: &Store, id: i64) -> anyhow::Result<ExitCode> {
+    let Some(j) = store.job(id).await? else {
+        errln!("usher: no job {id}");
+        return Ok(ExitCode::from(1));
+    };
+    let config = usher::config::Config::load(path)?;
+    let evidence = EvidenceStore::new(usher::engine::evidence_dir(&config))?;
+    let traces = store.job_traces(id).await?;
+    if traces.is_empty() {
+        errln!("usher: job {id} has no trace (it has not run an action since Usher kept traces)");
+        return Ok(ExitCode::from(1));
+    }
+    let mut sections = Vec::new();
+    for t in traces {
+        let steps: Vec<StepRecord> = serde_json::from_value(t.steps)
+            .map_err(|e| anyhow::anyhow!("job {id}: stored trace is not readable: {e}"))?;
+        sections.push(TraceSection {
+            heading: format!("attempt {} · {} · {}", t.attempt, t.action, t.at),
+            steps,
+            error: t.error,
+        });
+    }
+    let trace = Trace {
+        title: format!(
+            "job {id} · {} {} · {}",
+            j.operation, j.resource_id, j.status
+        ),
+        facts: vec![
+            ("integration".into(), j.integration_id.clone()),
+            ("job".into(), id.to_string()),
+            ("status".into(), j.status.to_string()),
+            (
+                "last error".into(),
+                j.last_error.clone().unwrap_or_default(),
+            ),
+        ],
+        sections,
+    };
+    print!(
+        "{}",
+        render_html(&trace, &|h| std::fs::read(evidence.path_of(h)).ok())
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -43,9 +43,12 @@ pub async fn run(path: &Path) -> anyhow::Result<ExitCode> {
             running.addr,
         );
         for i in &config.integrations {
-            eprintln!(
+            errln!(
                 "usher:   {} ({}) at {scheme}://{}/scim/v2/{}",
-                i.name, i.app, running.addr, i.id
+                i.name,
+                i.app,
+                running.addr,
+                i.id
             );
         }
     }

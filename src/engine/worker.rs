@@ -17,7 +17,7 @@ use crate::clock::{Clock, format_time};
 use crate::config::{EngineSettings, WebhookConfig};
 use crate::playbook::{
     ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
-    RunOptions, UserContext,
+    RunOptions, StepRecord, UserContext,
 };
 use crate::store::{Claimant, ClaimedJob, JobFinish, JobStatus, ResourceType, Store, StoreError};
 
@@ -163,19 +163,31 @@ fn run_error_detail(e: &RunError) -> Value {
 
 /// What one action did, for the job's outcome and the audit event.
 fn action_record(action: ActionName, out: &ActionOutcome, verified: &str, ms: u128) -> Value {
-    let screenshots: Vec<&str> = out
-        .steps
-        .iter()
-        .filter_map(|s| s.screenshot.as_deref())
-        .collect();
     json!({
         "action": action.as_str(),
         "status": match out.status { ActionStatus::Done => "done", ActionStatus::AlreadyDone => "already_done" },
         "verified": verified,
         "steps": out.steps.len(),
-        "screenshots": screenshots,
+        "evidence": step_evidence(&out.steps),
         "duration_ms": ms as u64,
     })
+}
+
+/// Each screenshot with the step that took it (`file:line` and text), once: a page
+/// that did not change between two steps gives the same image, listed at the first.
+fn step_evidence(steps: &[StepRecord]) -> Vec<Value> {
+    let mut seen = std::collections::HashSet::new();
+    steps
+        .iter()
+        .flat_map(|s| {
+            [s.screenshot_before.as_deref(), s.screenshot.as_deref()]
+                .into_iter()
+                .flatten()
+                .map(move |h| (s, h))
+        })
+        .filter(|(_, h)| seen.insert(*h))
+        .map(|(s, h)| json!({"at": format!("{}:{}", s.file, s.line), "step": s.step, "screenshot": h}))
+        .collect()
 }
 
 impl Shared {
@@ -196,8 +208,8 @@ impl Shared {
             clock: store.clock(),
             run_options: RunOptions {
                 evidence: Some(evidence),
-                on_step: None,
                 clock: store.clock(),
+                ..RunOptions::default()
             },
             store,
             driver,
@@ -828,7 +840,10 @@ impl Shared {
                     ))));
                 }
                 if retried
-                    && let Some(found) = self.look_up(integ, &user, records).await.map_err(&fail)?
+                    && let Some(found) = self
+                        .look_up(integ, job, &user, records)
+                        .await
+                        .map_err(&fail)?
                 {
                     adopted = true;
                     app_id = found.or(app_id);
@@ -860,8 +875,7 @@ impl Shared {
             }
             let t0 = Instant::now();
             let out = self
-                .driver
-                .run(&integ.target, action, user.clone(), &self.run_options)
+                .run_traced(integ, job, action, user.clone())
                 .await
                 .map_err(|e| fail(Failure::from_driver(action, &e)))?;
             if let Some(id) = out.outputs.get("app_id").filter(|s| !s.is_empty()) {
@@ -878,7 +892,10 @@ impl Shared {
             } else if has_verify {
                 "verify"
             } else if integ.playbook.actions.contains_key(&ActionName::ListUsers) {
-                let present = self.look_up(integ, &user, records).await.map_err(&fail)?;
+                let present = self
+                    .look_up(integ, job, &user, records)
+                    .await
+                    .map_err(&fail)?;
                 let want_present = action != ActionName::DeleteUser;
                 if present.is_some() != want_present {
                     return Err(fail(Failure {
@@ -931,6 +948,43 @@ impl Shared {
         Ok((user_name, desired.is_none()))
     }
 
+    /// Runs an action and keeps its step records with the job (`usher jobs trace`),
+    /// whether it succeeded or not.
+    async fn run_traced(
+        &self,
+        integ: &RunningIntegration,
+        job: &crate::store::JobRow,
+        action: ActionName,
+        user: UserContext,
+    ) -> Result<ActionOutcome, DriverError> {
+        let result = self
+            .driver
+            .run(&integ.target, action, user, &self.run_options)
+            .await;
+        let (steps, error) = match &result {
+            Ok(out) => (out.steps.as_slice(), None),
+            Err(e) => (
+                e.run_error().map_or(&[][..], |r| r.steps.as_slice()),
+                Some(e.to_string()),
+            ),
+        };
+        let steps = serde_json::to_value(steps).unwrap_or_else(|_| json!([]));
+        if let Err(e) = self
+            .store
+            .record_job_trace(
+                job.id,
+                job.attempts,
+                action.as_str(),
+                &steps,
+                error.as_deref(),
+            )
+            .await
+        {
+            tracing::warn!(job = job.id, error = %e, "keeping the job's trace failed");
+        }
+        result
+    }
+
     async fn record(
         &self,
         job: &crate::store::JobRow,
@@ -954,6 +1008,7 @@ impl Shared {
     async fn look_up(
         &self,
         integ: &RunningIntegration,
+        job: &crate::store::JobRow,
         user: &UserContext,
         records: &mut Vec<Value>,
     ) -> Result<Option<Option<String>>, Failure> {
@@ -962,13 +1017,7 @@ impl Shared {
         }
         let t0 = Instant::now();
         let out = self
-            .driver
-            .run(
-                &integ.target,
-                ActionName::ListUsers,
-                user.clone(),
-                &self.run_options,
-            )
+            .run_traced(integ, job, ActionName::ListUsers, user.clone())
             .await
             .map_err(|e| Failure::from_driver(ActionName::ListUsers, &e))?;
         records.push(action_record(

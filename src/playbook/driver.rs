@@ -456,6 +456,11 @@ impl Driver {
         let result = self
             .in_context(&bctx, integ, action, user, new_password, opts)
             .await;
+        if let Some(keep) = &opts.keep_open
+            && !result.as_ref().is_err_and(DriverError::is_crash)
+        {
+            keep(bctx.page().devtools_url().await).await;
+        }
         if let Err(e) = bctx.close().await {
             tracing::debug!(error = %e, "closing a browser context failed");
         }

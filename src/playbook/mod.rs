@@ -7,7 +7,8 @@
 //! [`Playbook`], all errors), `model` (the types), `template` (minijinja,
 //! strict undefined, render context), `redact` (secrets out of every string),
 //! `locator_check` (the browser's locator parser at load time), `schema` (JSON Schema),
-//! `run` (executes steps on a browser page), `driver` (browser, sessions, retries).
+//! `run` (executes steps on a browser page), `driver` (browser, sessions, retries),
+//! `trace` (a run's steps and screenshots as one HTML file for authors).
 
 mod driver;
 mod locator_check;
@@ -18,6 +19,7 @@ mod run;
 mod schema;
 mod suggest;
 mod template;
+pub mod trace;
 mod validate;
 
 #[cfg(test)]
@@ -38,8 +40,8 @@ pub use model::{
 };
 pub use redact::{REDACTED, Redactor};
 pub use run::{
-    ActionOutcome, ActionStatus, Phase, RunError, RunErrorKind, RunOptions, StepObserver,
-    StepOutcome, StepRecord, add_app_roles, run_action, run_phase,
+    ActionOutcome, ActionStatus, BeforeStep, KeepOpen, Phase, RunError, RunErrorKind, RunOptions,
+    StepAhead, StepObserver, StepOutcome, StepRecord, add_app_roles, run_action, run_phase,
 };
 pub use schema::json_schema;
 pub use template::{

@@ -215,6 +215,8 @@ impl Step {
 pub enum StepKind {
     Goto {
         url: Template,
+        /// HTTP statuses of 500 and more that load like a page instead of failing.
+        allow_status: Vec<u16>,
     },
     Fill {
         into: LocatorTpl,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::model::{
     ActionName, Condition, Expectation, ExtractFrom, LocatorTpl, Playbook, ScreenshotPolicy, Step,
@@ -25,6 +25,23 @@ use crate::clock::{Clock, SystemClock};
 /// Called with every step record as soon as it exists (progress output, logs).
 pub type StepObserver = Arc<dyn Fn(&StepRecord) + Send + Sync>;
 
+/// The step about to run, as its source says it (nothing rendered yet, so no secret).
+#[derive(Debug, Clone)]
+pub struct StepAhead {
+    pub phase: Phase,
+    /// Keyword and source argument: `click text=Send invite`.
+    pub step: String,
+    pub file: String,
+    pub line: usize,
+}
+
+/// Awaited before every step runs (an author's `--step` pause).
+pub type BeforeStep = Arc<dyn Fn(&StepAhead) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Awaited at the end of a run, before its browser context closes, with the page's
+/// DevTools URL (an author's `--keep-open`).
+pub type KeepOpen = Arc<dyn Fn(Option<String>) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// How a run keeps evidence, reports progress and tells the time.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -33,6 +50,14 @@ pub struct RunOptions {
     pub on_step: Option<StepObserver>,
     /// Stamps every step record (`at`); the system clock by default.
     pub clock: Arc<dyn Clock>,
+    /// For a trace: a screenshot after every step whatever the playbook's policy, and
+    /// one before every page-changing step.
+    pub trace: bool,
+    pub before_step: Option<BeforeStep>,
+    pub keep_open: Option<KeepOpen>,
+    /// Start the action at its top-level step on this line: the precondition and the
+    /// steps before it are skipped (the author has brought the app there).
+    pub from_line: Option<usize>,
 }
 
 impl Default for RunOptions {
@@ -41,6 +66,10 @@ impl Default for RunOptions {
             evidence: None,
             on_step: None,
             clock: Arc::new(SystemClock),
+            trace: false,
+            before_step: None,
+            keep_open: None,
+            from_line: None,
         }
     }
 }
@@ -50,12 +79,14 @@ impl fmt::Debug for RunOptions {
         f.debug_struct("RunOptions")
             .field("evidence", &self.evidence)
             .field("on_step", &self.on_step.is_some())
+            .field("trace", &self.trace)
+            .field("from_line", &self.from_line)
             .finish()
     }
 }
 
 /// Which list of steps a step belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     SessionCheck,
@@ -78,7 +109,7 @@ impl Phase {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
 pub enum StepOutcome {
     Ok,
@@ -92,7 +123,7 @@ pub enum StepOutcome {
 }
 
 /// What one step did. Every text in it is redacted.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepRecord {
     pub at: DateTime<Utc>,
     pub phase: Phase,
@@ -103,8 +134,11 @@ pub struct StepRecord {
     /// Page URL after the step.
     pub url: Option<String>,
     pub duration_ms: u64,
-    /// SHA-256 of the evidence screenshot.
+    /// SHA-256 of the evidence screenshot (taken after the step).
     pub screenshot: Option<String>,
+    /// SHA-256 of the screenshot taken before a page-changing step (traces only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot_before: Option<String>,
     pub outcome: StepOutcome,
 }
 
@@ -374,6 +408,8 @@ struct Exec<'a> {
     phase: Phase,
     records: Vec<BTreeMap<String, String>>,
     steps: Vec<StepRecord>,
+    /// The trace's screenshot before the step now running.
+    before: Option<String>,
 }
 
 impl<'a> Exec<'a> {
@@ -395,10 +431,39 @@ impl<'a> Exec<'a> {
             phase: Phase::Steps,
             records: Vec::new(),
             steps: Vec::new(),
+            before: None,
         }
     }
 
     async fn action(&mut self, act: &super::model::Action) -> Result<ActionStatus, RunError> {
+        if let Some(line) = self.opts.from_line {
+            let Some(start) = act.steps.iter().position(|s| s.line == line) else {
+                let lines: Vec<String> = act.steps.iter().map(|s| s.line.to_string()).collect();
+                return Err(RunError {
+                    step_file_line: format!("{}:{line}", self.pb.source_file),
+                    phase: Phase::Steps,
+                    step: format!("--from {line}"),
+                    locator: None,
+                    url: None,
+                    reason: format!(
+                        "no step of the action's `steps` starts on line {line}; they start on lines {}",
+                        lines.join(", ")
+                    ),
+                    screenshot: None,
+                    screenshot_path: None,
+                    kind: RunErrorKind::Playbook,
+                    check: false,
+                    steps: Vec::new(),
+                });
+            };
+            self.phase = Phase::Steps;
+            self.run_steps(&act.steps[start..], None).await?;
+            if let Some(verify) = &act.verify {
+                self.phase = Phase::Verify;
+                self.run_steps(verify, None).await?;
+            }
+            return Ok(ActionStatus::Done);
+        }
         if let Some(pre) = &act.precondition {
             self.phase = Phase::Precondition;
             // Done, not done, or unknown: only a check that did not match says "not
@@ -476,16 +541,7 @@ impl<'a> Exec<'a> {
         match self.pb.defaults.screenshots {
             ScreenshotPolicy::Always => true,
             ScreenshotPolicy::OnFailure => false,
-            ScreenshotPolicy::OnChange => matches!(
-                step.kind,
-                StepKind::Goto { .. }
-                    | StepKind::Fill { .. }
-                    | StepKind::Click { .. }
-                    | StepKind::Select { .. }
-                    | StepKind::Check { .. }
-                    | StepKind::Uncheck { .. }
-                    | StepKind::Press { .. }
-            ),
+            ScreenshotPolicy::OnChange => changes_page(&step.kind),
         }
     }
 
@@ -525,12 +581,14 @@ impl<'a> Exec<'a> {
     }
 
     async fn ok_record(&mut self, step: &Step, summary: &str, at: DateTime<Utc>, t0: Instant) {
-        let screenshot =
-            if self.want_screenshot(step) || matches!(step.kind, StepKind::Screenshot { .. }) {
-                self.screenshot().await.map(|(h, _)| h)
-            } else {
-                None
-            };
+        let screenshot = if self.opts.trace
+            || self.want_screenshot(step)
+            || matches!(step.kind, StepKind::Screenshot { .. })
+        {
+            self.screenshot().await.map(|(h, _)| h)
+        } else {
+            None
+        };
         let rec = StepRecord {
             at,
             phase: self.phase,
@@ -540,6 +598,7 @@ impl<'a> Exec<'a> {
             url: self.current_url().await,
             duration_ms: ms(t0),
             screenshot,
+            screenshot_before: self.before.take(),
             outcome: StepOutcome::Ok,
         };
         self.push(rec);
@@ -556,7 +615,7 @@ impl<'a> Exec<'a> {
         let crashed = f.kind == RunErrorKind::Crashed;
         let check = is_check(step, &f);
         let answer = self.phase.failure_is_answer(check);
-        let shot = if crashed || answer {
+        let shot = if crashed || (answer && !self.opts.trace) {
             None
         } else {
             self.screenshot().await
@@ -568,6 +627,7 @@ impl<'a> Exec<'a> {
         };
         let reason = self.redactor.redact(&f.reason);
         let summary = self.redactor.redact(summary);
+        let before = self.before.take();
         let outcome = if answer {
             StepOutcome::NotMet {
                 reason: reason.clone(),
@@ -586,6 +646,7 @@ impl<'a> Exec<'a> {
             url: url.clone(),
             duration_ms: ms(t0),
             screenshot: shot.as_ref().map(|(h, _)| h.clone()),
+            screenshot_before: before,
             outcome,
         });
         RunError {
@@ -604,9 +665,23 @@ impl<'a> Exec<'a> {
     }
 
     async fn step(&mut self, step: &Step, scope: Option<&Locator>) -> Result<(), RunError> {
+        let mut summary = initial_summary(step);
+        if let Some(hook) = &self.opts.before_step {
+            hook(&StepAhead {
+                phase: self.phase,
+                step: self.redactor.redact(&summary),
+                file: self.pb.source_file.clone(),
+                line: step.line,
+            })
+            .await;
+        }
+        self.before = if self.opts.trace && changes_page(&step.kind) {
+            self.screenshot().await.map(|(h, _)| h)
+        } else {
+            None
+        };
         let at = self.opts.clock.now();
         let t0 = Instant::now();
-        let mut summary = initial_summary(step);
         match &step.kind {
             StepKind::If { cond, then, else_ } | StepKind::Unless { cond, then, else_ } => {
                 let invert = matches!(step.kind, StepKind::Unless { .. });
@@ -756,14 +831,14 @@ impl<'a> Exec<'a> {
             move |e: BrowserError| Failure::browser(e, Some(&loc))
         };
         match &step.kind {
-            StepKind::Goto { url } => {
+            StepKind::Goto { url, allow_status } => {
                 let u = self.render(url)?;
                 *summary = if u.sensitive {
                     format!("goto {}", super::redact::REDACTED)
                 } else {
                     format!("goto {}", u.text)
                 };
-                page.goto(&u.text, t)
+                page.goto_allowing(&u.text, t, allow_status)
                     .await
                     .map_err(|e| Failure::browser(e, None))
             }
@@ -937,6 +1012,8 @@ impl<'a> Exec<'a> {
             }
             StepKind::Fail { message } => {
                 let m = self.render(message)?;
+                // The rendered message is the reason: the source is not said again.
+                *summary = "fail".into();
                 Err(Failure::failed(m.text, None))
             }
             StepKind::If { .. }
@@ -996,11 +1073,26 @@ impl<'a> Exec<'a> {
     }
 }
 
+/// Steps that change what the page shows (screenshots on `on_change`, and before and
+/// after in a trace).
+fn changes_page(kind: &StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::Goto { .. }
+            | StepKind::Fill { .. }
+            | StepKind::Click { .. }
+            | StepKind::Select { .. }
+            | StepKind::Check { .. }
+            | StepKind::Uncheck { .. }
+            | StepKind::Press { .. }
+    )
+}
+
 /// The step before anything is rendered: keyword and its source argument.
 fn initial_summary(step: &Step) -> String {
     let kw = step.kind.keyword();
     match &step.kind {
-        StepKind::Goto { url } => format!("{kw} {}", url.source),
+        StepKind::Goto { url, .. } => format!("{kw} {}", url.source),
         StepKind::Fill { into: l, .. }
         | StepKind::Click { on: l }
         | StepKind::Check { on: l }

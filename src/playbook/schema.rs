@@ -165,10 +165,17 @@ enum StepDoc {
     Fail(FailStep),
 }
 
+/// A step's example for editors, written as JSON in the `step_doc!` table (each one is
+/// checked by a unit test to parse).
+fn example(json: &str) -> serde_json::Value {
+    serde_json::from_str(json).unwrap_or(serde_json::Value::Null)
+}
+
 macro_rules! step_doc {
-    ($name:ident, $key:literal, $ty:ty, $doc:literal) => {
+    ($name:ident, $key:literal, $ty:ty, $doc:literal, $ex:expr) => {
         #[derive(JsonSchema)]
         #[serde(deny_unknown_fields)]
+        #[schemars(description = $doc, example = example($ex))]
         struct $name {
             #[doc = $doc]
             #[serde(rename = $key)]
@@ -179,88 +186,186 @@ macro_rules! step_doc {
     };
 }
 
-step_doc!(GotoStep, "goto", String, "Open this URL (template).");
-step_doc!(FillStep, "fill", FillDoc, "Type a value into a field.");
+/// Every `step_doc!` example, for the test that they parse.
+#[cfg(test)]
+pub(super) const STEP_EXAMPLES: &[&str] = &[
+    GOTO_EX,
+    FILL_EX,
+    CLICK_EX,
+    SELECT_EX,
+    CHECK_EX,
+    UNCHECK_EX,
+    PRESS_EX,
+    EXPECT_EX,
+    WAIT_FOR_EX,
+    EXTRACT_EX,
+    ACCEPT_EX,
+    DISMISS_EX,
+    FOR_EACH_EX,
+    PAGINATE_EX,
+    CALL_EX,
+    EMIT_EX,
+    SET_EX,
+    FAIL_EX,
+    SCREENSHOT_EX,
+    IF_EX,
+    UNLESS_EX,
+];
+
+const GOTO_EX: &str = r##"{"goto": "{{ base_url }}/admin/users"}"##;
+const FILL_EX: &str = r##"{"fill": {"into": "#email", "value": "{{ user.email }}"}}"##;
+const CLICK_EX: &str = r##"{"click": "role=button[name='Save']"}"##;
+const SELECT_EX: &str = r##"{"select": {"in": "#role", "option": "{{ user.app_roles | first | default('Viewer') }}"}}"##;
+const CHECK_EX: &str = r##"{"check": "#active"}"##;
+const UNCHECK_EX: &str = r##"{"uncheck": "#active"}"##;
+const PRESS_EX: &str = r##"{"press": {"key": "Enter", "on": "#search"}}"##;
+const EXPECT_EX: &str = r##"{"expect": {"url": "/admin/users/\\d+$"}}"##;
+const WAIT_FOR_EX: &str = r##"{"wait_for": {"detached": ".spinner"}}"##;
+const EXTRACT_EX: &str =
+    r##"{"extract": {"app_id": {"from": "url", "pattern": "/users/(\\d+)$"}}}"##;
+const ACCEPT_EX: &str = r##"{"accept_dialog": {}}"##;
+const DISMISS_EX: &str = r##"{"dismiss_dialog": {}}"##;
+const FOR_EACH_EX: &str = r##"{"for_each": {"rows": "table#users tbody tr", "steps": [{"extract": {"email": {"from": "text", "locator": "td:nth-child(1)"}}}, {"emit": "user"}]}}"##;
+const PAGINATE_EX: &str = r##"{"paginate": {"next": "a[rel=next]", "max_pages": 100, "steps": [{"call": "read_page"}]}}"##;
+const CALL_EX: &str = r##"{"call": "open_user"}"##;
+const EMIT_EX: &str = r##"{"emit": "user"}"##;
+const SET_EX: &str = r##"{"set": {"role": "{{ user.app_roles | first | default('Viewer') }}"}}"##;
+const FAIL_EX: &str = r##"{"fail": "no account for {{ user.email }} yet"}"##;
+const SCREENSHOT_EX: &str = r##"{"screenshot": {"name": "before-delete"}}"##;
+const IF_EX: &str = r##"{"if": {"exists": "text=Delete user"}, "then": [{"accept_dialog": {}}, {"click": "text=Delete user"}], "else": [{"fail": "no delete button"}]}"##;
+const UNLESS_EX: &str = r##"{"unless": {"exists": "text=\"{{ user.email | lower }}\""}, "then": [{"fail": "no account for {{ user.email }} yet"}]}"##;
+
+step_doc!(
+    GotoStep,
+    "goto",
+    GotoDoc,
+    "Open this URL (template), or {url, allow_status}, and wait for the page to load. Fails when the app cannot be reached or answers with HTTP status 500 or more, unless `allow_status` lists that status; a 4xx page loads like any other (check it with `expect`).",
+    GOTO_EX
+);
+step_doc!(
+    FillStep,
+    "fill",
+    FillDoc,
+    "Type a value into a field (replacing what it holds). Values from secret.*, new_password and totp() are redacted everywhere; `sensitive: true` redacts any other.",
+    FILL_EX
+);
 step_doc!(
     ClickStep,
     "click",
     ClickDoc,
-    "Click an element: a locator, or {on: locator}."
+    "Click an element: a locator, or {on: locator}. Waits until it is visible, enabled, stable and not covered.",
+    CLICK_EX
 );
 step_doc!(
     SelectStep,
     "select",
     SelectDoc,
-    "Choose option(s) of a <select>."
+    "Choose option(s) of a <select>. Each option is matched by value first, then by label, then by label ignoring case: the value wins.",
+    SELECT_EX
 );
-step_doc!(CheckStep, "check", String, "Tick a checkbox (locator).");
+step_doc!(
+    CheckStep,
+    "check",
+    String,
+    "Tick a checkbox (locator); nothing happens if it is ticked already.",
+    CHECK_EX
+);
 step_doc!(
     UncheckStep,
     "uncheck",
     String,
-    "Untick a checkbox (locator)."
+    "Untick a checkbox (locator); nothing happens if it is unticked already.",
+    UNCHECK_EX
 );
 step_doc!(
     PressStep,
     "press",
     PressDoc,
-    "Press a key, optionally on an element."
+    "Press a key (Enter, Tab, Control+A), on an element or the focused one.",
+    PRESS_EX
 );
 step_doc!(
     ExpectStep,
     "expect",
     ExpectDoc,
-    "Wait until the page shows this, or fail."
+    "Wait until the page shows this, or fail: {visible: LOC} | {hidden: LOC} | {text: TEMPLATE, in?: LOC} | {url: REGEX}. `url` is searched anywhere in the URL (a substring match); anchor it with ^ and $.",
+    EXPECT_EX
 );
 step_doc!(
     WaitForStep,
     "wait_for",
     WaitForDoc,
-    "Wait until an element reaches a state."
+    "Wait until an element is visible, hidden, attached or detached.",
+    WAIT_FOR_EX
 );
-step_doc!(ExtractStep, "extract", BTreeMap<String, ExtractionDoc>, "Read values into outputs.NAME.");
+step_doc!(
+    ExtractStep,
+    "extract",
+    BTreeMap<String, ExtractionDoc>,
+    "Read values into outputs.NAME: from text, value, attribute (with `name`) or url; `pattern` keeps its first group.",
+    EXTRACT_EX
+);
 step_doc!(
     AcceptDialogStep,
     "accept_dialog",
     Option<AcceptDialogDoc>,
-    "Accept the next dialog (typing `text` into a prompt)."
+    "Accept the next JavaScript dialog (typing `text` into a prompt); put it before the click that opens it.",
+    ACCEPT_EX
 );
 step_doc!(
     DismissDialogStep,
     "dismiss_dialog",
     Option<EmptyDoc>,
-    "Dismiss the next dialog."
+    "Dismiss the next JavaScript dialog; put it before the click that opens it.",
+    DISMISS_EX
 );
 step_doc!(
     ForEachStep,
     "for_each",
     ForEachDoc,
-    "Run steps once per row; locators inside are scoped to the row, `row` is the row itself."
+    "Run steps once per row; locators inside are scoped to the row, `row` is the row itself.",
+    FOR_EACH_EX
 );
 step_doc!(
     PaginateStep,
     "paginate",
     PaginateDoc,
-    "Run steps on each page, clicking `next` until it is gone."
+    "Run steps on each page, clicking `next` until it is gone or disabled (at most max_pages pages).",
+    PAGINATE_EX
 );
-step_doc!(CallStep, "call", String, "Run a subroutine.");
+step_doc!(
+    CallStep,
+    "call",
+    String,
+    "Run a subroutine's steps here, with the same outputs.",
+    CALL_EX
+);
 step_doc!(
     EmitStep,
     "emit",
     String,
-    "Append the current outputs as one record (list_users only)."
+    "Append the current outputs as one record (list_users only).",
+    EMIT_EX
 );
-step_doc!(SetStep, "set", BTreeMap<String, String>, "Set outputs.NAME to a template's value.");
+step_doc!(
+    SetStep,
+    "set",
+    BTreeMap<String, String>,
+    "Set outputs.NAME to a template's value.",
+    SET_EX
+);
 step_doc!(
     FailStep,
     "fail",
     String,
-    "Fail the action with this message (template)."
+    "Fail the action with this message (template). In a precondition it is the answer \"not done yet\": the action's steps run.",
+    FAIL_EX
 );
 
 /// Take an evidence screenshot (`screenshot: {}` or `screenshot: {name: …}`).
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = example(SCREENSHOT_EX))]
 struct ScreenshotStep {
     screenshot: Option<ScreenshotDoc>,
     timeout: Option<DurationDoc>,
@@ -273,8 +378,10 @@ struct ScreenshotDoc {
     name: Option<String>,
 }
 
+/// Run `then` when the condition holds, else `else`.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = example(IF_EX))]
 struct IfStep {
     /// Condition: {exists|not_exists|visible|hidden: LOC} | {value: TEMPLATE}.
     #[serde(rename = "if")]
@@ -286,8 +393,10 @@ struct IfStep {
     common: CommonDoc,
 }
 
+/// Run `then` when the condition does not hold, else `else`.
 #[derive(JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(example = example(UNLESS_EX))]
 struct UnlessStep {
     /// Condition, inverted: {exists|not_exists|visible|hidden: LOC} | {value: TEMPLATE}.
     unless: ConditionDoc,
@@ -311,6 +420,29 @@ enum ConditionDoc {
     Hidden(String),
     /// The rendered template is truthy.
     Value(String),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum GotoDoc {
+    Url(String),
+    Full(GotoFullDoc),
+}
+
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct GotoFullDoc {
+    /// The URL (template).
+    url: String,
+    /// HTTP statuses from 500 to 599 that load like a page instead of failing the step.
+    allow_status: Option<StatusesDoc>,
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+enum StatusesDoc {
+    One(#[schemars(range(min = 500, max = 599))] u16),
+    Many(Vec<u16>),
 }
 
 #[derive(JsonSchema)]
@@ -470,4 +602,42 @@ struct PaginateDoc {
     #[schemars(range(min = 1, max = 10000))]
     max_pages: u32,
     steps: Vec<StepDoc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_step_kind_has_a_description_and_an_example_that_parses() {
+        for ex in STEP_EXAMPLES {
+            let v: serde_json::Value = serde_json::from_str(ex).expect("example parses");
+            let keys: Vec<&String> = v.as_object().expect("a map").keys().collect();
+            assert!(
+                keys.iter()
+                    .any(|k| super::super::STEP_NAMES.contains(&k.as_str())),
+                "{ex}"
+            );
+        }
+        let schema = json_schema();
+        let defs = schema["$defs"].as_object().expect("$defs");
+        let steps = defs["StepDoc"]["anyOf"].as_array().expect("step kinds");
+        assert_eq!(steps.len(), STEP_EXAMPLES.len());
+        for s in steps {
+            let name = s["$ref"]
+                .as_str()
+                .expect("ref")
+                .rsplit('/')
+                .next()
+                .expect("name");
+            let def = &defs[name];
+            assert!(def["description"].is_string(), "{name}: {def}");
+            assert!(
+                def["examples"]
+                    .as_array()
+                    .is_some_and(|e| !e.is_empty() && !e[0].is_null()),
+                "{name}: {def}"
+            );
+        }
+    }
 }

@@ -711,7 +711,7 @@ fn renders_the_example() {
         .action(ActionName::CreateUser)
         .and_then(|a| a.precondition.as_ref())
         .expect("pre");
-    let StepKind::Goto { url } = &pre[0].kind else {
+    let StepKind::Goto { url, .. } = &pre[0].kind else {
         panic!("goto")
     };
     let out = env.render(url, &c, &mut r).expect("render");
@@ -918,4 +918,30 @@ fn schema_rejects_what_the_loader_rejects() {
         assert!(load_str("t.yaml", &bad).is_err());
         assert!(!schema_errors(&bad).is_empty(), "schema accepted:\n{bad}");
     }
+}
+
+#[test]
+fn goto_takes_allowed_http_statuses() {
+    let pb = loads(&with_steps(
+        "      - goto: { url: \"{{ base_url }}/status\", allow_status: [503, 500] }\n      - goto: { url: \"{{ base_url }}/x\", allow_status: 502 }\n",
+    ));
+    let steps = &pb.action(ActionName::CreateUser).expect("create").steps;
+    let allowed: Vec<Vec<u16>> = steps
+        .iter()
+        .map(|s| match &s.kind {
+            StepKind::Goto { allow_status, .. } => allow_status.clone(),
+            _ => panic!("goto"),
+        })
+        .collect();
+    assert_eq!(allowed, vec![vec![503, 500], vec![502]]);
+    assert_error(
+        &with_steps("      - goto: { url: \"{{ base_url }}\", allow_status: [404] }\n"),
+        "10:55",
+        "takes HTTP statuses from 500 to 599",
+    );
+    assert_error(
+        &with_steps("      - goto: { allow_status: 500 }\n"),
+        "10:15",
+        "url",
+    );
 }

@@ -276,6 +276,32 @@ impl Loader {
         }
     }
 
+    /// `goto.allow_status`: one HTTP status of 500 to 599, or a list of them (below 500
+    /// a page loads anyway).
+    fn http_statuses(&mut self, n: &Node) -> Option<Vec<u16>> {
+        let items: Vec<&Node> = match &n.value {
+            Value::Seq(items) => items.iter().collect(),
+            _ => vec![n],
+        };
+        let mut out = Vec::new();
+        let mut ok = true;
+        for item in items {
+            match item.value {
+                Value::Int(i) if (500..=599).contains(&i) => {
+                    out.push(u16::try_from(i).unwrap_or(500));
+                }
+                _ => {
+                    self.err(
+                        item,
+                        "`goto.allow_status` takes HTTP statuses from 500 to 599 (a page with a lower status loads anyway)",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(out)
+    }
+
     fn duration(&mut self, n: &Node, what: &str) -> Option<Duration> {
         let bad = |s: &str| {
             format!(
@@ -819,12 +845,22 @@ impl Loader {
         }
         let what = format!("`{kw}`");
         let (kind, inner_timeout) = match kw {
-            "goto" => (
-                StepKind::Goto {
-                    url: self.template(vn, "`goto` URL")?,
-                },
-                None,
-            ),
+            "goto" => {
+                let (url, allow_status) = match &vn.value {
+                    Value::Map(_) => {
+                        let f = self.fields(vn, &what, &["url", "allow_status"])?;
+                        let url = self.required(&f, "url", &what)?;
+                        let url = self.template(url, "`goto.url`")?;
+                        let allow = match f.get("allow_status") {
+                            Some(n) => self.http_statuses(n)?,
+                            None => Vec::new(),
+                        };
+                        (url, allow)
+                    }
+                    _ => (self.template(vn, "`goto` URL")?, Vec::new()),
+                };
+                (StepKind::Goto { url, allow_status }, None)
+            }
             "fill" => (self.fill(vn)?, None),
             "click" => {
                 let on = match &vn.value {

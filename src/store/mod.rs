@@ -1011,6 +1011,7 @@ mod jobs;
 mod ops;
 mod processes;
 mod totp;
+mod traces;
 mod vault;
 pub use integrations::{IntegrationState, SignInAdmission};
 pub use jobs::{
@@ -1018,4 +1019,5 @@ pub use jobs::{
     WebhookDelivery,
 };
 pub use ops::QueueStats;
+pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};
