@@ -100,7 +100,7 @@ pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(scim::router(scim_state))
-        .merge(crate::web::router(store))
+        .merge(crate::web::router(config, store, public_url))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -232,7 +232,10 @@ pub async fn start_with(
     let task = tokio::spawn(async move {
         axum::serve(
             listener,
-            axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app),
+            // The client's address is the console's sign-in rate limit key.
+            axum::ServiceExt::<Request<axum::body::Body>>::into_make_service_with_connect_info::<
+                SocketAddr,
+            >(app),
         )
         .with_graceful_shutdown(async move {
             let _ = rx.await;

@@ -872,11 +872,13 @@ impl Store {
 }
 
 // After the macros above, which they use.
+mod console;
 mod integrations;
 mod jobs;
 mod processes;
 mod totp;
 mod vault;
+pub use console::{AuditFilter, ConsoleSession, IntegrationActivity, NewSession, PendingLogin};
 pub use integrations::{IntegrationState, SignInAdmission};
 pub use jobs::{
     Claimant, ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,

@@ -1,0 +1,401 @@
+//! The admin console end to end (issue 12), on SQLite and PostgreSQL: sessions and the
+//! break-glass account over plain HTTP; sign-in through a real OpenID provider
+//! (`oidc-provider`, started here; `scripts/install-deps.sh` installs it) in real
+//! headless Chromium.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test: a panic is a failure
+
+#[macro_use]
+mod support;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use reqwest::StatusCode;
+use reqwest::header::{LOCATION, SET_COOKIE};
+use support::{Db, TestDb, TestServer, integration};
+use usher::audit::{Actor, NewEvent};
+use usher::clock::Clock;
+use usher::store::{NewSession, Store};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// The `name=value` of a Set-Cookie header for `name`, and the whole header.
+fn set_cookie(resp: &reqwest::Response, name: &str) -> Option<(String, String)> {
+    resp.headers().get_all(SET_COOKIE).iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        let pair = v.split(';').next()?.trim();
+        (pair.split_once('=')?.0 == name).then(|| (pair.to_owned(), v.to_owned()))
+    })
+}
+
+/// The value of a hidden input in a page.
+fn hidden(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("{name} in {html}"))
+        + marker.len();
+    html[start..start + html[start..].find('"').unwrap()].to_owned()
+}
+
+/// Sets the break-glass password through the real CLI, as an operator would.
+fn set_password_with_cli(db_url: &str, password: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("usher.yaml");
+    std::fs::write(
+        &cfg,
+        format!("database: {db_url}\nconsole:\n  break_glass: true\n"),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["admin", "set-password", "--config"])
+        .arg(&cfg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+struct LocalSignIn {
+    cookie: String,
+}
+
+/// Opens the sign-in page (its login cookie and token) and posts the form.
+async fn post_sign_in(
+    server: &TestServer,
+    client: &reqwest::Client,
+    name: &str,
+    password: &str,
+) -> reqwest::Response {
+    let base = format!("http://{}", server.addr);
+    let page = client
+        .get(format!("{base}/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let (login, _) = set_cookie(&page, "usher_login").expect("login cookie");
+    let html = page.text().await.unwrap();
+    let token = hidden(&html, "login_token");
+    client
+        .post(format!("{base}/console/sign-in"))
+        .header("cookie", login)
+        .form(&[
+            ("name", name),
+            ("password", password),
+            ("login_token", token.as_str()),
+            ("next", "/console/"),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn sign_in_local(server: &TestServer, client: &reqwest::Client) -> LocalSignIn {
+    let resp = post_sign_in(server, client, "admin", PASSWORD).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    let (cookie, header) = set_cookie(&resp, "usher_session").expect("session cookie");
+    assert!(header.contains("HttpOnly"), "{header}");
+    assert!(header.contains("SameSite=Lax"), "{header}");
+    assert!(header.contains("Path=/"), "{header}");
+    // Plain HTTP here: Secure would make the browser drop it.
+    assert!(!header.contains("Secure"), "{header}");
+    LocalSignIn { cookie }
+}
+
+async fn break_glass_sessions_csrf_and_rate_limit(db: Db) {
+    let server = TestServer::start_with(
+        db,
+        vec![integration("app1")],
+        "console:\n  break_glass: true\n  sign_in_attempts: 3\n",
+    )
+    .await;
+    let out = set_password_with_cli(&server.db.url, PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A short password is refused in one plain line, and nothing changes.
+    let short = set_password_with_cli(&server.db.url, "short");
+    assert!(!short.status.success());
+    let err = String::from_utf8_lossy(&short.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("shorter than 12"), "{err}");
+
+    let c = no_redirects();
+    let base = format!("http://{}", server.addr);
+
+    // No session: the console sends to sign-in, keeping where one was going.
+    let r = c.get(format!("{base}/console/")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()[LOCATION], "/console/sign-in?next=%2Fconsole%2F");
+
+    // A form not opened in this browser (no login cookie) is refused.
+    let r = c
+        .post(format!("{base}/console/sign-in"))
+        .form(&[
+            ("name", "admin"),
+            ("password", PASSWORD),
+            ("login_token", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+
+    // A wrong password: refused, and audited.
+    let r = post_sign_in(&server, &c, "admin", "not the password").await;
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert!(r.text().await.unwrap().contains("Wrong name or password"));
+
+    let s = sign_in_local(&server, &c).await;
+    let page = c
+        .get(format!("{base}/console/"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), StatusCode::OK);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("Break-glass admin"), "{html}");
+    let csrf = hidden(&html, "_csrf");
+
+    // State-changing requests without this session's CSRF token: 403, nothing happens.
+    for token in [None, Some("forged")] {
+        let mut req = c
+            .post(format!("{base}/console/sign-out"))
+            .header("cookie", &s.cookie);
+        if let Some(t) = token {
+            req = req.form(&[("_csrf", t)]);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "token {token:?}");
+    }
+    let still = c
+        .get(format!("{base}/console/"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(still.status(), StatusCode::OK);
+
+    // With it (header form, as the API and htmx send it): signed out.
+    let r = c
+        .post(format!("{base}/console/sign-out"))
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    // The signed-out session's cookie is refused from now on.
+    let r = c
+        .get(format!("{base}/console/"))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert!(
+        r.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with("/console/sign-in")
+    );
+
+    // Two more failures reach the limit of 3: then even the right password waits.
+    for _ in 0..2 {
+        let r = post_sign_in(&server, &c, "admin", "wrong again").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = post_sign_in(&server, &c, "admin", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    let events = server.store().audit_events(None, 100).await.unwrap();
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .filter(|e| e.event_type.starts_with("console."))
+        .map(|e| (e.event_type.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("console.password_set", kinds[0].1),
+            ("console.sign_in_refused", "system"),
+            ("console.sign_in", "admin:console:local:admin"),
+            ("console.sign_out", "admin:console:local:admin"),
+            ("console.sign_in_refused", "system"),
+            ("console.sign_in_refused", "system"),
+        ]
+    );
+    assert!(kinds[0].1.starts_with("admin:cli:"), "{kinds:?}");
+    // No password nor hash in the trail.
+    let trail = serde_json::to_string(&events.iter().map(|e| e.detail.clone()).collect::<Vec<_>>())
+        .unwrap();
+    assert!(
+        !trail.contains(PASSWORD) && !trail.contains("argon2"),
+        "{trail}"
+    );
+    server.stop().await;
+}
+
+/// The break-glass account is off unless configured, even with a password set.
+async fn break_glass_is_off_unless_configured(db: Db) {
+    let server = TestServer::start_with(db, vec![integration("app1")], "").await;
+    assert!(
+        set_password_with_cli(&server.db.url, PASSWORD)
+            .status
+            .success()
+    );
+    let c = no_redirects();
+    let base = format!("http://{}", server.addr);
+    let page = c
+        .get(format!("{base}/console/sign-in"))
+        .send()
+        .await
+        .unwrap();
+    let (login, _) = set_cookie(&page, "usher_login").unwrap();
+    let html = page.text().await.unwrap();
+    assert!(!html.contains("password"), "no password form: {html}");
+    assert!(html.contains("No way to sign in is configured"), "{html}");
+    // Even a hand-made post with a bound login token gets no session.
+    let token = login.split_once('=').unwrap().1.to_owned();
+    let r = c
+        .post(format!("{base}/console/sign-in"))
+        .header("cookie", &login)
+        .form(&[
+            ("name", "admin"),
+            ("password", PASSWORD),
+            ("login_token", &token),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&r, "usher_session").is_none());
+    server.stop().await;
+}
+
+struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl ManualClock {
+    fn advance(&self, d: Duration) {
+        *self.0.lock().unwrap() += chrono::Duration::from_std(d).unwrap();
+    }
+}
+
+async fn session(store: &Store, id: &str) {
+    store
+        .create_session(
+            &NewSession {
+                id_hash: id,
+                person: "console:t@example.test",
+                display_name: "T",
+                role: "admin",
+                csrf_token: "c",
+            },
+            &NewEvent {
+                actor: Actor::Admin("console:t@example.test".into()),
+                event_type: usher::audit::kinds::CONSOLE_SIGN_IN,
+                target: None,
+                integration_id: None,
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+}
+
+/// Idle and absolute timeouts, measured by the store's clock.
+async fn session_timeouts(db: Db) {
+    let tdb = TestDb::new(db).await;
+    let start: DateTime<Utc> = "2026-01-05T09:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock(Mutex::new(start)));
+    let store = Store::connect(&tdb.url, clock.clone()).await.unwrap();
+    let idle = Duration::from_secs(600);
+    let absolute = Duration::from_secs(3600);
+    let min = Duration::from_secs(60);
+
+    session(&store, "idle").await;
+    clock.advance(9 * min);
+    assert!(
+        store
+            .live_session("idle", idle, absolute)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Use kept it alive: another 9 minutes is still inside the idle timeout.
+    clock.advance(9 * min);
+    assert!(
+        store
+            .live_session("idle", idle, absolute)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    clock.advance(11 * min);
+    assert!(
+        store
+            .live_session("idle", idle, absolute)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    session(&store, "busy").await;
+    for _ in 0..11 {
+        clock.advance(5 * min);
+        assert!(
+            store
+                .live_session("busy", idle, absolute)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+    clock.advance(6 * min);
+    assert!(
+        store
+            .live_session("busy", idle, absolute)
+            .await
+            .unwrap()
+            .is_none(),
+        "an hour after sign-in the session is over however busy"
+    );
+    assert!(
+        store
+            .live_session("unknown", idle, absolute)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.close().await;
+}
+
+on_both_databases!(
+    break_glass_sessions_csrf_and_rate_limit,
+    break_glass_is_off_unless_configured,
+    session_timeouts,
+);
