@@ -18,6 +18,7 @@ use reqwest::StatusCode;
 use reqwest::header::{LOCATION, SET_COOKIE};
 use support::{Db, TestDb, TestServer, integration};
 use usher::audit::{Actor, NewEvent};
+use usher::browser::{Browser, BrowserConfig, BrowserContext, Locator, Page};
 use usher::clock::Clock;
 use usher::store::{NewSession, Store};
 
@@ -394,8 +395,252 @@ async fn session_timeouts(db: Db) {
     store.close().await;
 }
 
+// ---- The real OpenID provider and real Chromium -------------------------------------
+
+const OIDC_SECRET_ENV: &str = "USHER_TEST_OIDC_SECRET";
+const OIDC_SECRET: &str = "usher-console-test-client-secret-0123";
+const T: Duration = Duration::from_secs(20);
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `oidc-provider` in Node on a loopback port; stopped when dropped.
+struct Provider {
+    child: std::process::Child,
+}
+
+impl Provider {
+    fn start(port: u16, redirect: &str) -> Provider {
+        use std::io::BufRead;
+        let dir = repo().join("tests/node");
+        assert!(
+            dir.join("node_modules/oidc-provider").exists(),
+            "run scripts/install-deps.sh (npm install in tests/node)"
+        );
+        let mut child = std::process::Command::new("node")
+            .arg("oidc-provider.mjs")
+            .arg(port.to_string())
+            .arg(redirect)
+            .arg(OIDC_SECRET)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        out.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready "), "provider said {line:?}");
+        // Keep reading: the provider logs, and a closed pipe would stop it (EPIPE).
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        Provider { child }
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn oidc_config(port: u16) -> String {
+    // Every test sets the same value: the process environment is shared.
+    unsafe { std::env::set_var(OIDC_SECRET_ENV, OIDC_SECRET) };
+    format!(
+        "console:\n  oidc:\n    issuer: http://127.0.0.1:{port}\n    client_id: usher-console\n    client_secret_env: {OIDC_SECRET_ENV}\n    scopes: [openid, email, profile, groups]\n    roles_claim: groups\n    role_map:\n      usher-owners: owner\n      usher-admins: admin\n      usher-auditors: auditor\n"
+    )
+}
+
+fn loc(s: &str) -> Locator {
+    Locator::parse(s).unwrap()
+}
+
+/// Signs `login` in through the provider's login page, from the console's sign-in page.
+async fn oidc_sign_in(page: &Page, base: &str, login: &str) {
+    page.goto(&format!("{base}/console/"), T).await.unwrap();
+    page.expect_url("/console/sign-in", T).await.unwrap();
+    page.click(&loc("text=Sign in with your company account"), T)
+        .await
+        .unwrap();
+    page.fill(&loc("input[name=login]"), login, T)
+        .await
+        .unwrap();
+    page.fill(&loc("input[name=password]"), "any password", T)
+        .await
+        .unwrap();
+    page.click(&loc("button[type=submit]"), T).await.unwrap();
+}
+
+/// The session cookie Chromium holds for the console, as a Cookie header.
+async fn session_cookie(ctx: &BrowserContext) -> String {
+    let state = ctx.cookies().await.unwrap();
+    let c = state
+        .cookies
+        .iter()
+        .find(|c| c.name == "usher_session")
+        .expect("session cookie in the browser");
+    assert!(c.http_only, "HttpOnly");
+    assert_eq!(c.same_site.as_deref(), Some("Lax"));
+    format!("{}={}", c.name, c.value)
+}
+
+/// axe-core in the page: no serious or critical violation.
+async fn assert_accessible(page: &Page, what: &str) {
+    static AXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let axe = AXE.get_or_init(|| {
+        std::fs::read_to_string(repo().join("tests/node/node_modules/axe-core/axe.min.js"))
+            .expect("axe-core (scripts/install-deps.sh)")
+    });
+    page.evaluate(axe, T).await.unwrap();
+    let v = page
+        .evaluate(
+            "axe.run(document, {resultTypes: ['violations']}).then(r => r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical').map(v => v.id + ' (' + v.impact + '): ' + v.nodes.map(n => n.target.join(' ')).join(', ')))",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v, serde_json::json!([]), "axe on {what}");
+}
+
+/// Refusals and roles through the real provider: no role, auditor read-only, and what
+/// needs a session.
+async fn oidc_roles_and_refusals(db: Db) {
+    let port = free_port();
+    let server = TestServer::start_with(db, vec![integration("app1")], &oidc_config(port)).await;
+    let base = format!("http://{}", server.addr);
+    let _provider = Provider::start(port, &format!("{base}/console/oidc/callback"));
+    let c = no_redirects();
+
+    // Without a session: the API says 401, evidence is not served, pages send to sign-in.
+    for path in [
+        "/api/v1/integrations",
+        "/api/v1/audit/events",
+        &format!("/api/v1/evidence/{}", "a".repeat(64)),
+    ] {
+        let r = c.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let r = c
+        .post(format!("{base}/api/v1/jobs/1/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+
+    let browser = Browser::launch(BrowserConfig::default()).await.unwrap();
+
+    // A person whose groups map to no role is refused, with the reason on the page.
+    let ctx = browser.new_context().await.unwrap();
+    oidc_sign_in(ctx.page(), &base, "eve").await;
+    ctx.page()
+        .expect_text(None, "has no Usher role", T)
+        .await
+        .unwrap();
+    assert!(
+        ctx.cookies()
+            .await
+            .unwrap()
+            .cookies
+            .iter()
+            .all(|c| c.name != "usher_session")
+    );
+    ctx.close().await.unwrap();
+
+    // An auditor reads activity, and nothing else.
+    let ctx = browser.new_context().await.unwrap();
+    let page = ctx.page();
+    oidc_sign_in(page, &base, "aud").await;
+    page.expect_url("/console/activity", T).await.unwrap();
+    page.expect_text(None, "Audrey Auditor (auditor)", T)
+        .await
+        .unwrap();
+    assert_accessible(page, "the auditor's activity page").await;
+    let cookie = session_cookie(&ctx).await;
+    let me: serde_json::Value = c
+        .get(format!("{base}/api/v1/me"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["role"], "auditor");
+    assert_eq!(me["person"], "console:aud@example.test");
+    let csrf = me["csrf_token"].as_str().unwrap().to_owned();
+    let r = c
+        .get(format!("{base}/api/v1/integrations"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // With a valid CSRF token the auditor still cannot retry.
+    let r = c
+        .post(format!("{base}/api/v1/jobs/1/retry"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.text().await.unwrap().contains("auditor"));
+    let r = c
+        .get(format!("{base}/console/integrations/app1/users"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The API's POST without the CSRF token: 403.
+    let r = c
+        .post(format!("{base}/api/v1/audit/verify"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c
+        .post(format!("{base}/api/v1/audit/verify"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["intact"], true, "{v}");
+    ctx.close().await.unwrap();
+    browser.close().await.unwrap();
+
+    let events = server.store().audit_events(None, 100).await.unwrap();
+    let refused = events
+        .iter()
+        .find(|e| e.event_type == "console.sign_in_refused")
+        .unwrap();
+    assert_eq!(refused.target.as_deref(), Some("console:eve@example.test"));
+    assert!(
+        events.iter().any(
+            |e| e.event_type == "audit.verified" && e.actor == "admin:console:aud@example.test"
+        )
+    );
+    server.stop().await;
+}
+
 on_both_databases!(
     break_glass_sessions_csrf_and_rate_limit,
     break_glass_is_off_unless_configured,
     session_timeouts,
+    oidc_roles_and_refusals,
 );

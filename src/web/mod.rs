@@ -8,6 +8,7 @@
 mod api;
 mod claim;
 mod oidc;
+mod pages;
 pub mod queries;
 mod session;
 
@@ -87,7 +88,17 @@ fn templates() -> minijinja::Environment<'static> {
         ("base.html", include_str!("templates/base.html")),
         ("sign_in.html", include_str!("templates/sign_in.html")),
         ("message.html", include_str!("templates/message.html")),
-        ("home.html", include_str!("templates/home.html")),
+        (
+            "integrations.html",
+            include_str!("templates/integrations.html"),
+        ),
+        ("tabs.html", include_str!("templates/tabs.html")),
+        (
+            "integration.html",
+            include_str!("templates/integration.html"),
+        ),
+        ("activity.html", include_str!("templates/activity.html")),
+        ("event.html", include_str!("templates/event.html")),
     ] {
         // The templates are compiled in; a broken one fails the unit test below.
         if let Err(e) = env.add_template(name, text) {
@@ -117,7 +128,27 @@ pub fn router(config: &Config, store: Store, public_url: &str) -> Router {
     }));
     let console = Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))
-        .route("/console/", get(session::home))
+        .route("/console/", get(pages::home))
+        .route("/console/activity", get(pages::all_activity))
+        .route("/console/events/stream", get(pages::event_stream))
+        .route("/console/events/{seq}", get(pages::event_detail))
+        .route("/console/integrations/{id}", get(pages::integration_root))
+        .route(
+            "/console/integrations/{id}/activity",
+            get(pages::integration_activity),
+        )
+        .route(
+            "/console/integrations/{id}/{tab}",
+            get(pages::integration_tab),
+        )
+        .route(
+            "/console/integrations/{id}/jobs/{job}/retry",
+            post(pages::retry_job_form),
+        )
+        .route(
+            "/console/integrations/{id}/users/{user}/retry",
+            post(pages::retry_user_form),
+        )
         .route(
             "/console/sign-in",
             get(session::sign_in_page).post(session::sign_in_local),
@@ -132,6 +163,15 @@ pub fn router(config: &Config, store: Store, public_url: &str) -> Router {
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/css")],
                     include_str!("static/usher.css"),
+                )
+            }),
+        )
+        .route(
+            "/console/static/console.js",
+            get(|| async {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/javascript")],
+                    include_str!("static/console.js"),
                 )
             }),
         )
@@ -159,7 +199,16 @@ mod tests {
     #[test]
     fn every_template_compiles() {
         let env = super::templates();
-        for name in ["base.html", "sign_in.html", "message.html", "home.html"] {
+        for name in [
+            "base.html",
+            "sign_in.html",
+            "message.html",
+            "integrations.html",
+            "tabs.html",
+            "integration.html",
+            "activity.html",
+            "event.html",
+        ] {
             assert!(env.get_template(name).is_ok(), "{name}");
         }
     }

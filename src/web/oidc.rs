@@ -93,6 +93,9 @@ impl Oidc {
             http: openidconnect::reqwest::Client::builder()
                 .redirect(openidconnect::reqwest::redirect::Policy::none())
                 .timeout(Duration::from_secs(15))
+                // Sign-ins are rare: a kept-alive connection would mostly be one the
+                // provider has closed since (seen: "connection reset" on the token call).
+                .pool_max_idle_per_host(0)
                 .build()
                 .unwrap_or_default(),
             discovered: tokio::sync::Mutex::new(None),
@@ -249,7 +252,13 @@ pub async fn callback(
     let tokens = match tokens {
         Ok(t) => t,
         Err(e) => {
-            return refuse(&state, &ip, None, &format!("the code exchange failed: {e}")).await;
+            return refuse(
+                &state,
+                &ip,
+                None,
+                &format!("the code exchange failed: {}", with_causes(&e)),
+            )
+            .await;
         }
     };
     let Some(id_token) = tokens.id_token() else {
@@ -296,6 +305,21 @@ pub async fn callback(
         .remove(Cookie::build(LOGIN_COOKIE).path("/"))
         .add(cookie);
     Ok((jar, Redirect::to("/console/")).into_response())
+}
+
+/// An error and its causes on one line (the crate's errors say little on their own).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        cause = c.source();
+    }
+    s
 }
 
 /// Records a refused sign-in (it counts against the rate limit) and says why.

@@ -447,20 +447,6 @@ pub async fn sign_out(
     Ok((jar, Redirect::to("/console/sign-in")).into_response())
 }
 
-/// The console's start page.
-pub async fn home(State(state): State<WebState>, signed: Signed) -> Result<Response, WebError> {
-    Ok(state
-        .render(
-            "home.html",
-            minijinja::context! {
-                title => "Usher console",
-                who => signed.view(),
-                may_act => signed.role.may_act(),
-            },
-        )?
-        .into_response())
-}
-
 /// Whether a request's headers carry the session cookie at all (for messages).
 #[allow(dead_code)]
 pub(crate) fn has_session_cookie(state: &WebState, headers: &HeaderMap) -> bool {
