@@ -21,6 +21,7 @@ use usher::audit::{Actor, NewEvent};
 use usher::browser::{Browser, BrowserConfig, BrowserContext, Locator, Page};
 use usher::clock::Clock;
 use usher::store::{NewSession, Store};
+use usher_fixture_apps::{AppKind, FixtureOptions, RunningApp};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -638,7 +639,332 @@ async fn oidc_roles_and_refusals(db: Db) {
     server.stop().await;
 }
 
+// ---- The admin's journey: engine, fixture app, provider, Chromium ------------------------
+
+const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+
+fn scim_user(local: &str) -> serde_json::Value {
+    serde_json::json!({
+        "schemas": [USER_SCHEMA],
+        "userName": format!("{local}@okta.example"),
+        "name": {"givenName": "Grace", "familyName": local},
+        "emails": [{"primary": true, "value": format!("{local}@okta.example"), "type": "work"}],
+        "displayName": format!("Grace {local}"),
+        "active": true
+    })
+}
+
+struct Journey {
+    app: RunningApp,
+    running: Option<usher::server::Running>,
+    _db: TestDb,
+    _evidence: tempfile::TempDir,
+    token: String,
+    base: String,
+}
+
+impl Journey {
+    async fn start(db: Db, provider_port: u16) -> Journey {
+        let opts = FixtureOptions::default();
+        let app = RunningApp::start(AppKind::Classic, opts.clone())
+            .await
+            .unwrap();
+        let db = TestDb::new(db).await;
+        let token = format!("console-test-{}", uuid::Uuid::new_v4().simple());
+        let evidence = tempfile::tempdir().unwrap();
+        let text = format!(
+            "listen: 127.0.0.1:0\ndatabase: {db}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 2\n  backoff_base: 200ms\n  backoff_max: 1s\n  poll: 200ms\n  evidence_dir: {ev}\n{console}integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: playbooks/classic.yaml\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n",
+            db = db.url,
+            ev = evidence.path().display(),
+            console = oidc_config(provider_port),
+            base = app.base_url(),
+            hash = hex::encode(usher::config::hash_token(&token)),
+        );
+        let config = usher::config::Config::parse("console-test.yaml", &text).unwrap();
+        let secret = usher::vault::Secret::new(
+            opts.admin_username.clone(),
+            opts.admin_password.clone(),
+            Some(&opts.totp_seed),
+        )
+        .unwrap();
+        let mut secrets = std::collections::HashMap::new();
+        secrets.insert("acme-admin".to_string(), Arc::new(secret));
+        let running = usher::server::start_with(
+            &config,
+            "127.0.0.1:0".parse().unwrap(),
+            Some(usher::server::EngineSetup {
+                config_dir: repo(),
+                secrets: usher::engine::Secrets::Fixed(secrets),
+                driver: usher::playbook::DriverConfig::default(),
+            }),
+        )
+        .await
+        .unwrap();
+        Journey {
+            base: format!("http://{}", running.addr),
+            app,
+            running: Some(running),
+            _db: db,
+            _evidence: evidence,
+            token,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        &self.running.as_ref().unwrap().store
+    }
+
+    async fn create_user(&self, local: &str) -> String {
+        let r = reqwest::Client::new()
+            .post(format!("{}/scim/v2/acme/Users", self.base))
+            .bearer_auth(&self.token)
+            .header("content-type", "application/scim+json")
+            .body(scim_user(local).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until every job of the user has ended; returns the user's state in the app.
+    async fn settled(&self, id: &str) -> usher::store::StoredResource {
+        for _ in 0..600 {
+            let jobs = self
+                .store()
+                .list_jobs(&usher::store::JobFilter {
+                    resource_id: Some(id),
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if !jobs.is_empty() && jobs.iter().all(|j| j.is_terminal()) {
+                return self
+                    .store()
+                    .get_resource("acme", usher::store::ResourceType::User, id)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("jobs of {id} did not end");
+    }
+
+    async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.unwrap();
+        }
+        self.app.shutdown().await;
+    }
+}
+
+async fn text_of(page: &Page, selector: &str) -> String {
+    page.text(&loc(selector), T).await.unwrap()
+}
+
+/// Saves a 1280×800 screenshot of the page into docs/images (the README shows them).
+async fn doc_screenshot(page: &Page, name: &str) {
+    page.set_viewport(1280, 800).await.unwrap();
+    let png = page.screenshot().await.unwrap();
+    let dir = repo().join("docs/images");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(name), png).unwrap();
+}
+
+/// The "Done when", end to end: an admin signs in through the provider, sees a
+/// provisioned user move the Integrations page, finds the user and the create's
+/// evidence, watches a failing app turn the status, and retries from the page.
+async fn admin_journey(db: Db) {
+    let port = free_port();
+    let j = Journey::start(db, port).await;
+    let base = j.base.clone();
+    let _provider = Provider::start(port, &format!("{base}/console/oidc/callback"));
+    let browser = Browser::launch(BrowserConfig::default()).await.unwrap();
+    let ctx = browser.new_context().await.unwrap();
+    let page = ctx.page();
+    page.set_viewport(1280, 800).await.unwrap();
+
+    oidc_sign_in(page, &base, "alice").await;
+    page.expect_url("/console/$", T).await.unwrap();
+    page.expect_text(None, "Alice Admin (admin)", T)
+        .await
+        .unwrap();
+    let row = "tr[data-integration=acme]";
+    assert_eq!(text_of(page, &format!("{row} .last-synced")).await, "never");
+    assert_eq!(text_of(page, &format!("{row} .gateway-id")).await, "acme");
+    assert_eq!(
+        text_of(page, &format!("{row} .scim-url")).await,
+        format!("{base}/scim/v2/acme")
+    );
+
+    // A user provisioned through SCIM moves "last synced"; the status is healthy.
+    let user = j.create_user("grace").await;
+    let stored = j.settled(&user).await;
+    assert_eq!(stored.provisioning.state, "provisioned");
+    let account = stored.provisioning.app_account_id.clone().unwrap();
+    page.goto(&format!("{base}/console/"), T).await.unwrap();
+    let synced = text_of(page, &format!("{row} .last-synced")).await;
+    assert!(synced.starts_with("20"), "last synced: {synced}");
+    assert_eq!(text_of(page, &format!("{row} .status")).await, "healthy");
+    assert_eq!(text_of(page, &format!("{row} .n-provisioned")).await, "1");
+    assert_accessible(page, "the Integrations page").await;
+    if db == Db::Sqlite {
+        doc_screenshot(page, "console-integrations.png").await;
+    }
+
+    // The integration: the user is provisioned with the app's id.
+    page.click(&loc("role=link[name=\"Acme\"]"), T)
+        .await
+        .unwrap();
+    page.expect_url("/console/integrations/acme/settings", T)
+        .await
+        .unwrap();
+    assert_accessible(page, "the Settings tab").await;
+    page.click(&loc("role=link[name=\"Users\"]"), T)
+        .await
+        .unwrap();
+    let urow = format!("tr[data-user=\"{user}\"]");
+    assert_eq!(
+        text_of(page, &format!("{urow} .app-account")).await,
+        account
+    );
+    assert!(
+        text_of(page, &format!("{urow} .app-state"))
+            .await
+            .starts_with("provisioned")
+    );
+    assert_accessible(page, "the Users tab").await;
+    if db == Db::Sqlite {
+        doc_screenshot(page, "console-users.png").await;
+    }
+
+    // Activity, filtered by the user; the create's job event and its screenshot.
+    page.click(&loc("role=link[name=\"Activity\"] >> nth=-1"), T)
+        .await
+        .unwrap();
+    page.expect_url("/console/integrations/acme/activity", T)
+        .await
+        .unwrap();
+    page.fill(&loc("label=Target (user id)"), &user, T)
+        .await
+        .unwrap();
+    page.click(&loc("role=button[name=\"Filter\"]"), T)
+        .await
+        .unwrap();
+    page.expect_url("target=", T).await.unwrap();
+    let types = page
+        .all_texts(&loc("#events tbody tr td:nth-child(3) a"))
+        .await
+        .unwrap();
+    assert!(types.contains(&"scim.create".to_owned()), "{types:?}");
+    assert!(types.contains(&"job.succeeded".to_owned()), "{types:?}");
+    assert_accessible(page, "the Activity tab").await;
+    if db == Db::Sqlite {
+        doc_screenshot(page, "console-activity.png").await;
+    }
+    page.click(&loc("#events a:has-text(\"job.succeeded\")"), T)
+        .await
+        .unwrap();
+    page.expect_url("/console/events/", T).await.unwrap();
+    page.expect_visible(&loc("img.evidence"), T).await.unwrap();
+    // The image served is the one whose SHA-256 the event cites.
+    let seq: i64 = page
+        .url()
+        .await
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let event = j.store().audit_event(seq).await.unwrap().unwrap();
+    let cited = usher::audit::evidence::cited_hashes(&event.detail);
+    assert!(!cited.is_empty(), "{event:?}");
+    let served = page
+        .evaluate(
+            "(async () => { const img = document.querySelector('img.evidence'); const b = await (await fetch(img.src)).arrayBuffer(); const d = await crypto.subtle.digest('SHA-256', b); return [img.dataset.sha256, Array.from(new Uint8Array(d)).map(x => x.toString(16).padStart(2, '0')).join(''), img.naturalWidth > 0]; })()",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(served[0], cited[0].as_str());
+    assert_eq!(
+        served[1],
+        cited[0].as_str(),
+        "served bytes hash to the cited SHA-256"
+    );
+    assert_eq!(served[2], true, "the image renders");
+    assert_accessible(page, "an event's detail").await;
+
+    // New events appear on the Activity tab without a reload (server-sent events).
+    page.goto(&format!("{base}/console/integrations/acme/activity"), T)
+        .await
+        .unwrap();
+    page.evaluate("window.__not_reloaded = true", T)
+        .await
+        .unwrap();
+    let second = j.create_user("hopper").await;
+    page.expect_text(Some(&loc("#events tbody tr.new")), &second, T)
+        .await
+        .unwrap();
+    assert_eq!(
+        page.evaluate("window.__not_reloaded === true", T)
+            .await
+            .unwrap(),
+        true
+    );
+    j.settled(&second).await;
+
+    // A failing app: the job fails after its attempts, the status turns, the failed
+    // job shows its step and screenshot.
+    j.app.set_fail_rate(1.0);
+    let third = j.create_user("lovelace").await;
+    let stored = j.settled(&third).await;
+    assert_eq!(stored.provisioning.state, "failed");
+    page.goto(&format!("{base}/console/"), T).await.unwrap();
+    let status = text_of(page, &format!("{row} .status")).await;
+    assert!(status == "degraded" || status == "failing", "{status}");
+    assert_eq!(text_of(page, &format!("{row} .n-failed")).await, "1");
+    page.goto(&format!("{base}/console/integrations/acme/jobs"), T)
+        .await
+        .unwrap();
+    let failed = "#jobs tbody tr.job-failed";
+    let step = text_of(page, &format!("{failed} .failed-step")).await;
+    assert!(step.contains("classic.yaml:"), "failed step: {step}");
+    page.expect_visible(&loc(&format!("{failed} a.screenshot")), T)
+        .await
+        .unwrap();
+    assert_accessible(page, "the Jobs tab").await;
+
+    // Retry from the page once the app works again: provisioned, audited as Alice.
+    j.app.set_fail_rate(0.0);
+    page.click(&loc(&format!("{failed} button")), T)
+        .await
+        .unwrap();
+    page.expect_text(Some(&loc("p.done")), "queued again", T)
+        .await
+        .unwrap();
+    let stored = j.settled(&third).await;
+    assert_eq!(stored.provisioning.state, "provisioned");
+    let events = j.store().audit_events(Some("acme"), 1000).await.unwrap();
+    let requeued = events
+        .iter()
+        .find(|e| e.event_type == "job.requeued")
+        .expect("the retry is audited");
+    assert_eq!(requeued.actor, "admin:console:alice@example.test");
+    assert_eq!(requeued.target.as_deref(), Some(third.as_str()));
+    j.store().verify_audit_chain().await.unwrap();
+
+    ctx.close().await.unwrap();
+    browser.close().await.unwrap();
+    j.stop().await;
+}
+
 on_both_databases!(
+    admin_journey,
     break_glass_sessions_csrf_and_rate_limit,
     break_glass_is_off_unless_configured,
     session_timeouts,
