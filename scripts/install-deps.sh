@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Usher's tests and demo need on a Debian machine, when it is missing:
 # Chromium (the engine's browser), Node.js with npm and the console tests' npm packages
-# (oidc-provider, axe-core; into tests/node/node_modules, never globally), wrk (the benchmark's load tool), rustfmt and clippy
+# (oidc-provider, axe-core, swagger-parser; into tests/node/node_modules, never
+# globally), wrk (the benchmark's load tool), rustfmt and clippy
 # (through rustup, when the toolchain comes from it), and starts the local PostgreSQL
 # server the tests use when one is installed but down.
 set -euo pipefail

@@ -963,6 +963,42 @@ async fn admin_journey(db: Db) {
     j.stop().await;
 }
 
+/// The OpenAPI document validates and lists every route the API serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_document_validates_and_lists_every_route() {
+    let server = TestServer::start(Db::Sqlite, vec![integration("app1")]).await;
+    let r = reqwest::get(format!("http://{}/api/v1/openapi.json", server.addr))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let doc: serde_json::Value = r.json().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("openapi.json");
+    std::fs::write(&file, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = std::process::Command::new("node")
+        .arg(repo().join("tests/node/validate-openapi.mjs"))
+        .arg(&file)
+        .current_dir(repo().join("tests/node"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.starts_with("valid 3."),
+        "{said}"
+    );
+
+    // Every route the router serves under /api/v1, read from its source, is listed.
+    let source = std::fs::read_to_string(repo().join("src/web/api.rs")).unwrap();
+    let re = regex::Regex::new(r#"\.route\(\s*"(/api/v1/[^"]+)""#).unwrap();
+    let routes: std::collections::BTreeSet<String> =
+        re.captures_iter(&source).map(|c| c[1].to_owned()).collect();
+    assert!(routes.len() >= 14, "{routes:?}");
+    let listed: std::collections::BTreeSet<String> =
+        doc["paths"].as_object().unwrap().keys().cloned().collect();
+    assert_eq!(routes, listed);
+    server.stop().await;
+}
+
 on_both_databases!(
     admin_journey,
     break_glass_sessions_csrf_and_rate_limit,

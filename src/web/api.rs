@@ -130,7 +130,7 @@ pub struct Me {
     pub signed_in_at: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/me", responses((status = 200, description = "what was asked for", body = Me), (status = 401, description = "no live console session", body = ErrorBody)))]
 async fn me(signed: Signed) -> Json<Me> {
     Json(Me {
         person: signed.session.person.clone(),
@@ -142,7 +142,7 @@ async fn me(signed: Signed) -> Json<Me> {
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations",
-    responses((status = 200, body = Vec<queries::IntegrationSummary>), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = Vec<queries::IntegrationSummary>), (status = 403, description = "not for this role, or the CSRF token is missing", body = ErrorBody)))]
 async fn integrations(
     State(state): State<WebState>,
     signed: Signed,
@@ -152,7 +152,7 @@ async fn integrations(
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}", params(("id" = String, Path)),
-    responses((status = 200, body = queries::IntegrationSettings), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = queries::IntegrationSettings), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn integration(
     State(state): State<WebState>,
     signed: Signed,
@@ -166,7 +166,7 @@ async fn integration(
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/users", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<queries::UserView>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = Vec<queries::UserView>), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn users(
     State(state): State<WebState>,
     signed: Signed,
@@ -180,7 +180,7 @@ async fn users(
 }
 
 #[utoipa::path(get, path = "/api/v1/integrations/{id}/jobs", params(("id" = String, Path)),
-    responses((status = 200, body = Vec<queries::JobView>), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = Vec<queries::JobView>), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn jobs(
     State(state): State<WebState>,
     signed: Signed,
@@ -194,7 +194,7 @@ async fn jobs(
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/events", params(ActivityQuery),
-    responses((status = 200, body = queries::EventPage), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = queries::EventPage), (status = 400, description = "a filter or parameter is not valid", body = ErrorBody)))]
 async fn events(
     State(state): State<WebState>,
     _signed: Signed,
@@ -207,7 +207,7 @@ async fn events(
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/events/{seq}", params(("seq" = i64, Path)),
-    responses((status = 200, body = queries::EventView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = queries::EventView), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn event(
     State(state): State<WebState>,
     _signed: Signed,
@@ -222,7 +222,7 @@ async fn event(
 }
 
 #[utoipa::path(get, path = "/api/v1/evidence/{sha256}", params(("sha256" = String, Path, description = "the SHA-256 an event cites")),
-    responses((status = 200, content_type = "image/png", description = "the screenshot"), (status = 404, body = ErrorBody)))]
+    responses((status = 200, content_type = "image/png", description = "the screenshot"), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn evidence(
     State(state): State<WebState>,
     _signed: Signed,
@@ -251,7 +251,7 @@ pub struct ActionResult {
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/retry", params(("id" = i64, Path)),
-    responses((status = 200, body = ActionResult), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = ActionResult), (status = 403, description = "not for this role, or the CSRF token is missing", body = ErrorBody), (status = 409, description = "the job is not in a state that allows this", body = ErrorBody)))]
 async fn retry_job(
     State(state): State<WebState>,
     signed: Signed,
@@ -262,7 +262,7 @@ async fn retry_job(
 }
 
 #[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", params(("id" = i64, Path)),
-    responses((status = 200, body = ActionResult), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = ActionResult), (status = 403, description = "not for this role, or the CSRF token is missing", body = ErrorBody), (status = 409, description = "the job is not in a state that allows this", body = ErrorBody)))]
 async fn cancel_job(
     State(state): State<WebState>,
     signed: Signed,
@@ -319,7 +319,7 @@ pub(crate) async fn job_action(
 
 #[utoipa::path(post, path = "/api/v1/integrations/{id}/users/{user_id}/rerun",
     params(("id" = String, Path), ("user_id" = String, Path)),
-    responses((status = 200, body = ActionResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "what was asked for", body = ActionResult), (status = 403, description = "not for this role, or the CSRF token is missing", body = ErrorBody), (status = 404, description = "no such thing", body = ErrorBody)))]
 async fn rerun_user(
     State(state): State<WebState>,
     signed: Signed,
@@ -367,7 +367,7 @@ pub struct VerifyResult {
     pub problem: Option<String>,
 }
 
-#[utoipa::path(post, path = "/api/v1/audit/verify", responses((status = 200, body = VerifyResult)))]
+#[utoipa::path(post, path = "/api/v1/audit/verify", responses((status = 200, description = "what was asked for", body = VerifyResult)))]
 async fn verify_audit(
     State(state): State<WebState>,
     signed: Signed,
@@ -409,7 +409,7 @@ pub struct ExportQuery {
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/export", params(ExportQuery),
-    responses((status = 200, content_type = "application/x-ndjson", description = "one event per line (or CSV)"), (status = 400, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-ndjson", description = "one event per line (or CSV)"), (status = 400, description = "a filter or parameter is not valid", body = ErrorBody)))]
 async fn export_audit(
     State(state): State<WebState>,
     signed: Signed,
