@@ -963,6 +963,249 @@ async fn admin_journey(db: Db) {
     j.stop().await;
 }
 
+/// The REST API over data written through SCIM (no engine: jobs stay queued): lists,
+/// actions with their refusals, filters and paging, export through the API and the CLI.
+async fn api_reads_acts_filters_and_exports(db: Db) {
+    let server = TestServer::start_with(
+        db,
+        vec![integration("app1")],
+        "console:\n  break_glass: true\n",
+    )
+    .await;
+    assert!(
+        set_password_with_cli(&server.db.url, PASSWORD)
+            .status
+            .success()
+    );
+    let c = no_redirects();
+    let base = format!("http://{}", server.addr);
+    let s = sign_in_local(&server, &c).await;
+    let get = |path: String| {
+        let c = c.clone();
+        let cookie = s.cookie.clone();
+        let base = base.clone();
+        async move {
+            let r = c
+                .get(format!("{base}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status();
+            (status, r.text().await.unwrap())
+        }
+    };
+    let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    let (_, me) = get("/api/v1/me".into()).await;
+    let csrf = json(&me)["csrf_token"].as_str().unwrap().to_owned();
+    let post = |path: String| {
+        c.post(format!("{base}{path}"))
+            .header("cookie", &s.cookie)
+            .header("x-csrf-token", &csrf)
+            .send()
+    };
+
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = server
+            .req(reqwest::Method::POST, "app1", "/Users")
+            .header("content-type", "application/scim+json")
+            .body(scim_user(&format!("u{n}")).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        ids.push(
+            r.json::<serde_json::Value>().await.unwrap()["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+
+    let (st, body) = get("/api/v1/integrations".into()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let list = json(&body);
+    assert_eq!(list[0]["id"], "app1");
+    assert_eq!(list[0]["users_pending"], 3);
+    assert_eq!(list[0]["last_synced_at"], serde_json::Value::Null);
+    assert_eq!(list[0]["scim_base_url"], format!("{base}/scim/v2/app1"));
+
+    let (_, body) = get("/api/v1/integrations/app1".into()).await;
+    let settings = json(&body);
+    assert_eq!(settings["service_account"], "svc-app1");
+    assert_eq!(settings["vault_entry"], serde_json::Value::Null);
+    let (st, _) = get("/api/v1/integrations/nope".into()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    let (_, body) = get("/api/v1/integrations/app1/users".into()).await;
+    let users = json(&body);
+    assert_eq!(users.as_array().unwrap().len(), 3);
+    assert_eq!(users[0]["app_state"], "pending");
+    assert_eq!(users[0]["user_name"], "u0@okta.example");
+    assert_eq!(users[0]["last_job"]["status"], "pending");
+
+    let (_, body) = get("/api/v1/integrations/app1/jobs".into()).await;
+    let jobs = json(&body);
+    assert_eq!(jobs.as_array().unwrap().len(), 3);
+    let job = jobs[0]["id"].as_i64().unwrap();
+
+    // Cancel, retry, and a retry that does not apply (409); all audited as the person.
+    let r = post(format!("/api/v1/jobs/{job}/cancel")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(format!("/api/v1/jobs/{job}/retry")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post(format!("/api/v1/jobs/{job}/retry")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r.text().await.unwrap().contains("is pending"));
+    let r = post("/api/v1/jobs/999999/retry".into()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = post(format!("/api/v1/integrations/app1/users/{}/rerun", ids[1]))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = post("/api/v1/integrations/app1/users/nobody/rerun".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Filters and paging.
+    let (_, body) = get("/api/v1/audit/events?event_type=scim.create&limit=2".into()).await;
+    let page1 = json(&body);
+    assert_eq!(page1["events"].as_array().unwrap().len(), 2);
+    let before = page1["next_before"].as_i64().expect("a next page");
+    let (_, body) = get(format!(
+        "/api/v1/audit/events?event_type=scim.create&limit=2&before={before}"
+    ))
+    .await;
+    let page2 = json(&body);
+    assert_eq!(page2["events"].as_array().unwrap().len(), 1);
+    assert_eq!(page2["next_before"], serde_json::Value::Null);
+    let seqs: Vec<i64> = page1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["events"].as_array().unwrap())
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] > w[1]),
+        "newest first: {seqs:?}"
+    );
+    let (_, body) = get(format!("/api/v1/audit/events?target={}", ids[1])).await;
+    let kinds: Vec<String> = json(&body)["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(kinds, ["user.rerun", "scim.create"]);
+    let (_, body) =
+        get("/api/v1/audit/events?actor=admin:console:local:admin&event_type=job.cancelled".into())
+            .await;
+    assert_eq!(json(&body)["events"].as_array().unwrap().len(), 1);
+    let (st, body) = get("/api/v1/audit/events?since=yesterday".into()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(
+        json(&body)["error"]
+            .as_str()
+            .unwrap()
+            .contains("since `yesterday`")
+    );
+    let (_, body) =
+        get("/api/v1/audit/events?since=2000-01-01T00:00:00Z&until=2000-01-02T00:00:00Z".into())
+            .await;
+    assert_eq!(json(&body)["events"].as_array().unwrap().len(), 0);
+
+    // Export through the API: every event since, oldest first, with hashes.
+    let total = server
+        .store()
+        .audit_events(None, 10_000)
+        .await
+        .unwrap()
+        .len();
+    let (st, body) = get("/api/v1/audit/export?since=1h&format=jsonl".into()).await;
+    assert_eq!(st, StatusCode::OK);
+    let lines: Vec<serde_json::Value> = body.lines().map(json).collect();
+    assert_eq!(lines.len(), total);
+    assert!(
+        lines
+            .windows(2)
+            .all(|w| w[0]["seq"].as_i64() < w[1]["seq"].as_i64())
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["hash"].as_str().unwrap().len() == 64)
+    );
+    let (st, body) = get("/api/v1/audit/export?since=1h&format=csv&integration=app1".into()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        body.starts_with("seq,at,actor,event_type,target,integration_id,detail,prev_hash,hash\n")
+    );
+    assert!(body.lines().skip(1).all(|l| l.contains(",app1,")), "{body}");
+    let (st, _) = get("/api/v1/audit/export?since=1h&format=xml".into()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+
+    // And through the CLI.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("usher.yaml");
+    std::fs::write(
+        &cfg,
+        support::config_text(&server.db.url, &server.integrations, ""),
+    )
+    .unwrap();
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(["audit", "export", "--config"])
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = cli(&[
+        "--since",
+        "2000-01-01T00:00:00Z",
+        "--integration",
+        "app1",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.lines().count() >= 7, "{text}");
+    assert!(
+        text.lines()
+            .map(json)
+            .all(|l| l["integration_id"] == "app1")
+    );
+    let out = cli(&["--since", "yesterday"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = cli(&["--since", "1h", "--integration", "nope"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no integration `nope`"));
+
+    let events = server.store().audit_events(None, 10_000).await.unwrap();
+    let exports: Vec<&str> = events
+        .iter()
+        .filter(|e| e.event_type == "audit.exported")
+        .map(|e| e.actor.as_str())
+        .collect();
+    assert_eq!(exports.len(), 3, "{exports:?}");
+    assert!(
+        exports[..2]
+            .iter()
+            .all(|a| *a == "admin:console:local:admin")
+    );
+    assert!(exports[2].starts_with("admin:cli:"));
+    server.stop().await;
+}
+
 /// The OpenAPI document validates and lists every route the API serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openapi_document_validates_and_lists_every_route() {
@@ -1001,6 +1244,7 @@ async fn openapi_document_validates_and_lists_every_route() {
 
 on_both_databases!(
     admin_journey,
+    api_reads_acts_filters_and_exports,
     break_glass_sessions_csrf_and_rate_limit,
     break_glass_is_off_unless_configured,
     session_timeouts,
