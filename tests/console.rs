@@ -256,6 +256,51 @@ async fn break_glass_sessions_csrf_and_rate_limit(db: Db) {
     server.stop().await;
 }
 
+/// Behind HTTPS (the public URL says so) the session cookie is Secure with the
+/// `__Host-` prefix; the plain name is not accepted there.
+async fn https_public_url_makes_cookies_secure(db: Db) {
+    let server = TestServer::start_with(
+        db,
+        vec![integration("app1")],
+        "public_url: https://usher.example.test\nconsole:\n  break_glass: true\n",
+    )
+    .await;
+    assert!(
+        set_password_with_cli(&server.db.url, PASSWORD)
+            .status
+            .success()
+    );
+    let c = no_redirects();
+    let r = post_sign_in(&server, &c, "admin", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (cookie, header) = set_cookie(&r, "__Host-usher_session").expect("__Host- cookie");
+    assert!(
+        header.contains("Secure") && header.contains("HttpOnly"),
+        "{header}"
+    );
+    assert!(
+        header.contains("SameSite=Lax") && header.contains("Path=/"),
+        "{header}"
+    );
+    assert!(!header.contains("Domain"), "{header}");
+    let ok = c
+        .get(format!("http://{}/api/v1/me", server.addr))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let plain = cookie.replacen("__Host-", "", 1);
+    let r = c
+        .get(format!("http://{}/api/v1/me", server.addr))
+        .header("cookie", plain)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
 /// The break-glass account is off unless configured, even with a password set.
 async fn break_glass_is_off_unless_configured(db: Db) {
     let server = TestServer::start_with(db, vec![integration("app1")], "").await;
@@ -543,11 +588,17 @@ async fn oidc_roles_and_refusals(db: Db) {
 
     // A person whose groups map to no role is refused, with the reason on the page.
     let ctx = browser.new_context().await.unwrap();
+    ctx.page()
+        .goto(&format!("{base}/console/sign-in"), T)
+        .await
+        .unwrap();
+    assert_accessible(ctx.page(), "the sign-in page").await;
     oidc_sign_in(ctx.page(), &base, "eve").await;
     ctx.page()
         .expect_text(None, "has no Usher role", T)
         .await
         .unwrap();
+    assert_accessible(ctx.page(), "the refusal page").await;
     assert!(
         ctx.cookies()
             .await
@@ -814,6 +865,28 @@ async fn admin_journey(db: Db) {
     if db == Db::Sqlite {
         doc_screenshot(page, "console-integrations.png").await;
     }
+    // On a phone the page does not scroll sideways (the table scrolls in its box).
+    page.set_viewport(390, 844).await.unwrap();
+    let wide = page
+        .evaluate("document.documentElement.scrollWidth", T)
+        .await
+        .unwrap();
+    assert!(
+        wide.as_i64().unwrap() <= 390,
+        "page is {wide} px wide on a phone"
+    );
+    assert_accessible(page, "the Integrations page on a phone").await;
+    // Keyboard: the first Tab reaches the skip link, Enter moves to the content.
+    page.press(None, "Tab", T).await.unwrap();
+    let focused = page
+        .evaluate(
+            "document.activeElement && document.activeElement.textContent",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(focused, "Skip to content");
+    page.set_viewport(1280, 800).await.unwrap();
 
     // The integration: the user is provisioned with the app's id.
     page.click(&loc("role=link[name=\"Acme\"]"), T)
@@ -1247,6 +1320,7 @@ on_both_databases!(
     api_reads_acts_filters_and_exports,
     break_glass_sessions_csrf_and_rate_limit,
     break_glass_is_off_unless_configured,
+    https_public_url_makes_cookies_secure,
     session_timeouts,
     oidc_roles_and_refusals,
 );
