@@ -81,8 +81,15 @@ pub struct EngineSetup {
     pub driver: DriverConfig,
 }
 
-/// The whole HTTP application over a store. `public_url` is where claim links point.
-pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
+/// The whole HTTP application over a store. `public_url` is where claim links point;
+/// `playbook_actions` (integration id → the actions its playbook defines) is shown on
+/// the console's Settings tab.
+pub fn app(
+    config: &Config,
+    store: Store,
+    public_url: &str,
+    playbook_actions: std::collections::HashMap<String, Vec<String>>,
+) -> Router {
     let gateways = config
         .integrations
         .iter()
@@ -100,7 +107,7 @@ pub fn app(config: &Config, store: Store, public_url: &str) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(scim::router(scim_state))
-        .merge(crate::web::router(config, store, public_url))
+        .merge(crate::web::router(config, store, public_url, playbook_actions))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
@@ -207,6 +214,18 @@ pub async fn start_with(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let playbook_actions = engine_parts
+        .as_ref()
+        .map(|(_, playbooks)| {
+            playbooks
+                .iter()
+                .map(|(id, pb)| {
+                    let names = pb.actions.keys().map(|a| a.as_str().to_owned()).collect();
+                    (id.clone(), names)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let engine = match engine_parts {
         Some((setup, playbooks)) => Some(
             Engine::start(EngineParams {
@@ -225,7 +244,7 @@ pub async fn start_with(
     };
     // Outside the router, so that the rewritten path is the one routed.
     let app = tower::ServiceExt::<Request<axum::body::Body>>::map_request(
-        app(config, store.clone(), &public_url),
+        app(config, store.clone(), &public_url, playbook_actions),
         canonicalise_scim_path,
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

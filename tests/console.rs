@@ -895,6 +895,18 @@ async fn admin_journey(db: Db) {
     page.expect_url("/console/integrations/acme/settings", T)
         .await
         .unwrap();
+    let actions = text_of(page, "dd.actions").await;
+    assert!(actions.contains("create_user"), "{actions}");
+    assert!(
+        !page
+            .evaluate("document.body.innerText", T)
+            .await
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("correct horse battery"),
+        "no secret on the Settings tab"
+    );
     assert_accessible(page, "the Settings tab").await;
     page.click(&loc("role=link[name=\"Users\"]"), T)
         .await
@@ -1108,6 +1120,43 @@ async fn api_reads_acts_filters_and_exports(db: Db) {
     let settings = json(&body);
     assert_eq!(settings["service_account"], "svc-app1");
     assert_eq!(settings["vault_entry"], serde_json::Value::Null);
+    // With a vault entry: its fields, key id and last change, never its contents.
+    server
+        .store()
+        .vault_put(
+            &usher::store::VaultWrite {
+                name: "svc-app1".into(),
+                key_id: "k-test-0001".into(),
+                fields: "username,password,totp".into(),
+                nonce: vec![7; 24],
+                ciphertext: b"SEALED-SECRET-BYTES".to_vec(),
+            },
+            usher::store::VaultExpect::Any,
+            &NewEvent {
+                actor: Actor::System,
+                event_type: "vault.set",
+                target: Some("svc-app1".into()),
+                integration_id: None,
+                detail: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    let (_, body) = get("/api/v1/integrations/app1".into()).await;
+    let entry = &json(&body)["vault_entry"];
+    assert_eq!(
+        entry["fields"],
+        serde_json::json!(["username", "password", "totp"])
+    );
+    assert_eq!(entry["key_id"], "k-test-0001");
+    assert!(entry["last_changed"].as_str().unwrap().starts_with("20"));
+    assert!(
+        !body.contains("SEALED") && !body.contains("nonce"),
+        "{body}"
+    );
+    let (_, page) = get("/console/integrations/app1/settings".into()).await;
+    assert!(page.contains("k-test-0001") && page.contains("username, password, totp"));
+    assert!(!page.contains("SEALED"));
     let (st, _) = get("/api/v1/integrations/nope".into()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 

@@ -72,6 +72,8 @@ pub struct Inner {
     pub(crate) evidence_dir: std::path::PathBuf,
     /// 0: this configuration runs no engine (integrations are `gateway only`).
     pub(crate) engine_workers: usize,
+    /// Integration id → its playbook's actions (known where this process runs the engine).
+    pub(crate) playbook_actions: std::collections::HashMap<String, Vec<String>>,
 }
 
 impl std::ops::Deref for WebState {
@@ -109,7 +111,12 @@ fn templates() -> minijinja::Environment<'static> {
 }
 
 /// Every page and the console under one router. `public_url` is where people reach Usher.
-pub fn router(config: &Config, store: Store, public_url: &str) -> Router {
+pub fn router(
+    config: &Config,
+    store: Store,
+    public_url: &str,
+    playbook_actions: std::collections::HashMap<String, Vec<String>>,
+) -> Router {
     let public_url = public_url.trim_end_matches('/').to_owned();
     let state = WebState(Arc::new(Inner {
         store: store.clone(),
@@ -125,6 +132,7 @@ pub fn router(config: &Config, store: Store, public_url: &str) -> Router {
         integrations: config.integrations.clone(),
         evidence_dir: crate::engine::evidence_dir(config),
         engine_workers: config.engine.workers,
+        playbook_actions,
     }));
     let console = Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))

@@ -126,6 +126,8 @@ pub struct IntegrationSettings {
     #[serde(flatten)]
     pub summary: IntegrationSummary,
     pub playbook: String,
+    /// The actions the playbook defines; empty where this process runs no engine.
+    pub playbook_actions: Vec<String>,
     pub base_url: String,
     pub mode: String,
     pub invites: String,
@@ -173,6 +175,11 @@ pub async fn settings(
     Ok(Some(IntegrationSettings {
         summary: summary(state, i).await?,
         playbook: i.playbook.display().to_string(),
+        playbook_actions: state
+            .playbook_actions
+            .get(&i.id)
+            .cloned()
+            .unwrap_or_default(),
         base_url: i.base_url.clone(),
         mode: debug_name(&i.mode),
         invites: debug_name(&i.invites),
