@@ -362,6 +362,7 @@ async fn session(store: &Store, id: &str) {
                 role: "admin",
                 csrf_token: "c",
             },
+            Duration::from_secs(7200),
             &NewEvent {
                 actor: Actor::Admin("console:t@example.test".into()),
                 event_type: usher::audit::kinds::CONSOLE_SIGN_IN,
@@ -430,6 +431,24 @@ async fn session_timeouts(db: Db) {
             .unwrap()
             .is_none(),
         "an hour after sign-in the session is over however busy"
+    );
+    // Sessions past forgetting are deleted at the next sign-in.
+    clock.advance(Duration::from_secs(7200));
+    session(&store, "later").await;
+    let year = Duration::from_secs(365 * 86_400);
+    assert!(
+        store
+            .live_session("idle", year, year)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .live_session("later", year, year)
+            .await
+            .unwrap()
+            .is_some()
     );
     assert!(
         store

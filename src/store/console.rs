@@ -82,16 +82,28 @@ impl Store {
         crate::clock::format_time(then)
     }
 
-    /// Stores a session and its sign-in event in one transaction.
+    /// Stores a session and its sign-in event in one transaction. Sessions older than
+    /// `forget_after` go (over by their absolute timeout: a replayed cookie of one is
+    /// refused as unknown), and so do failed sign-ins older than it.
     pub async fn create_session(
         &self,
         s: &NewSession<'_>,
+        forget_after: Duration,
         event: &NewEvent,
     ) -> Result<(), StoreError> {
         let now = self.now();
         let is_pg = self.is_pg();
+        let old = self.ago(forget_after);
         on_backend!(self, |w, _r| {
             let mut tx = w.begin().await?;
+            sqlx::query("DELETE FROM console_sessions WHERE created_at < $1")
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM console_sign_in_failures WHERE at < $1")
+                .bind(&old)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "INSERT INTO console_sessions (id_hash, person, display_name, role, csrf_token, created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $6)",
             )

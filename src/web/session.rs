@@ -75,6 +75,9 @@ impl WebState {
                     role: role.as_str(),
                     csrf_token: &csrf,
                 },
+                self.console
+                    .absolute_timeout
+                    .max(self.console.sign_in_window),
                 &NewEvent {
                     actor: Actor::Admin(person.to_owned()),
                     event_type: kinds::CONSOLE_SIGN_IN,
