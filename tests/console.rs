@@ -301,6 +301,51 @@ async fn https_public_url_makes_cookies_secure(db: Db) {
     server.stop().await;
 }
 
+/// Sessions live in the database: a second node on it honours a sign-in made on the
+/// first, and a sign-out on the second ends it for both.
+async fn sessions_are_shared_between_nodes(db: Db) {
+    let extra = "console:\n  break_glass: true\n";
+    let server = TestServer::start_with(db, vec![integration("app1")], extra).await;
+    assert!(
+        set_password_with_cli(&server.db.url, PASSWORD)
+            .status
+            .success()
+    );
+    let config = usher::config::Config::parse(
+        "second.yaml",
+        &support::config_text(&server.db.url, &server.integrations, extra),
+    )
+    .unwrap();
+    let second = usher::server::start(&config).await.unwrap();
+    let c = no_redirects();
+    let s = sign_in_local(&server, &c).await;
+    let me = |addr: std::net::SocketAddr| {
+        c.get(format!("http://{addr}/api/v1/me"))
+            .header("cookie", &s.cookie)
+            .send()
+    };
+    let r = me(second.addr).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let csrf = r.json::<serde_json::Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = c
+        .post(format!("http://{}/console/sign-out", second.addr))
+        .header("cookie", &s.cookie)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        me(server.addr).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    second.shutdown().await.unwrap();
+    server.stop().await;
+}
+
 /// The break-glass account is off unless configured, even with a password set.
 async fn break_glass_is_off_unless_configured(db: Db) {
     let server = TestServer::start_with(db, vec![integration("app1")], "").await;
@@ -1389,6 +1434,7 @@ on_both_databases!(
     break_glass_sessions_csrf_and_rate_limit,
     break_glass_is_off_unless_configured,
     https_public_url_makes_cookies_secure,
+    sessions_are_shared_between_nodes,
     session_timeouts,
     oidc_roles_and_refusals,
 );
