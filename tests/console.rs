@@ -1255,6 +1255,46 @@ async fn api_reads_acts_filters_and_exports(db: Db) {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 
+    // The pages' forms: Retry on the Users tab re-runs a user whose last job did not
+    // fail; Retry on a job that cannot be retried comes back with the reason.
+    let form = |path: String, token: Option<&str>| {
+        let mut req = c.post(format!("{base}{path}")).header("cookie", &s.cookie);
+        req = match token {
+            Some(t) => req.form(&[("_csrf", t)]),
+            None => req.form(&[("x", "y")]),
+        };
+        req.send()
+    };
+    let r = form(
+        format!("/console/integrations/app1/users/{}/retry", ids[2]),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = form(
+        format!("/console/integrations/app1/users/{}/retry", ids[2]),
+        Some(&csrf),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let to = r.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(
+        to.starts_with("/console/integrations/app1/users?done=job+"),
+        "{to}"
+    );
+    let (_, page) = get(to).await;
+    assert!(page.contains("queued"), "the outcome is shown");
+    let r = form(
+        format!("/console/integrations/app1/jobs/{job}/retry"),
+        Some(&csrf),
+    )
+    .await
+    .unwrap();
+    let to = r.headers()[LOCATION].to_str().unwrap().to_owned();
+    assert!(to.contains("failed=job"), "{to}");
+
     // Filters and paging.
     let (_, body) = get("/api/v1/audit/events?event_type=scim.create&limit=2".into()).await;
     let page1 = json(&body);
@@ -1286,6 +1326,12 @@ async fn api_reads_acts_filters_and_exports(db: Db) {
         .map(|e| e["event_type"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(kinds, ["user.rerun", "scim.create"]);
+    let (_, body) = get(format!("/api/v1/audit/events?target={}", ids[2])).await;
+    assert_eq!(
+        json(&body)["events"][0]["actor"],
+        "admin:console:local:admin",
+        "the page's retry is audited as the person"
+    );
     let (_, body) =
         get("/api/v1/audit/events?actor=admin:console:local:admin&event_type=job.cancelled".into())
             .await;
