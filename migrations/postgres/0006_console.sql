@@ -21,6 +21,7 @@ CREATE TABLE console_logins (
     browser_hash  TEXT NOT NULL,
     pkce_verifier TEXT NOT NULL,
     nonce         TEXT NOT NULL,
+    next_path     TEXT NOT NULL,       -- the console page asked for before sign-in
     created_at    TEXT NOT NULL
 );
 

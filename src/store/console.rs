@@ -37,6 +37,8 @@ pub struct PendingLogin {
     pub browser_hash: String,
     pub pkce_verifier: String,
     pub nonce: String,
+    /// Where the browser goes once signed in (a local path).
+    pub next_path: String,
 }
 
 type SessionRow = (String, String, String, String, String);
@@ -193,12 +195,13 @@ impl Store {
         let now = self.now();
         on_backend!(self, |w, _r| {
             sqlx::query(
-                "INSERT INTO console_logins (state, browser_hash, pkce_verifier, nonce, created_at) VALUES ($1, $2, $3, $4, $5)",
+                "INSERT INTO console_logins (state, browser_hash, pkce_verifier, nonce, next_path, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(state)
             .bind(&login.browser_hash)
             .bind(&login.pkce_verifier)
             .bind(&login.nonce)
+            .bind(&login.next_path)
             .bind(&now)
             .execute(w)
             .await?;
@@ -214,11 +217,11 @@ impl Store {
         max_age: Duration,
     ) -> Result<Option<PendingLogin>, StoreError> {
         let since = self.ago(max_age);
-        let row: Option<(String, String, String)> = on_backend!(self, |w, _r| {
+        let row: Option<(String, String, String, String)> = on_backend!(self, |w, _r| {
             // Old ones go too: nobody finishes them any more.
             let mut tx = w.begin().await?;
-            let row: Option<(String, String, String, String)> = sqlx::query_as(
-                "DELETE FROM console_logins WHERE state = $1 RETURNING browser_hash, pkce_verifier, nonce, created_at",
+            let row: Option<(String, String, String, String, String)> = sqlx::query_as(
+                "DELETE FROM console_logins WHERE state = $1 RETURNING browser_hash, pkce_verifier, nonce, next_path, created_at",
             )
             .bind(state)
             .fetch_optional(&mut *tx)
@@ -228,15 +231,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            row.filter(|r| r.3 >= since).map(|r| (r.0, r.1, r.2))
+            row.filter(|r| r.4 >= since).map(|r| (r.0, r.1, r.2, r.3))
         });
-        Ok(
-            row.map(|(browser_hash, pkce_verifier, nonce)| PendingLogin {
+        Ok(row.map(
+            |(browser_hash, pkce_verifier, nonce, next_path)| PendingLogin {
                 browser_hash,
                 pkce_verifier,
                 nonce,
-            }),
-        )
+                next_path,
+            },
+        ))
     }
 
     /// Failed sign-ins under `key` in the last `window`.

@@ -29,7 +29,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::session::{LOGIN_COOKIE, client_key, random_token};
+use super::session::{LOGIN_COOKIE, NextQuery, client_key, random_token, safe_next};
 use super::{WebError, WebState};
 use crate::audit::{Actor, NewEvent, kinds};
 use crate::config::{ConsoleRole, OidcSettings};
@@ -152,7 +152,11 @@ impl Oidc {
 }
 
 /// Sends the browser to the provider.
-pub async fn begin(State(state): State<WebState>, jar: CookieJar) -> Result<Response, WebError> {
+pub async fn begin(
+    State(state): State<WebState>,
+    jar: CookieJar,
+    Query(q): Query<NextQuery>,
+) -> Result<Response, WebError> {
     let Some(oidc) = state.oidc.as_ref() else {
         return Ok(state.refused(
             StatusCode::NOT_FOUND,
@@ -183,6 +187,7 @@ pub async fn begin(State(state): State<WebState>, jar: CookieJar) -> Result<Resp
                 browser_hash: sha256_hex(browser.as_bytes()),
                 pkce_verifier: verifier.secret().clone(),
                 nonce: nonce.secret().clone(),
+                next_path: safe_next(q.next.as_deref()),
             },
         )
         .await?;
@@ -233,7 +238,7 @@ pub async fn callback(
         jar.get(LOGIN_COOKIE)
             .is_some_and(|c| sha256_hex(c.value().as_bytes()) == p.browser_hash)
     });
-    let Some(pending) = pending.filter(|_| bound) else {
+    let Some(mut pending) = pending.filter(|_| bound) else {
         return refuse(
             &state,
             &ip,
@@ -246,7 +251,9 @@ pub async fn callback(
     let tokens = client
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| WebError::Oidc(format!("token endpoint: {e}")))?
-        .set_pkce_verifier(PkceCodeVerifier::new(pending.pkce_verifier))
+        .set_pkce_verifier(PkceCodeVerifier::new(std::mem::take(
+            &mut pending.pkce_verifier,
+        )))
         .request_async(&oidc.http)
         .await;
     let tokens = match tokens {
@@ -264,7 +271,8 @@ pub async fn callback(
     let Some(id_token) = tokens.id_token() else {
         return refuse(&state, &ip, None, "the provider sent no ID token").await;
     };
-    let claims = match id_token.claims(&client.id_token_verifier(), &Nonce::new(pending.nonce)) {
+    let nonce = Nonce::new(std::mem::take(&mut pending.nonce));
+    let claims = match id_token.claims(&client.id_token_verifier(), &nonce) {
         Ok(c) => c,
         Err(e) => {
             return refuse(
@@ -304,7 +312,7 @@ pub async fn callback(
     let jar = jar
         .remove(Cookie::build(LOGIN_COOKIE).path("/"))
         .add(cookie);
-    Ok((jar, Redirect::to("/console/")).into_response())
+    Ok((jar, Redirect::to(&safe_next(Some(&pending.next_path)))).into_response())
 }
 
 /// An error and its causes on one line (the crate's errors say little on their own).

@@ -305,7 +305,7 @@ pub async fn guard(State(state): State<WebState>, req: Request, next: Next) -> R
 #[derive(Deserialize)]
 pub struct NextQuery {
     #[serde(default)]
-    next: Option<String>,
+    pub(crate) next: Option<String>,
 }
 
 /// Only a local path may be the target after sign-in (no open redirect).
