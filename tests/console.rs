@@ -894,13 +894,20 @@ async fn text_of(page: &Page, selector: &str) -> String {
     page.text(&loc(selector), T).await.unwrap()
 }
 
-/// Saves a 1280×800 screenshot of the page into docs/images (the README shows them).
+/// Takes a 1280×800 screenshot of the page; with `USHER_DOC_SCREENSHOTS=1` it replaces
+/// the one in docs/images (the README shows them), so that a test run does not change
+/// tracked files unless asked to.
 async fn doc_screenshot(page: &Page, name: &str) {
     page.set_viewport(1280, 800).await.unwrap();
     let png = page.screenshot().await.unwrap();
-    let dir = repo().join("docs/images");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(name), png).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // The IHDR chunk: width and height, big-endian, at bytes 16..24.
+    assert_eq!(&png[16..24], &[0, 0, 5, 0, 0, 0, 3, 32], "1280×800");
+    if std::env::var("USHER_DOC_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let dir = repo().join("docs/images");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(name), png).unwrap();
+    }
 }
 
 /// The "Done when", end to end: an admin signs in through the provider, sees a
