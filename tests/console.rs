@@ -1067,6 +1067,14 @@ async fn admin_journey(db: Db) {
         "served bytes hash to the cited SHA-256"
     );
     assert_eq!(served[2], true, "the image renders");
+    let trace = page
+        .all_texts(&loc("table.trace tbody td:first-child"))
+        .await
+        .unwrap();
+    assert!(
+        trace.contains(&"create_user".to_owned()),
+        "step trace: {trace:?}"
+    );
     assert_accessible(page, "an event's detail").await;
 
     // New events appear on the Activity tab without a reload (server-sent events).
@@ -1108,6 +1116,28 @@ async fn admin_journey(db: Db) {
         .await
         .unwrap();
     assert_accessible(page, "the Jobs tab").await;
+    // The failure's event shows the failed step where it happened.
+    let failed_event = j
+        .store()
+        .find_audit_events(&usher::store::AuditFilter {
+            event_type: Some("job.failed"),
+            target: Some(&third),
+            limit: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    page.goto(&format!("{base}/console/events/{}", failed_event[0].seq), T)
+        .await
+        .unwrap();
+    page.expect_text(Some(&loc("dl.failure")), "classic.yaml:", T)
+        .await
+        .unwrap();
+    page.expect_visible(&loc("img.evidence"), T).await.unwrap();
+    assert_accessible(page, "a failure's detail").await;
+    page.goto(&format!("{base}/console/integrations/acme/jobs"), T)
+        .await
+        .unwrap();
 
     // Retry from the page once the app works again: provisioned, audited as Alice.
     j.app.set_fail_rate(0.0);
