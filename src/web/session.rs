@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Form, Json};
@@ -448,14 +448,6 @@ pub async fn sign_out(
     }
     let jar = jar.remove(Cookie::build(state.session_cookie_name()).path("/"));
     Ok((jar, Redirect::to("/console/sign-in")).into_response())
-}
-
-/// Whether a request's headers carry the session cookie at all (for messages).
-#[allow(dead_code)]
-pub(crate) fn has_session_cookie(state: &WebState, headers: &HeaderMap) -> bool {
-    CookieJar::from_headers(headers)
-        .get(state.session_cookie_name())
-        .is_some()
 }
 
 #[cfg(test)]
