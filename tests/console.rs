@@ -326,6 +326,19 @@ async fn sessions_are_shared_between_nodes(db: Db) {
     };
     let r = me(second.addr).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // A live Activity stream on the first node, carrying the trail so far.
+    let mut stream = c
+        .get(format!(
+            "http://{}/console/events/stream?after=0",
+            server.addr
+        ))
+        .header("cookie", &s.cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    let first = String::from_utf8(stream.chunk().await.unwrap().unwrap().to_vec()).unwrap();
+    assert!(first.starts_with("event: audit\ndata: {"), "{first}");
     let csrf = r.json::<serde_json::Value>().await.unwrap()["csrf_token"]
         .as_str()
         .unwrap()
@@ -342,6 +355,12 @@ async fn sessions_are_shared_between_nodes(db: Db) {
         me(server.addr).await.unwrap().status(),
         StatusCode::UNAUTHORIZED
     );
+    // The stream ends with the session.
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await
+    .expect("the stream ends after sign-out");
     second.shutdown().await.unwrap();
     server.stop().await;
 }

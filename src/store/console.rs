@@ -167,6 +167,29 @@ impl Store {
         }))
     }
 
+    /// Whether a session is still live, without counting this look as use (the live
+    /// Activity stream asks this: an open tab is not a person at work).
+    pub async fn session_is_live(
+        &self,
+        id_hash: &str,
+        idle: Duration,
+        absolute: Duration,
+    ) -> Result<bool, StoreError> {
+        let idle_since = self.ago(idle);
+        let created_since = self.ago(absolute);
+        let n: i64 = on_backend!(self, |_w, r| {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM console_sessions WHERE id_hash = $1 AND ended_at IS NULL AND last_seen_at >= $2 AND created_at >= $3",
+            )
+            .bind(id_hash)
+            .bind(&idle_since)
+            .bind(&created_since)
+            .fetch_one(r)
+            .await?
+        });
+        Ok(n > 0)
+    }
+
     /// Signs a session out (its cookie is refused from now on), with its event. False
     /// when it was not live.
     pub async fn end_session(&self, id_hash: &str, event: &NewEvent) -> Result<bool, StoreError> {

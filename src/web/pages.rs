@@ -259,38 +259,54 @@ pub struct StreamQuery {
 /// New audit events as server-sent events (`audit` events carrying the row as JSON).
 pub async fn event_stream(
     State(state): State<WebState>,
-    _signed: Signed,
+    signed: Signed,
     Query(q): Query<StreamQuery>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let id_hash = signed.id_hash;
     let stream = futures::stream::unfold(
         (state, q.integration.filter(|s| !s.is_empty()), q.after),
-        |(state, integration, mut after)| async move {
-            loop {
-                let found = state
-                    .store
-                    .find_audit_events(&AuditFilter {
-                        integration_id: integration.as_deref(),
-                        after_seq: Some(after),
-                        limit: 100,
-                        ..AuditFilter::default()
-                    })
-                    .await;
-                match found {
-                    Ok(events) if !events.is_empty() => {
-                        let mut out = Vec::new();
-                        for e in events {
-                            after = after.max(e.seq);
-                            let v = queries::EventView::from(e);
-                            if let Ok(json) = serde_json::to_string(&v) {
-                                out.push(Ok(SseEvent::default().event("audit").data(json)));
-                            }
-                        }
-                        return Some((futures::stream::iter(out), (state, integration, after)));
+        move |(state, integration, mut after)| {
+            let id_hash = id_hash.clone();
+            async move {
+                loop {
+                    // The stream ends with the session (signed out, or timed out).
+                    let live = state
+                        .store
+                        .session_is_live(
+                            &id_hash,
+                            state.console.idle_timeout,
+                            state.console.absolute_timeout,
+                        )
+                        .await;
+                    if !matches!(live, Ok(true)) {
+                        return None;
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading new audit events failed"),
+                    let found = state
+                        .store
+                        .find_audit_events(&AuditFilter {
+                            integration_id: integration.as_deref(),
+                            after_seq: Some(after),
+                            limit: 100,
+                            ..AuditFilter::default()
+                        })
+                        .await;
+                    match found {
+                        Ok(events) if !events.is_empty() => {
+                            let mut out = Vec::new();
+                            for e in events {
+                                after = after.max(e.seq);
+                                let v = queries::EventView::from(e);
+                                if let Ok(json) = serde_json::to_string(&v) {
+                                    out.push(Ok(SseEvent::default().event("audit").data(json)));
+                                }
+                            }
+                            return Some((futures::stream::iter(out), (state, integration, after)));
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading new audit events failed"),
+                    }
+                    tokio::time::sleep(STREAM_POLL).await;
                 }
-                tokio::time::sleep(STREAM_POLL).await;
             }
         },
     );

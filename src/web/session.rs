@@ -147,6 +147,8 @@ fn password_matches(password: &str, hash: &str) -> bool {
 pub struct Signed {
     pub session: ConsoleSession,
     pub role: ConsoleRole,
+    /// SHA-256 of the cookie: the session's key in the store.
+    pub(crate) id_hash: String,
 }
 
 impl Signed {
@@ -224,7 +226,11 @@ async fn lookup(state: &WebState, parts: &Parts) -> Result<Signed, NotSignedIn> 
         .ok_or_else(missing)?;
     // A role this build no longer knows signs nobody in.
     let role = ConsoleRole::parse(&session.role).ok_or_else(missing)?;
-    Ok(Signed { session, role })
+    Ok(Signed {
+        session,
+        role,
+        id_hash,
+    })
 }
 
 impl FromRequestParts<WebState> for Signed {
