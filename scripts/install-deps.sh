@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Usher's tests and demo need on a Debian machine, when it is missing:
-# Chromium (the engine's browser), wrk (the benchmark's load tool), rustfmt and clippy
+# Chromium (the engine's browser), Node.js with npm and the console tests' npm packages
+# (oidc-provider, axe-core, swagger-parser; into tests/node/node_modules, never
+# globally), wrk (the benchmark's load tool), rustfmt and clippy
 # (through rustup, when the toolchain comes from it), and starts the local PostgreSQL
 # server the tests use when one is installed but down.
 set -euo pipefail
@@ -10,12 +12,20 @@ if command -v rustup >/dev/null 2>&1 && ! { cargo clippy --version && cargo fmt 
 fi
 need=()
 command -v chromium >/dev/null 2>&1 || [ -x "${USHER_CHROME:-/usr/bin/chromium}" ] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
 if [ "${1:-}" = "--bench" ]; then command -v wrk >/dev/null 2>&1 || need+=(wrk); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "install-deps: apt-get install ${need[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+# The console tests' real OpenID provider and accessibility checker (tests/console.rs).
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if [ ! -d "$root/tests/node/node_modules/oidc-provider" ] || [ ! -d "$root/tests/node/node_modules/axe-core" ] || [ ! -d "$root/tests/node/node_modules/@apidevtools/swagger-parser" ]; then
+  echo "install-deps: npm install in tests/node"
+  (cd "$root/tests/node" && npm install --no-audit --no-fund --silent)
 fi
 if [ "${USHER_SKIP_PG:-0}" != 1 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -96,8 +96,16 @@ pub struct EngineSetup {
     pub driver: DriverConfig,
 }
 
-/// The whole HTTP application over a store. `public_url` is where claim links point.
-pub fn app(config: &Config, store: Store, public_url: &str, ops: Ops) -> Router {
+/// The whole HTTP application over a store. `public_url` is where claim links point;
+/// `playbook_actions` (integration id → the actions its playbook defines) is shown on
+/// the console's Settings tab.
+pub fn app(
+    config: &Config,
+    store: Store,
+    public_url: &str,
+    ops: Ops,
+    playbook_actions: std::collections::HashMap<String, Vec<String>>,
+) -> Router {
     let gateways = config
         .integrations
         .iter()
@@ -119,7 +127,7 @@ pub fn app(config: &Config, store: Store, public_url: &str, ops: Ops) -> Router 
             config.metrics_listen.is_none(),
         ))
         .merge(scim::router(scim_state))
-        .merge(crate::web::router(store))
+        .merge(crate::web::router(config, store, public_url, playbook_actions))
         .layer(
             tower::ServiceBuilder::new()
                 // Honours the caller's `x-request-id`, else makes one; sent back.
@@ -293,6 +301,18 @@ pub async fn start_with(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
+    let playbook_actions = engine_parts
+        .as_ref()
+        .map(|(_, playbooks)| {
+            playbooks
+                .iter()
+                .map(|(id, pb)| {
+                    let names = pb.actions.keys().map(|a| a.as_str().to_owned()).collect();
+                    (id.clone(), names)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let engine = match engine_parts {
         Some((setup, playbooks)) => Some(
             Engine::start(EngineParams {
@@ -314,7 +334,13 @@ pub async fn start_with(
         engine.as_ref().map(Engine::probe),
         config.integrations.iter().map(|i| i.id.clone()),
     )?;
-    let router = app(config, store.clone(), &public_url, ops.clone());
+    let router = app(
+        config,
+        store.clone(),
+        &public_url,
+        ops.clone(),
+        playbook_actions,
+    );
     // Applied outside the router, so that the rewritten path is the one routed.
     let edge = Edge::new(config.public_url.as_deref(), tls.is_some());
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -339,7 +365,11 @@ pub async fn start_with(
             let app = tower::ServiceExt::<Request<_>>::map_request(router, move |r| edge.apply(r));
             tokio::spawn(async move {
                 server
-                    .serve(axum::ServiceExt::<Request<_>>::into_make_service(app))
+                    .serve(
+                        axum::ServiceExt::<Request<_>>::into_make_service_with_connect_info::<
+                            SocketAddr,
+                        >(app),
+                    )
                     .await
             })
         }
@@ -353,7 +383,10 @@ pub async fn start_with(
             tokio::spawn(async move {
                 axum::serve(
                     listener,
-                    axum::ServiceExt::<Request<axum::body::Body>>::into_make_service(app),
+                    // The client's address is the console's sign-in rate limit key.
+                    axum::ServiceExt::<Request<axum::body::Body>>::into_make_service_with_connect_info::<
+                        SocketAddr,
+                    >(app),
                 )
                 .with_graceful_shutdown(stopped(rx))
                 .await

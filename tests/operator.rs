@@ -164,7 +164,7 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
             }
         }
     });
-    let (mut url, mut token, mut curl) = (None, None, false);
+    let (mut url, mut token, mut curl, mut console) = (None, None, false, None);
     while url.is_none() || token.is_none() || !curl {
         let line = rx
             .recv_timeout(Duration::from_secs(120))
@@ -176,6 +176,17 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
             token = Some(v.trim().to_string());
         }
         curl |= line.contains("curl -s -X POST");
+        // `console:     http://…/console/  (break-glass: admin / PASSWORD)`
+        if let Some(v) = line.trim().strip_prefix("console:") {
+            let mut parts = v.split_whitespace();
+            let at = parts.next().expect("console URL").to_string();
+            let password = v
+                .rsplit(" / ")
+                .next()
+                .expect("password")
+                .trim_end_matches(')');
+            console = Some((at, password.to_string()));
+        }
     }
     let (url, token) = (url.expect("url"), token.expect("token"));
     let client = reqwest::Client::new();
@@ -219,6 +230,59 @@ async fn demo_provisions_a_user_into_the_bundled_app() {
             .is_some_and(|s| !s.is_empty()),
         "{state}"
     );
+    // The console shows it, signed in with the break-glass account the demo printed.
+    let (console_url, password) = console.expect("demo prints the console");
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let page = c
+        .get(format!("{console_url}sign-in"))
+        .send()
+        .await
+        .expect("sign-in page");
+    let login = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("usher_login="))
+        .and_then(|v| v.split(';').next())
+        .expect("login cookie")
+        .to_string();
+    let login_token = login.trim_start_matches("usher_login=").to_string();
+    let r = c
+        .post(format!("{console_url}sign-in"))
+        .header("cookie", &login)
+        .form(&[
+            ("name", "admin"),
+            ("password", password.as_str()),
+            ("login_token", login_token.as_str()),
+        ])
+        .send()
+        .await
+        .expect("sign in");
+    assert_eq!(r.status().as_u16(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("usher_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let list: Value = c
+        .get(console_url.replace("/console/", "/api/v1/integrations"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .expect("integrations")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list[0]["id"], "acme-demo", "{list}");
+    assert_eq!(list[0]["users_provisioned"], 1, "{list}");
     let _ = Command::new("kill").arg(child.id().to_string()).status();
     let status = child.wait().expect("wait");
     assert!(

@@ -227,6 +227,11 @@ fn top_level_modules_import_no_cycle() {
         "the SCIM side never touches playbooks"
     );
     assert!(!uses("scim", "engine"), "the SCIM side only queues jobs");
+    assert!(!uses("scim", "web"), "the SCIM side knows no console");
+    assert!(
+        !uses("web", "scim") && !uses("web", "browser") && !uses("web", "playbook"),
+        "the console reads through the store and engine faces only"
+    );
     assert!(
         !uses("browser", "playbook"),
         "the browser knows no playbooks"

@@ -81,6 +81,19 @@ pub mod kinds {
     pub const INTEGRATION_PAUSED: &str = "integration.paused";
     /// Sign-ins allowed again (vault entry changed, or an operator said so).
     pub const INTEGRATION_RESUMED: &str = "integration.resumed";
+    /// A person signed in to the console (the actor), with their role.
+    pub const CONSOLE_SIGN_IN: &str = "console.sign_in";
+    /// A sign-in was refused (wrong password, no mapped role, IdP error).
+    pub const CONSOLE_SIGN_IN_REFUSED: &str = "console.sign_in_refused";
+    pub const CONSOLE_SIGN_OUT: &str = "console.sign_out";
+    /// The break-glass account's password was set.
+    pub const CONSOLE_PASSWORD_SET: &str = "console.password_set";
+    /// Someone asked for the audit chain to be verified, with the outcome.
+    pub const AUDIT_VERIFIED: &str = "audit.verified";
+    /// Someone exported the audit trail (a copy left Usher).
+    pub const AUDIT_EXPORTED: &str = "audit.exported";
+    /// An operator asked for a user's desired state to be applied again.
+    pub const USER_RERUN: &str = "user.rerun";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

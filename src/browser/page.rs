@@ -1296,6 +1296,24 @@ impl Page {
         self.dialogs.last.lock().ok().and_then(|l| l.clone())
     }
 
+    /// Evaluates a JavaScript expression in the page (awaiting a promise) and returns its
+    /// value as JSON. For tools that inspect a page (an accessibility checker); playbooks
+    /// have no such step.
+    pub async fn evaluate(&self, expr: &str, timeout: Duration) -> Result<Value, BrowserError> {
+        match self.eval_raw(expr, true, timeout).await? {
+            Eval::Value(v) => Ok(v),
+            Eval::Transient(m) => Err(BrowserError::Script(m)),
+        }
+    }
+
+    /// Sets the size of the viewport in CSS pixels (screenshots take this size).
+    pub async fn set_viewport(&self, width: i64, height: i64) -> Result<(), BrowserError> {
+        use chromiumoxide::cdp::browser_protocol::emulation::SetDeviceMetricsOverrideParams;
+        let p = SetDeviceMetricsOverrideParams::new(width, height, 1.0, width < 600);
+        self.call("Emulation.setDeviceMetricsOverride", p).await?;
+        Ok(())
+    }
+
     /// PNG of the viewport. Uses `Page.captureScreenshot` directly under a timeout; if that
     /// does not answer, retries once without `fromSurface`, then fails cleanly.
     pub async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {

@@ -20,6 +20,20 @@ pub enum AuditCommand {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
     },
+    /// Write the audit events since a time to standard output, for a SIEM: one JSON
+    /// object per line, or CSV with a header. The export itself is audited.
+    Export {
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+        /// An RFC 3339 time, or a duration back from now (`24h`, `30m`).
+        #[arg(long)]
+        since: String,
+        /// Only this integration's events.
+        #[arg(long)]
+        integration: Option<String>,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: ExportFormatArg,
+    },
     /// Print a new random checkpoint key (base64), or write it to a new file (mode 600).
     Keygen {
         #[arg(long)]
@@ -27,8 +41,20 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum ExportFormatArg {
+    Jsonl,
+    Csv,
+}
+
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     match command {
+        AuditCommand::Export {
+            config,
+            since,
+            integration,
+            format,
+        } => export(&config, &since, integration.as_deref(), format).await,
         AuditCommand::Verify { config, checkpoint } => verify(&config, checkpoint).await,
         AuditCommand::Keygen { out } => {
             // The same form as a vault key: 32 random bytes in base64.
@@ -41,6 +67,56 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn export(
+    config: &std::path::Path,
+    since: &str,
+    integration: Option<&str>,
+    format: ExportFormatArg,
+) -> anyhow::Result<ExitCode> {
+    use usher::web::queries::{ExportFormat, export, parse_since};
+    let (c, store) = super::open(config).await?;
+    if let Some(id) = integration
+        && !c.integrations.iter().any(|i| i.id == id)
+    {
+        store.close().await;
+        anyhow::bail!("no integration `{id}` in {}", config.display());
+    }
+    let since = match parse_since(since, store.clock().now()) {
+        Ok(s) => s,
+        Err(m) => {
+            store.close().await;
+            anyhow::bail!("{m}");
+        }
+    };
+    let format = match format {
+        ExportFormatArg::Jsonl => ExportFormat::Jsonl,
+        ExportFormatArg::Csv => ExportFormat::Csv,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout());
+    let n = export(&store, &since, integration, format, &mut out).await;
+    let n = match n {
+        Ok(n) => n,
+        Err(e) => {
+            store.close().await;
+            return Err(e.into());
+        }
+    };
+    std::io::Write::flush(&mut out)?;
+    drop(out);
+    let r = store
+        .append_event(&usher::audit::NewEvent {
+            actor: super::cli_actor(),
+            event_type: usher::audit::kinds::AUDIT_EXPORTED,
+            target: None,
+            integration_id: integration.map(str::to_owned),
+            detail: serde_json::json!({"since": since, "events": n, "format": format.as_str()}),
+        })
+        .await;
+    store.close().await;
+    r?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify(config: &std::path::Path, checkpoint: Option<PathBuf>) -> anyhow::Result<ExitCode> {

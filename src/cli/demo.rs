@@ -40,6 +40,7 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
          database: sqlite://{db}\n\
          vault:\n  key_file: {key}\n\
          engine:\n  workers: 2\n  backoff_base: 2s\n\
+         console:\n  break_glass: true\n\
          integrations:\n\
          \x20 - id: acme-demo\n\
          \x20   name: Acme Admin (demo)\n\
@@ -67,6 +68,26 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
         usher::vault::Keyring::load(|_| None, config.vault.key_file.as_deref())?,
     );
     vault.set("acme-admin", &secret).await?;
+    // The console's break-glass account with a fresh password each run (a demo has no
+    // OpenID provider).
+    let mut pw = [0u8; 15];
+    rand::rng().fill_bytes(&mut pw);
+    let console_password = hex::encode(pw);
+    let store = super::open_store(&config).await?;
+    store
+        .set_local_password(
+            usher::web::LOCAL_ACCOUNT,
+            &usher::web::hash_password(&console_password)?,
+            &usher::audit::NewEvent {
+                actor: super::cli_actor(),
+                event_type: usher::audit::kinds::CONSOLE_PASSWORD_SET,
+                target: Some(format!("console:local:{}", usher::web::LOCAL_ACCOUNT)),
+                integration_id: None,
+                detail: serde_json::json!({"via": "demo"}),
+            },
+        )
+        .await?;
+    store.close().await;
     let setup = usher::server::EngineSetup {
         config_dir: dir.clone(),
         secrets: usher::engine::Secrets::Vault(vault),
@@ -82,6 +103,10 @@ pub async fn run(listen: SocketAddr, dir: &Path) -> anyhow::Result<ExitCode> {
         opts.admin_username,
         opts.admin_password,
         opts.totp_seed
+    );
+    outln!(
+        "  console:     http://{}/console/  (break-glass: admin / {console_password})",
+        running.addr
     );
     outln!("  SCIM URL:    {scim}");
     outln!("  SCIM token:  {token}");

@@ -4,6 +4,7 @@
 //! Handlers print their result and return the exit code; errors go back to `main`,
 //! which prints them as one plain line.
 
+mod admin;
 mod audit;
 mod config;
 mod demo;
@@ -104,6 +105,19 @@ enum Command {
     /// Print a shell completion script: `usher completions bash >
     /// /etc/bash_completion.d/usher` (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
+    /// The admin console: the break-glass account.
+    Admin {
+        #[arg(
+            long,
+            short,
+            default_value = "usher.yaml",
+            env = "USHER_CONFIG",
+            global = true
+        )]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
     /// Run a complete demo: a bundled admin app, a SCIM gateway for it and the engine.
     Demo {
         /// Address of the SCIM gateway.
@@ -131,6 +145,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Integration { config, command } => integration::run(&config, command).await,
+        Command::Admin { config, command } => admin::run(&config, command).await,
         Command::Demo { listen, dir } => demo::run(listen, &dir).await,
         Command::Completions { shell } => {
             let mut script = Vec::new();

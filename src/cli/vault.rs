@@ -238,7 +238,7 @@ impl SecretInput {
         }
     }
 
-    fn is_terminal(&self) -> bool {
+    pub fn is_terminal(&self) -> bool {
         matches!(self, SecretInput::Terminal)
     }
 

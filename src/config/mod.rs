@@ -211,6 +211,9 @@ pub struct Config {
     /// Where values are in the file (not a key of the file).
     #[serde(skip)]
     pub positions: Positions,
+    /// The admin console and its REST API (`docs/console.md`).
+    #[serde(default)]
+    pub console: ConsoleSettings,
 }
 
 /// The certificate and key of the HTTPS listener, PEM files; read again on SIGHUP and
@@ -224,6 +227,111 @@ pub struct TlsSettings {
     /// The private key (PKCS#8, PKCS#1 or SEC1).
     #[serde(deserialize_with = "de_expanded_path")]
     pub key_file: PathBuf,
+}
+
+/// The admin console: who may sign in and how long a session lasts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Sign-in with the company's OpenID provider.
+    pub oidc: Option<OidcSettings>,
+    /// The break-glass local account `admin` (its password set by `usher admin
+    /// set-password`) may sign in. Off unless set.
+    pub break_glass: bool,
+    /// A session with no request for this long is over.
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// A session is over this long after sign-in, however busy.
+    #[serde(deserialize_with = "de_duration")]
+    pub absolute_timeout: Duration,
+    /// Failed sign-ins allowed per client address (and per local account name) in
+    /// `sign_in_window` before further attempts are refused with 429.
+    pub sign_in_attempts: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub sign_in_window: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            oidc: None,
+            break_glass: false,
+            idle_timeout: Duration::from_secs(30 * 60),
+            absolute_timeout: Duration::from_secs(12 * 3600),
+            sign_in_attempts: 10,
+            sign_in_window: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// An OpenID Connect client (authorization code flow with PKCE).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer URL; its discovery document is read at start.
+    #[serde(deserialize_with = "de_expanded")]
+    pub issuer: String,
+    #[serde(deserialize_with = "de_expanded")]
+    pub client_id: String,
+    /// The environment variable holding the client secret (never the secret itself).
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for (`openid` is always asked for).
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID-token claim that carries the person's groups.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Claim value (a group) → Usher role: owner, super_admin, admin or auditor.
+    #[serde(default)]
+    pub role_map: std::collections::BTreeMap<String, ConsoleRole>,
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_roles_claim() -> String {
+    "groups".into()
+}
+
+/// What a person may do in the console. The first three see and act on every page;
+/// an auditor reads activity and evidence only.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ConsoleRole {
+    Auditor,
+    Admin,
+    SuperAdmin,
+    Owner,
+}
+
+impl ConsoleRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleRole::Auditor => "auditor",
+            ConsoleRole::Admin => "admin",
+            ConsoleRole::SuperAdmin => "super_admin",
+            ConsoleRole::Owner => "owner",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ConsoleRole> {
+        [
+            ConsoleRole::Auditor,
+            ConsoleRole::Admin,
+            ConsoleRole::SuperAdmin,
+            ConsoleRole::Owner,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
+    /// May act (retry, cancel, re-run) and open the Integrations page.
+    pub fn may_act(self) -> bool {
+        self != ConsoleRole::Auditor
+    }
 }
 
 /// The provisioning engine: workers, leases, retries.
@@ -860,6 +968,26 @@ impl Config {
                 "engine.heartbeat_timeout must be at least three times engine.heartbeat_every (above 0)"
                     .into(),
             ));
+        }
+        if self.console.idle_timeout.is_zero()
+            || self.console.absolute_timeout < self.console.idle_timeout
+        {
+            out.push(semantic(
+                "console.absolute_timeout must be at least console.idle_timeout (above 0)".into(),
+            ));
+        }
+        if let Some(oidc) = &self.console.oidc {
+            if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
+                out.push(semantic(format!(
+                    "console.oidc.issuer must be an http(s) URL, not `{}`",
+                    oidc.issuer
+                )));
+            }
+            if oidc.role_map.is_empty() {
+                out.push(semantic(
+                    "console.oidc.role_map is empty: nobody could sign in".into(),
+                ));
+            }
         }
         if self.scim.max_body_bytes < 1024 {
             out.push(semantic("scim.max_body_bytes must be at least 1024".into()));

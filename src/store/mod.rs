@@ -1006,6 +1006,7 @@ impl Store {
 }
 
 // After the macros above, which they use.
+mod console;
 mod integrations;
 mod jobs;
 mod ops;
@@ -1013,6 +1014,7 @@ mod processes;
 mod totp;
 mod traces;
 mod vault;
+pub use console::{AuditFilter, ConsoleSession, IntegrationActivity, NewSession, PendingLogin};
 pub use integrations::{IntegrationState, SignInAdmission};
 pub use jobs::{
     Claimant, ClaimedJob, JobFilter, JobFinish, JobOperation, JobRow, JobStatus, UnknownJobValue,
