@@ -289,6 +289,54 @@ async fn a_failed_session_check_with_a_live_session_is_no_refusal(db: Db) {
     rig.stop().await;
 }
 
+/// The app hangs on its sign-in page: the login's `goto` times out. That is the app's
+/// failure, not a refusal: the job is retried, the integration is not paused, and once
+/// the app answers again the job goes through.
+async fn a_hanging_login_page_is_no_refusal(db: Db) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let playbook = dir.path().join("classic.yaml");
+    let text = std::fs::read_to_string(repo().join("playbooks/classic.yaml"))
+        .expect("classic playbook")
+        .replace("timeout: 10s", "timeout: 2s");
+    std::fs::write(&playbook, text).expect("write playbook");
+    let rig = rig(
+        db,
+        FixtureOptions::default(),
+        Setup {
+            playbook: Some(playbook),
+            ..Default::default()
+        },
+    )
+    .await;
+    rig.app.set_slow(1.0, 4000);
+    let id = rig.joiner("hanging").await;
+    let jobs = rig
+        .until("the job is retried or waits", |j| {
+            j.len() == 1 && (j[0].attempts >= 2 || j[0].status == JobStatus::Paused)
+        })
+        .await;
+    assert_ne!(jobs[0].status, JobStatus::Paused, "{jobs:#?}");
+    rig.app.set_slow(0.0, 0);
+    let jobs = rig
+        .until("the job ends or waits", |j| {
+            all_succeeded(j) || j.iter().any(|j| j.status == JobStatus::Paused)
+        })
+        .await;
+    assert!(all_succeeded(&jobs), "{jobs:#?}");
+    assert_eq!(rig.state(&id).await["state"], "provisioned");
+    assert_eq!(rig.app.failed_logins(), 0);
+    let events = rig
+        .store()
+        .audit_events(Some("acme"), 1000)
+        .await
+        .expect("events");
+    assert!(
+        !events.iter().any(|e| e.event_type == "integration.paused"),
+        "not paused"
+    );
+    rig.stop().await;
+}
+
 async fn a_refused_sign_in_pauses_and_a_corrected_vault_entry_resumes(db: Db) {
     let (hook, got) = receiver().await;
     // SAFETY: every test that sets it sets the same value, before reading configuration.
@@ -567,6 +615,7 @@ on_both_databases!(
     a_precondition_that_cannot_answer_never_creates_twice,
     a_refused_sign_in_pauses_and_a_corrected_vault_entry_resumes,
     a_failed_session_check_with_a_live_session_is_no_refusal,
+    a_hanging_login_page_is_no_refusal,
     without_refused_sign_ins_are_budgeted,
     pending_shows_right_after_a_patch,
 );

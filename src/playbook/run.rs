@@ -840,7 +840,15 @@ impl<'a> Exec<'a> {
                 };
                 page.goto_allowing(&u.text, t, allow_status)
                     .await
-                    .map_err(|e| Failure::browser(e, None))
+                    .map_err(|e| {
+                        // A page that does not load in time is the app's doing (hanging,
+                        // overloaded), as an error status is: never a refused sign-in.
+                        let mut f = Failure::browser(e, None);
+                        if f.kind == RunErrorKind::Browser {
+                            f.kind = RunErrorKind::App;
+                        }
+                        f
+                    })
             }
             StepKind::Fill {
                 into,
