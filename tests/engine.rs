@@ -143,9 +143,11 @@ impl Rig {
     }
 
     /// Waits until the user's newest jobs have all ended and returns the state extension.
+    /// Up to 7.5 minutes: under injected faults every new sign-in waits for an unused TOTP
+    /// window (30 s each), and on a loaded 2-core runner a job can need several.
     async fn settled(&self, id: &str) -> Value {
         let store = &self.running.as_ref().expect("running").store;
-        for _ in 0..900 {
+        for _ in 0..2250 {
             let jobs = store
                 .list_jobs(&usher::store::JobFilter {
                     resource_id: Some(id),
