@@ -18,7 +18,7 @@ else cargo build -q --bin usher -p usher -p usher-fixture-apps; fi
 TARGET="${CARGO_TARGET_DIR:-target}"; USHER="$(cd "$TARGET" && pwd)/$PROFILE/usher"
 FIXTURE="$(cd "$TARGET" && pwd)/$PROFILE/usher-fixture-apps"
 WORK="$(mktemp -d)"; PID=""; APP_PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; [ -n "$APP_PID" ] && kill "$APP_PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+cleanup() { { [ -n "$PID" ] && kill "$PID"; [ -n "$APP_PID" ] && kill "$APP_PID"; } 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 PG_ADMIN=${USHER_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
@@ -163,6 +163,9 @@ YAML
   "$USHER" vault keygen --out "$dir/vault.key" >/dev/null
   printf '%s\n' 'correct horse battery' JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP |
     "$USHER" vault set acme-admin --username admin@acme.example --totp --config "$dir/usher.yaml" >/dev/null
+  # Each run has a fresh database that does not know the TOTP code the previous run
+  # used; the app refuses a replayed code (and Usher would pause): wait for a new window.
+  sleep $((31 - $(date +%s) % 30))
   BENCH_TOKEN=$TOKEN USHER_LOG=warn "$USHER" serve --config "$dir/usher.yaml" >"$dir/serve.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -196,5 +199,5 @@ if [ "$ONLY" = all ] || [ "$ONLY" = memory ]; then
   APP_PID=$!
   for _ in $(seq 1 100); do curl -fs -o /dev/null "$APP_URL/" 2>/dev/null && break; sleep 0.1; done
   for w in 1 2 4; do memory_run "$w" "${BENCH_MEMORY_JOINERS:-20}"; done
-  kill "$APP_PID"; wait "$APP_PID" 2>/dev/null || true
+  kill "$APP_PID"; wait "$APP_PID" 2>/dev/null || true; APP_PID=""
 fi
