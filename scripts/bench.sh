@@ -3,14 +3,22 @@
 # SQLite and on PostgreSQL, with wrk (installed from Debian when missing). Bounded:
 # each load phase runs BENCH_SECONDS (default 10 s) at BENCH_CONNECTIONS (default 32).
 # Prints one line per figure:  <db> <scenario> rps=N p50=Xms p99=Yms
+# `scripts/bench.sh memory` prints only the sizing figures (memory of usher and of its
+# Chromium at 1, 2 and 4 workers; a few minutes), as quoted in docs/operations.md.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/install-deps.sh --bench >/dev/null
 SECONDS_PER=${BENCH_SECONDS:-10}; CONNS=${BENCH_CONNECTIONS:-32}; SEED=${BENCH_SEED_USERS:-2000}
-cargo build --release -q --bin usher
-TARGET="${CARGO_TARGET_DIR:-target}"; USHER="$(cd "$TARGET" && pwd)/release/usher"
-WORK="$(mktemp -d)"; PID=""
-cleanup() { [ -n "$PID" ] && kill "$PID" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$WORK"; }
+# `scripts/bench.sh memory` = BENCH_ONLY=memory (the sizing figures alone, a few minutes).
+ONLY="${1:-${BENCH_ONLY:-all}}"
+# BENCH_PROFILE=debug measures an existing debug build instead of building a release one.
+PROFILE=${BENCH_PROFILE:-release}
+if [ "$PROFILE" = release ]; then cargo build --release -q --bin usher -p usher -p usher-fixture-apps
+else cargo build -q --bin usher -p usher -p usher-fixture-apps; fi
+TARGET="${CARGO_TARGET_DIR:-target}"; USHER="$(cd "$TARGET" && pwd)/$PROFILE/usher"
+FIXTURE="$(cd "$TARGET" && pwd)/$PROFILE/usher-fixture-apps"
+WORK="$(mktemp -d)"; PID=""; APP_PID=""
+cleanup() { { [ -n "$PID" ] && kill "$PID"; [ -n "$APP_PID" ] && kill "$APP_PID"; } 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 TOKEN=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 PG_ADMIN=${USHER_BENCH_PG:-postgres://postgres@127.0.0.1:5432/test}
@@ -100,8 +108,7 @@ PY
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
 }
 
-# BENCH_ONLY=scim, BENCH_ONLY=playbooks or BENCH_ONLY=engine runs one part.
-ONLY="${BENCH_ONLY:-all}"
+# BENCH_ONLY=scim|playbooks|engine|memory (or the first argument) runs one part.
 if [ "$ONLY" = all ] || [ "$ONLY" = scim ]; then
 bench_db sqlite "sqlite://$WORK/bench.db"
 fi
@@ -120,4 +127,77 @@ fi
 # The engine end to end: SCIM POST → account in the app; joiners per minute.
 if [ "$ONLY" = all ] || [ "$ONLY" = engine ]; then
   cargo run --release -q --example bench_engine
+fi
+
+# Sizing: peak memory of `usher serve` and of its Chromium process tree during a burst
+# of joiners into the classic fixture app, with engine.workers = 1, 2 and 4 (integration
+# concurrency = workers). Usher: VmHWM (the kernel's peak resident set). Chromium: the
+# peak, over samples every 0.2 s, of the summed Pss (smaps_rollup) of every descendant
+# of the usher process: Chromium's processes share pages, so a sum of their RSS would
+# count shared libraries and the zygote many times over.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+descendants() { # pid -> every descendant pid
+  local kids; kids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '$4==p {print $1}')
+  for k in $kids; do echo "$k"; descendants "$k"; done
+}
+memory_run() { # workers joiners -> one line of figures
+  local workers=$1 n=$2 dir="$WORK/mem-$1" port; mkdir -p "$dir"; port=$(free_port)
+  cat > "$dir/usher.yaml" <<YAML
+listen: 127.0.0.1:$port
+database: sqlite://usher.db
+vault:
+  key_file: vault.key
+engine:
+  workers: $workers
+  poll: 100ms
+integrations:
+  - id: acme
+    name: Acme Admin (fixture)
+    app: Acme Admin
+    playbook: $PWD/playbooks/classic.yaml
+    base_url: $APP_URL
+    service_account: acme-admin
+    concurrency: $workers
+    scim_token: \${BENCH_TOKEN}
+YAML
+  "$USHER" vault keygen --out "$dir/vault.key" >/dev/null
+  printf '%s\n' 'correct horse battery' JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP |
+    "$USHER" vault set acme-admin --username admin@acme.example --totp --config "$dir/usher.yaml" >/dev/null
+  # Each run has a fresh database that does not know the TOTP code the previous run
+  # used; the app refuses a replayed code (and Usher would pause): wait for a new window.
+  sleep $((31 - $(date +%s) % 30))
+  BENCH_TOKEN=$TOKEN USHER_LOG=warn "$USHER" serve --config "$dir/usher.yaml" >"$dir/serve.log" 2>&1 &
+  PID=$!
+  for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
+  local idle; idle=$(awk '/VmRSS/ {print $2}' /proc/$PID/status)
+  for i in $(seq 1 "$n"); do
+    curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/scim+json' \
+      -d "{\"schemas\":[\"urn:ietf:params:scim:schemas:core:2.0:User\"],\"userName\":\"mem$workers-$i@bench.example\",\"name\":{\"givenName\":\"Mem\",\"familyName\":\"User\"},\"emails\":[{\"value\":\"mem$workers-$i@bench.example\",\"primary\":true}]}" \
+      "http://127.0.0.1:$port/scim/v2/acme/Users"
+  done
+  local peak_pss=0 procs=0 done_jobs=0 pss count
+  for _ in $(seq 1 3000); do # at most 10 minutes
+    pss=0; count=0
+    for p in $(descendants "$PID"); do
+      v=$(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || true)
+      [ -n "$v" ] && { pss=$((pss + v)); count=$((count + 1)); }
+    done
+    [ "$pss" -gt "$peak_pss" ] && peak_pss=$pss
+    [ "$count" -gt "$procs" ] && procs=$count
+    done_jobs=$("$USHER" jobs list --config "$dir/usher.yaml" --json --limit 1000 2>/dev/null |
+      python3 -c 'import json,sys; print(sum(j["status"] in ("succeeded","failed") for j in json.load(sys.stdin)))' || echo 0)
+    [ "$done_jobs" -ge "$n" ] && break
+    sleep 0.2
+  done
+  local hwm; hwm=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)
+  echo "memory workers=$workers joiners=$n done=$done_jobs usher_idle_rss=$((idle / 1024))MiB usher_peak_rss=$((hwm / 1024))MiB chromium_peak_pss=$((peak_pss / 1024))MiB chromium_processes_max=$procs ($PROFILE build)"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+if [ "$ONLY" = all ] || [ "$ONLY" = memory ]; then
+  APP_PORT=$(free_port); APP_URL="http://127.0.0.1:$APP_PORT"
+  "$FIXTURE" --kind classic --port "$APP_PORT" >"$WORK/app.log" 2>&1 &
+  APP_PID=$!
+  for _ in $(seq 1 100); do curl -fs -o /dev/null "$APP_URL/" 2>/dev/null && break; sleep 0.1; done
+  for w in 1 2 4; do memory_run "$w" "${BENCH_MEMORY_JOINERS:-20}"; done
+  kill "$APP_PID"; wait "$APP_PID" 2>/dev/null || true; APP_PID=""
 fi
