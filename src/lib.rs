@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod digest;
 pub mod engine;
+pub mod keytext;
 pub mod ops;
 pub mod playbook;
 pub mod scim;

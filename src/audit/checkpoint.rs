@@ -12,7 +12,6 @@
 use std::fmt;
 use std::path::Path;
 
-use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -96,19 +95,13 @@ impl CheckpointKey {
             origin: origin.to_owned(),
             reason,
         };
-        let text = text.trim().trim_end_matches('=');
-        let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(text)
-                .map_err(|_| bad("is not base64".into()))?,
-        );
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
-            bad(format!(
-                "is {} bytes long; a checkpoint key is 32 bytes (make one with `usher audit keygen`)",
-                decoded.len()
-            ))
+        let bytes = crate::keytext::key32_from_base64(text).map_err(|e| match e {
+            crate::keytext::KeyTextError::NotBase64 => bad("is not base64".into()),
+            crate::keytext::KeyTextError::WrongLength(n) => bad(format!(
+                "is {n} bytes long; a checkpoint key is 32 bytes (make one with `usher audit keygen`)"
+            )),
         })?;
-        Ok(CheckpointKey::from_bytes(bytes))
+        Ok(CheckpointKey::from_bytes(*bytes))
     }
 
     pub fn from_file(path: &Path) -> Result<CheckpointKey, CheckpointError> {
@@ -509,6 +502,7 @@ mod tests {
 
     #[test]
     fn keys_come_from_the_environment_or_a_file_and_never_show() {
+        use base64::Engine as _;
         use base64::engine::general_purpose::STANDARD;
         let text = STANDARD.encode([9u8; 32]);
         let k = CheckpointKey::from_sources(|n| (n == ENV_AUDIT_KEY).then(|| text.clone()), None)

@@ -56,19 +56,13 @@ impl VaultKey {
             origin: source.to_owned(),
             reason,
         };
-        let text = text.trim().trim_end_matches('=');
-        let decoded = Zeroizing::new(
-            base64::engine::general_purpose::STANDARD_NO_PAD
-                .decode(text)
-                .map_err(|_| bad("is not base64".into()))?,
-        );
-        let bytes: [u8; 32] = decoded.as_slice().try_into().map_err(|_| {
-            bad(format!(
-                "is {} bytes long; a vault key is 32 bytes (make one with `usher vault keygen`)",
-                decoded.len()
-            ))
+        let bytes = crate::keytext::key32_from_base64(text).map_err(|e| match e {
+            crate::keytext::KeyTextError::NotBase64 => bad("is not base64".into()),
+            crate::keytext::KeyTextError::WrongLength(n) => bad(format!(
+                "is {n} bytes long; a vault key is 32 bytes (make one with `usher vault keygen`)"
+            )),
         })?;
-        Ok(VaultKey::from_bytes(bytes))
+        Ok(VaultKey::from_bytes(*bytes))
     }
 
     /// A key file: the key in base64 on one line.
