@@ -2,7 +2,8 @@
 # Installs what Usher's tests and demo need on a Debian machine, when it is missing:
 # Chromium (the engine's browser), Node.js with npm and the console tests' npm packages
 # (oidc-provider, axe-core, swagger-parser; into tests/node/node_modules, never
-# globally), wrk (the benchmark's load tool), rustfmt and clippy
+# globally), DokuWiki with the PHP command line (scripts/dokuwiki.sh), wrk (the
+# benchmark's load tool), rustfmt and clippy
 # (through rustup, when the toolchain comes from it), and starts the local PostgreSQL
 # server the tests use when one is installed but down.
 set -euo pipefail
@@ -21,6 +22,9 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# DokuWiki and the PHP command line for tests/dokuwiki.rs, here rather than from the
+# tests themselves, so that tests running in parallel processes never race apt-get.
+if [ "${USHER_SKIP_DOKUWIKI:-0}" != 1 ]; then bash "$(dirname "$0")/dokuwiki.sh"; fi
 # The console tests' real OpenID provider and accessibility checker (tests/console.rs).
 root="$(cd "$(dirname "$0")/.." && pwd)"
 if [ ! -d "$root/tests/node/node_modules/oidc-provider" ] || [ ! -d "$root/tests/node/node_modules/axe-core" ] || [ ! -d "$root/tests/node/node_modules/@apidevtools/swagger-parser" ]; then
