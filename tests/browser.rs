@@ -45,6 +45,22 @@ setTimeout(() => { document.getElementById('dis').disabled = false; }, 400);
 requestAnimationFrame(() => requestAnimationFrame(() => { document.getElementById('mover').style.left = '500px'; }));
 </script>"#;
 
+// The first time the mouse reaches #a, the page re-renders: #a moves down and another
+// button takes its place, between Usher's probe of #a and its click.
+const SWAP: &str = r#"
+<style>button{position:absolute;left:20px;width:160px;height:40px}</style>
+<button id=a style="top:100px" onclick="out('a clicked; decoy clicks: ' + window.decoys)">Save</button>
+<script>
+window.decoys = 0; let swapped = false;
+document.getElementById('a').addEventListener('mousemove', () => {
+  if (swapped) return; swapped = true;
+  document.getElementById('a').style.top = '300px';
+  const d = document.createElement('button'); d.id = 'decoy'; d.textContent = 'Delete';
+  d.style.top = '100px'; d.onclick = () => { window.decoys++; out('decoy clicked'); };
+  document.body.appendChild(d);
+});
+</script>"#;
+
 const FORMS: &str = r#"
 <style>tr .edit{visibility:hidden} tr:hover .edit{visibility:visible}</style>
 <label for=e>Email address</label><input id=e>
@@ -81,6 +97,7 @@ async fn serve() -> String {
             .route("/late", get(|| async { page(LATE) }))
             .route("/states", get(|| async { page(STATES) }))
             .route("/forms", get(|| async { page(FORMS) }))
+            .route("/swap", get(|| async { page(SWAP) }))
             .route("/confirm", get(|| async { page(CONFIRM) }))
             .route("/nav", get(|| async { page(NAV) }))
             .route(
@@ -181,6 +198,14 @@ async fn waits_for_late_hidden_disabled_and_moving_elements(b: &Browser, base: &
             .expect("mover clicked");
         eprintln!("moving click took {:?}", t0.elapsed());
         // a click that did not wait for the transition would have missed the moving button
+
+        // A re-render between the probe and the click: the click that would land on the
+        // other button is swallowed, and #a is found and clicked where it now is.
+        p.goto(&format!("{base}/swap"), T).await.expect("goto swap");
+        p.click(&loc("#a"), T).await.expect("click after re-render");
+        p.expect_text(Some(&loc("#out")), "a clicked; decoy clicks: 0", T)
+            .await
+            .expect("the click reached #a and never the button that took its place");
         ctx.close().await.expect("close ctx");
     }
 }

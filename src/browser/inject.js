@@ -362,6 +362,44 @@
     return null;
   }
 
+  // Guards the real mouse click that follows a probe: the page may move or re-render
+  // between the probe and the click, and a click that lands on another element (another
+  // row's Delete button) must not happen. The first trusted pointer event of the click
+  // decides: if it does not target the probed element (or its label), it and the rest of
+  // the click are swallowed and the miss is reported, so the caller probes again.
+  const GUARDED = ['pointerdown', 'mousedown', 'pointerup', 'mouseup', 'click'];
+  U.armClick = () => {
+    U.disarmClick();
+    const el = U.cur;
+    if (!el || !el.isConnected) return false;
+    let verdict = null; // null: undecided, 'ok', or a description of what was hit
+    const guard = (ev) => {
+      if (!ev.isTrusted) return;
+      if (verdict === null) {
+        const t = ev.target;
+        const hit = t === el || (t instanceof Node && el.contains(t)) ||
+          (t && t.localName === 'label' && t.control === el);
+        verdict = hit ? 'ok' : ('the click would have landed on ' + (t && t.localName ? describe(t) : 'nothing'));
+      }
+      if (verdict !== 'ok') { ev.preventDefault(); ev.stopImmediatePropagation(); }
+    };
+    const wins = [window];
+    const own = el.ownerDocument.defaultView;
+    if (own && own !== window) wins.push(own);
+    wins.forEach((w) => GUARDED.forEach((t) => w.addEventListener(t, guard, true)));
+    U.clickGuard = () => {
+      wins.forEach((w) => GUARDED.forEach((t) => w.removeEventListener(t, guard, true)));
+      return verdict === null || verdict === 'ok' ? null : verdict;
+    };
+    return true;
+  };
+  // Removes the guard; returns what a missed click would have hit, else null.
+  U.disarmClick = () => {
+    const g = U.clickGuard;
+    U.clickGuard = null;
+    return g ? g() : null;
+  };
+
   // opts: {strict, stable, scroll, hit, text, all}
   U.probe = async (parts, opts) => {
     opts = opts || {};

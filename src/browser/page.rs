@@ -700,13 +700,49 @@ impl Page {
     pub async fn click(&self, loc: &Locator, timeout: Duration) -> Result<(), BrowserError> {
         let deadline = Instant::now() + timeout;
         let action = "to be visible, enabled, stable and clickable (click)";
-        let p = self
-            .wait_need(loc, Need::click(), action, timeout, deadline)
-            .await?;
-        let (x, y) = p.bbox.unwrap_or_default().center();
-        let token = self.next_token();
-        self.mark_document(&token).await?;
-        self.mouse_click_at(x, y).await?;
+        let token = loop {
+            let p = self
+                .wait_need(loc, Need::click(), action, timeout, deadline)
+                .await?;
+            let (x, y) = p.bbox.unwrap_or_default().center();
+            let token = self.next_token();
+            self.mark_document(&token).await?;
+            let armed = matches!(
+                self.eval_helper("window.__usher.armClick()", false, self.per_call(deadline))
+                    .await?,
+                Eval::Value(Value::Bool(true))
+            );
+            self.mouse_click_at(x, y).await?;
+            if !armed {
+                break token;
+            }
+            // A document that navigated away took the guard with it: the click landed.
+            let missed = match self
+                .eval_raw(
+                    "window.__usher ? window.__usher.disarmClick() : null",
+                    false,
+                    self.per_call(deadline),
+                )
+                .await?
+            {
+                Eval::Value(Value::String(m)) => Some(m),
+                _ => None,
+            };
+            match missed {
+                None => break token,
+                // The element moved or the page re-rendered after the probe; the click
+                // was swallowed, so nothing happened: find the element again.
+                Some(m) if Instant::now() + POLL < deadline => {
+                    tracing::debug!(locator = %loc, "{m}; clicking again");
+                    tokio::time::sleep(POLL).await;
+                }
+                Some(m) => {
+                    return Err(self
+                        .timeout_error(action, Some(loc), format!("1 match, but {m}"), timeout)
+                        .await);
+                }
+            }
+        };
         self.settle(
             &token,
             "navigation after click to finish",
