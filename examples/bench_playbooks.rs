@@ -1,6 +1,8 @@
 //! Playbook benchmark (run by `scripts/bench.sh`): wall time of `create_user` on each
 //! fixture app with a warm session (median of 10), and 20 creates with 1, 2 and 4
-//! browser contexts in parallel. Prints one line per figure.
+//! browser contexts in parallel. Evidence screenshots are taken as the engine takes
+//! them (the playbook's policy, into a temporary evidence folder). Prints one line per
+//! figure. `BENCH_SERIAL_ONLY=1` measures the warm median alone.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool, not the product
 
@@ -31,6 +33,13 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
     let app = RunningApp::start(kind, opts.clone()).await?;
     let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel))?;
     let pb = Arc::new(playbook::load_str(rel, &text).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let evidence_dir = tempfile::tempdir()?;
+    let run_opts = RunOptions {
+        evidence: Some(Arc::new(usher::audit::evidence::EvidenceStore::new(
+            evidence_dir.path(),
+        )?)),
+        ..RunOptions::default()
+    };
     for contexts in [1usize, 2, 4] {
         let driver = Driver::new(DriverConfig {
             max_contexts: contexts,
@@ -43,15 +52,10 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
         )?;
         let integ = driver.target(name, name, app.base_url(), pb.clone(), Arc::new(secret))?;
         let run = |email: String| {
-            let (driver, integ) = (&driver, &integ);
+            let (driver, integ, run_opts) = (&driver, &integ, &run_opts);
             async move {
                 driver
-                    .run(
-                        integ,
-                        ActionName::CreateUser,
-                        user(&email),
-                        &RunOptions::default(),
-                    )
+                    .run(integ, ActionName::CreateUser, user(&email), run_opts)
                     .await
             }
         };
@@ -59,10 +63,28 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
         run(format!("warm-{contexts}@bench.test")).await?;
         if contexts == 1 {
             let mut times = Vec::new();
+            // Where the time goes: the steps' own durations summed per phase, and what
+            // is outside every step (browser context, cookies, bookkeeping).
+            let mut phases: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
             for i in 0..10 {
                 let t = Instant::now();
-                run(format!("serial-{i}@bench.test")).await?;
-                times.push(ms(t.elapsed()));
+                let out = run(format!("serial-{i}@bench.test")).await?;
+                let total = ms(t.elapsed());
+                times.push(total);
+                let mut in_steps = 0.0;
+                let mut this: std::collections::BTreeMap<String, f64> = Default::default();
+                for step in &out.steps {
+                    let phase = serde_json::to_value(step.phase)?
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_owned();
+                    *this.entry(phase).or_default() += step.duration_ms as f64;
+                    in_steps += step.duration_ms as f64;
+                }
+                this.insert("outside_steps".into(), total - in_steps);
+                for (phase, v) in this {
+                    phases.entry(phase).or_default().push(v);
+                }
             }
             times.sort_by(f64::total_cmp);
             println!(
@@ -71,6 +93,21 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
                 times[0],
                 times[9]
             );
+            let split: Vec<String> = phases
+                .into_iter()
+                .map(|(phase, mut v)| {
+                    v.sort_by(f64::total_cmp);
+                    format!("{phase}={:.0}ms", v[v.len() / 2])
+                })
+                .collect();
+            println!(
+                "{name} create_user_warm split (medians) {}",
+                split.join(" ")
+            );
+        }
+        if std::env::var("BENCH_SERIAL_ONLY").is_ok_and(|v| v == "1") {
+            driver.shutdown().await?;
+            break;
         }
         let t = Instant::now();
         let results = futures::future::join_all(
