@@ -28,6 +28,19 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Sorts `v` and returns its median (the mean of the two middle values of an even count).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n == 0 {
+        0.0
+    } else if n.is_multiple_of(2) {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    } else {
+        v[n / 2]
+    }
+}
+
 async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
     let opts = FixtureOptions::default();
     let app = RunningApp::start(kind, opts.clone()).await?;
@@ -86,19 +99,14 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
                     phases.entry(phase).or_default().push(v);
                 }
             }
-            times.sort_by(f64::total_cmp);
+            let mid = median(&mut times);
             println!(
-                "{name} create_user_warm median={:.0}ms min={:.0}ms max={:.0}ms (n=10)",
-                (times[4] + times[5]) / 2.0,
-                times[0],
-                times[9]
+                "{name} create_user_warm median={mid:.0}ms min={:.0}ms max={:.0}ms (n=10)",
+                times[0], times[9]
             );
             let split: Vec<String> = phases
                 .into_iter()
-                .map(|(phase, mut v)| {
-                    v.sort_by(f64::total_cmp);
-                    format!("{phase}={:.0}ms", v[v.len() / 2])
-                })
+                .map(|(phase, mut v)| format!("{phase}={:.0}ms", median(&mut v)))
                 .collect();
             println!(
                 "{name} create_user_warm split (medians) {}",
