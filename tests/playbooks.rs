@@ -280,6 +280,195 @@ async fn killed_chromium_is_replaced_and_the_action_retried() {
     s.app.shutdown().await;
 }
 
+/// Runs `action` for every user at once.
+async fn run_all(s: &Setup, action: ActionName, users: &[UserContext]) -> Vec<ActionOutcome> {
+    let opts = RunOptions::default();
+    futures::future::join_all(
+        users
+            .iter()
+            .map(|u| s.driver.run(&s.integ, action, u.clone(), &opts)),
+    )
+    .await
+    .into_iter()
+    .map(|r| match r {
+        Ok(o) => o,
+        Err(e) => panic!("{action} failed: {e}"),
+    })
+    .collect()
+}
+
+fn checked_session(out: &ActionOutcome) -> bool {
+    out.steps
+        .iter()
+        .any(|r| r.phase == playbook::Phase::SessionCheck)
+}
+
+/// Jobs of one integration at once get sessions of their own (own cookie jar, own
+/// sign-in), which are kept logged in and reused by the next actions without a check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_sessions_run_side_by_side_and_are_kept_warm() {
+    let s = setup(
+        AppKind::Classic,
+        "playbooks/classic.yaml",
+        None,
+        FixtureOptions::default(),
+    )
+    .await;
+    let users: Vec<UserContext> = (0..4)
+        .map(|n| scim_user(&format!("side{n}@acme.test"), "Side", &format!("N{n}"), &[]))
+        .collect();
+    let outs = run_all(&s, ActionName::CreateUser, &users).await;
+    assert!(outs.iter().all(|o| o.status == ActionStatus::Done));
+    for n in 0..4 {
+        assert_eq!(
+            truth(&s.app, &format!("side{n}@acme.test")).family_name,
+            format!("N{n}")
+        );
+    }
+    let logins = s.app.successful_logins();
+    // Two sign-ins at least (the actions overlapped), each its own TOTP window: none
+    // was refused, and a third waits for a free session rather than a window.
+    assert!((2..=4).contains(&logins), "{logins} sign-ins");
+    assert_eq!(s.app.failed_logins(), 0);
+    let (idle, live) = s.driver.sessions("acme");
+    assert_eq!((idle, live), (logins as usize, logins as usize));
+
+    // As many actions at once as there are sessions: each takes a warm one, trusted
+    // (no session check), and nobody signs in again.
+    let renamed: Vec<UserContext> = (0..idle)
+        .map(|n| {
+            scim_user(
+                &format!("side{n}@acme.test"),
+                "Renamed",
+                &format!("N{n}"),
+                &[],
+            )
+        })
+        .collect();
+    let outs = run_all(&s, ActionName::UpdateUser, &renamed).await;
+    assert!(outs.iter().all(|o| o.status == ActionStatus::Done));
+    assert!(
+        !outs.iter().any(checked_session),
+        "trusted sessions are not checked"
+    );
+    for n in 0..idle {
+        assert_eq!(
+            truth(&s.app, &format!("side{n}@acme.test")).given_name,
+            "Renamed"
+        );
+    }
+    assert_eq!(s.app.successful_logins(), logins);
+    s.driver.shutdown().await.expect("shutdown");
+    s.app.shutdown().await;
+}
+
+/// A session used on trust that the app has ended meanwhile: the leaver's
+/// precondition, run on the sign-in page, finds no account ("already done"); that
+/// answer is not believed until the session is checked, and the account is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ended_trusted_session_never_passes_for_a_done_leaver() {
+    let s = setup(
+        AppKind::Classic,
+        "playbooks/classic.yaml",
+        None,
+        FixtureOptions::default(),
+    )
+    .await;
+    let alice = scim_user("alice@acme.test", "Alice", "Doe", &[]);
+    run(&s, ActionName::CreateUser, &alice).await;
+    assert_eq!(s.app.successful_logins(), 1);
+    s.app.expire_sessions();
+    let out = run(&s, ActionName::DeleteUser, &alice).await;
+    assert_eq!(out.status, ActionStatus::Done, "{:#?}", out.steps);
+    assert!(s.app.user_by_email("alice@acme.test").is_none(), "deleted");
+    assert_eq!(s.app.successful_logins(), 2);
+    assert_eq!(s.app.failed_logins(), 0);
+    let phases: Vec<_> = out.steps.iter().map(|r| r.phase).collect();
+    let check = phases
+        .iter()
+        .position(|p| *p == playbook::Phase::SessionCheck)
+        .expect("checked");
+    let login = phases
+        .iter()
+        .position(|p| *p == playbook::Phase::Login)
+        .expect("logged in");
+    assert!(
+        check < login,
+        "checked after the first run, then logged in: {phases:?}"
+    );
+    s.driver.shutdown().await.expect("shutdown");
+    s.app.shutdown().await;
+}
+
+/// `sessions: { trust: 0s }` checks the session before every action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_zero_checks_before_every_action() {
+    let text = std::fs::read_to_string(repo("playbooks/classic.yaml"))
+        .expect("read")
+        .replacen(
+            "defaults: { timeout: 10s, screenshots: on_change }",
+            "defaults: { timeout: 10s, screenshots: on_change }\nsessions: { trust: 0s }",
+            1,
+        );
+    assert!(text.contains("trust: 0s"));
+    let s = setup(
+        AppKind::Classic,
+        "playbooks/classic.yaml",
+        Some(text),
+        FixtureOptions::default(),
+    )
+    .await;
+    let bob = scim_user("bob@acme.test", "Bob", "Roe", &[]);
+    run(&s, ActionName::CreateUser, &bob).await;
+    let out = run(&s, ActionName::UpdateUser, &bob).await;
+    assert!(checked_session(&out), "checked before the action");
+    assert_eq!(s.app.successful_logins(), 1);
+    s.driver.shutdown().await.expect("shutdown");
+    s.app.shutdown().await;
+}
+
+/// An app that allows one session per account (a sign-in ends the others): a session
+/// found ended runs its action once more in a logged-in one (and the pool learns to
+/// keep one, see `playbook::sessions`); every action goes through without a refused
+/// sign-in, and no sign-in ends the session in use again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_session_per_account_is_learnt_and_every_action_goes_through() {
+    let s = setup(
+        AppKind::Classic,
+        "playbooks/classic.yaml",
+        None,
+        FixtureOptions {
+            single_session: true,
+            ..FixtureOptions::default()
+        },
+    )
+    .await;
+    let users: Vec<UserContext> = (0..2)
+        .map(|n| scim_user(&format!("one{n}@acme.test"), "One", &format!("N{n}"), &[]))
+        .collect();
+    // Two at once: the second session's sign-in ends the first one's session.
+    let outs = run_all(&s, ActionName::CreateUser, &users).await;
+    assert!(outs.iter().all(|o| o.status == ActionStatus::Done));
+    for n in 0..2 {
+        assert_eq!(
+            truth(&s.app, &format!("one{n}@acme.test")).family_name,
+            format!("N{n}")
+        );
+    }
+    assert_eq!(s.app.failed_logins(), 0);
+    // From now on one session serves every action: no more sign-ins.
+    let logins = s.app.successful_logins();
+    for u in &users {
+        let out = run(&s, ActionName::DeactivateUser, u).await;
+        assert_eq!(out.status, ActionStatus::Done);
+    }
+    assert!((0..2).all(|n| !truth(&s.app, &format!("one{n}@acme.test")).active));
+    assert_eq!(s.app.successful_logins(), logins);
+    assert_eq!(s.app.failed_logins(), 0);
+    s.driver.shutdown().await.expect("shutdown");
+    s.app.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_selector_fails_with_position_locator_url_and_png() {
     let text = std::fs::read_to_string(repo("playbooks/classic.yaml")).expect("read");

@@ -117,7 +117,7 @@ async fn rotates(kind: AppKind, rel: &str) {
     assert!(!records.contains(&old), "{records}");
 
     // A fresh login with the new password works.
-    s.driver.forget_session(&s.integ.key);
+    s.driver.forget_session(&s.integ.key).await;
     list_users(&s, &s.integ).await;
     assert_eq!(s.app.failed_logins(), 0);
     s.driver.shutdown().await.expect("shutdown");

@@ -144,6 +144,11 @@ impl BrowserContext {
         }
     }
 
+    /// True once its browser has died (the context is gone with it).
+    pub fn is_dead(&self) -> bool {
+        self.shared.is_dead()
+    }
+
     /// The context's page.
     pub fn page(&self) -> &Page {
         &self.page

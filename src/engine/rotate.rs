@@ -145,7 +145,7 @@ pub async fn rotate_password(
         Err(action) => {
             tracing::warn!(integration = %integ.key, entry = name, error = %action,
                 "rotate_password failed; logging in afresh to learn which password the app has");
-            driver.forget_session(&integ.key);
+            driver.forget_session(&integ.key).await;
             match recover_login(driver, integ, vault, name, opts).await {
                 Ok(true) => Ok(Rotation {
                     outcome: None,

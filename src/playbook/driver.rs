@@ -1,10 +1,11 @@
-//! The driver: one Chromium, one isolated context per running action, a logged-in
-//! session kept per integration, crash recovery.
+//! The driver: one Chromium, a pool of logged-in sessions (isolated browser contexts,
+//! each its own cookie jar and login) per integration, crash recovery.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
@@ -13,8 +14,9 @@ use tokio::sync::{RwLock, Semaphore};
 
 use super::model::{ActionName, Playbook};
 use super::run::{self, ActionOutcome, Phase, RunError, RunOptions, StepRecord};
+use super::sessions::{Checkout, Pools, Return, Session};
 use super::template::{IntegrationContext, RenderError, TemplateContext, TemplateEnv, UserContext};
-use crate::browser::{Browser, BrowserConfig, BrowserError, SessionState};
+use crate::browser::{Browser, BrowserConfig, BrowserContext, BrowserError};
 use crate::clock::{Clock, SystemClock};
 use crate::vault::{Secret, TotpTracker};
 
@@ -108,7 +110,8 @@ pub trait SignInGate: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct DriverConfig {
     pub browser: BrowserConfig,
-    /// Browser contexts (running actions) at most at once. Default 4.
+    /// Browser contexts running actions at most at once, and idle logged-in sessions
+    /// kept at most across integrations. Default 4.
     pub max_contexts: usize,
 }
 
@@ -172,18 +175,20 @@ impl fmt::Debug for AppTarget {
     }
 }
 
-#[derive(Default)]
-struct KeptSession {
-    /// Bumped at every login, so a job that waited for another's login sees it.
-    generation: u64,
-    state: Option<SessionState>,
+/// One pooled session's browser side: its context, and the browser it lives in.
+struct Warm {
+    ctx: BrowserContext,
+    /// [`Driver::epoch`] when it was made: a relaunched browser has none of its contexts.
+    epoch: u64,
 }
 
 /// Runs playbook actions in one lazily launched Chromium.
 pub struct Driver {
     cfg: DriverConfig,
     browser: RwLock<Option<Browser>>,
-    sessions: Mutex<HashMap<String, KeptSession>>,
+    /// Bumped whenever Chromium is (re)launched.
+    epoch: AtomicU64,
+    pools: Pools<Warm>,
     /// One login at a time per integration: TOTP codes are single-use.
     login_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     slots: Semaphore,
@@ -205,10 +210,12 @@ impl Driver {
 
     pub fn with_clock(cfg: DriverConfig, clock: Arc<dyn Clock>) -> Driver {
         let slots = Semaphore::new(cfg.max_contexts.max(1));
+        let pools = Pools::new(cfg.max_contexts.max(1));
         Driver {
             cfg,
             browser: RwLock::new(None),
-            sessions: Mutex::new(HashMap::new()),
+            epoch: AtomicU64::new(0),
+            pools,
             login_locks: Mutex::new(HashMap::new()),
             slots,
             totp: TotpTracker::new(),
@@ -272,18 +279,26 @@ impl Driver {
         let mut guard = self.browser.write().await;
         match guard.as_mut() {
             Some(b) => {
-                b.relaunch_if_dead().await?;
+                if b.relaunch_if_dead().await? {
+                    self.epoch.fetch_add(1, Ordering::SeqCst);
+                }
             }
             None => *guard = Some(Browser::launch(self.cfg.browser.clone()).await?),
         }
         Ok(())
     }
 
-    /// Forgets the kept session of an integration (the next action logs in).
-    pub fn forget_session(&self, key: &str) {
-        if let Ok(mut s) = self.sessions.lock() {
-            s.remove(key);
-        }
+    /// Forgets the logged-in sessions of an integration: idle ones are closed, ones
+    /// running an action are closed when it ends; the next action logs in.
+    pub async fn forget_session(&self, key: &str) {
+        let closing = self.pools.forget(key);
+        close_contexts(closing).await;
+    }
+
+    /// Sessions of the integration that are idle (logged in, kept for the next action)
+    /// and that exist (idle or running an action).
+    pub fn sessions(&self, key: &str) -> (usize, usize) {
+        (self.pools.idle(key), self.pools.live(key))
     }
 
     /// Runs one action for one user. A browser crash is recovered from by relaunching
@@ -308,40 +323,54 @@ impl Driver {
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
         let user = UserContext::default();
-        self.run_with(
-            integ,
-            ActionName::RotatePassword,
-            &user,
-            Some(new_password),
-            opts,
-        )
-        .await
+        let result = self
+            .run_with(
+                integ,
+                ActionName::RotatePassword,
+                &user,
+                Some(new_password),
+                opts,
+            )
+            .await;
+        // Apps often end the account's other sessions on a password change.
+        self.pools.distrust(&integ.key, Instant::now());
+        result
     }
 
-    /// Forgets the kept session and logs in afresh (current password, then the pending
-    /// one). Returns the step records.
+    /// Forgets the integration's sessions and logs in afresh in a new one (current
+    /// password, then the pending one), which is kept. Returns the step records.
     pub async fn relogin(
         &self,
         integ: &AppTarget,
         opts: &RunOptions,
     ) -> Result<Vec<StepRecord>, DriverError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| DriverError::ShutDown)?;
-        self.forget_session(&integ.key);
-        let bctx = self.new_context().await?;
-        let mut ctx = base_context(integ, &UserContext::default());
-        let mut steps = Vec::new();
-        let (generation, _) = self.kept(&integ.key);
-        let result = self
-            .login(integ, &bctx, &mut ctx, opts, &mut steps, generation)
-            .await;
-        if let Err(e) = bctx.close().await {
-            tracing::debug!(error = %e, "closing a browser context failed");
-        }
-        result.map(|()| steps)
+        self.forget_session(&integ.key).await;
+        let generation = self.pools.grow(&integ.key);
+        let mut session = match self.new_context().await {
+            Ok(w) => self.pools.session(w, generation, None),
+            Err(e) => {
+                self.pools.abandon(&integ.key, false);
+                return Err(e);
+            }
+        };
+        let slot = self.slots.acquire().await;
+        let result = match slot {
+            Ok(_slot) => {
+                let mut ctx = base_context(integ, &UserContext::default());
+                let mut steps = Vec::new();
+                self.login(integ, &mut session, &mut ctx, opts, &mut steps)
+                    .await
+                    .map(|()| steps)
+            }
+            Err(_) => Err(DriverError::ShutDown),
+        };
+        let how = if result.is_ok() {
+            Return::Keep
+        } else {
+            Return::Close
+        };
+        self.give_back(integ, session, how).await;
+        result
     }
 
     async fn run_with(
@@ -352,25 +381,53 @@ impl Driver {
         new_password: Option<&SecretString>,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
-        let _slot = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| DriverError::ShutDown)?;
-        match self.run_once(integ, action, user, new_password, opts).await {
-            Err(e) if e.is_crash() || !self.browser_alive().await => {
-                tracing::warn!(error = %e, integration = %integ.key, %action,
-                    "browser crashed; relaunching and retrying the action once");
-                self.relaunch().await?;
-                self.run_once(integ, action, user, new_password, opts).await
+        let mut steps = Vec::new();
+        // Rotation is never run twice here: `engine::rotate` finds out what happened.
+        let mut rerun_left = action != ActionName::RotatePassword;
+        let mut crash_left = true;
+        let mut slot = None;
+        loop {
+            // The session first, then the slot: a job waiting for its integration's
+            // session holds no slot another integration could use.
+            let session = self.checkout(integ).await?;
+            if slot.is_none() {
+                match self.slots.acquire().await {
+                    Ok(s) => slot = Some(s),
+                    Err(_) => {
+                        self.give_back(integ, session, Return::Close).await;
+                        return Err(DriverError::ShutDown);
+                    }
+                }
             }
-            r => r,
+            let attempt = Attempt {
+                integ,
+                action,
+                user,
+                new_password,
+                opts,
+                rerun: rerun_left,
+            };
+            match self.run_once(session, &attempt, &mut steps).await {
+                Ok(Some(out)) => return Ok(out),
+                // The session had ended under the action: once more, in a session that
+                // is logged in.
+                Ok(None) => rerun_left = false,
+                Err(e) if crash_left && (e.is_crash() || !self.browser_alive().await) => {
+                    tracing::warn!(error = %e, integration = %integ.key, %action,
+                        "browser crashed; relaunching and retrying the action once");
+                    crash_left = false;
+                    steps.clear();
+                    self.relaunch().await?;
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
     /// Closes Chromium (and its profile directory).
     pub async fn shutdown(&self) -> Result<(), DriverError> {
         self.slots.close();
+        close_contexts(self.pools.drain()).await;
         if let Some(b) = self.browser.write().await.take() {
             b.close().await?;
         }
@@ -387,6 +444,7 @@ impl Driver {
 
     async fn relaunch(&self) -> Result<(), DriverError> {
         let mut guard = self.browser.write().await;
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         match guard.as_mut() {
             Some(b) => {
                 if !b.relaunch_if_dead().await? {
@@ -402,39 +460,100 @@ impl Driver {
         Ok(())
     }
 
-    async fn new_context(&self) -> Result<crate::browser::BrowserContext, DriverError> {
+    async fn new_context(&self) -> Result<Warm, DriverError> {
         {
             let guard = self.browser.read().await;
             if let Some(b) = guard.as_ref() {
-                return Ok(b.new_context().await?);
+                let epoch = self.epoch.load(Ordering::SeqCst);
+                let ctx = b.new_context().await?;
+                return Ok(Warm { ctx, epoch });
             }
         }
         let mut guard = self.browser.write().await;
         if guard.is_none() {
             *guard = Some(Browser::launch(self.cfg.browser.clone()).await?);
         }
+        let epoch = self.epoch.load(Ordering::SeqCst);
         match guard.as_ref() {
-            Some(b) => Ok(b.new_context().await?),
+            Some(b) => Ok(Warm {
+                ctx: b.new_context().await?,
+                epoch,
+            }),
             None => Err(DriverError::ShutDown),
         }
     }
 
-    fn kept(&self, key: &str) -> (u64, Option<SessionState>) {
-        self.sessions
-            .lock()
-            .ok()
-            .and_then(|s| s.get(key).map(|k| (k.generation, k.state.clone())))
-            .unwrap_or((0, None))
+    /// Sessions an integration may have at once: one for a playbook without
+    /// `login.refused` (every sign-in spends its budget), else `sessions.max`, else as
+    /// many as its actions running at once.
+    fn sessions_max(integ: &AppTarget) -> usize {
+        let pb = integ.playbook.as_ref();
+        if pb.login_refused.is_empty() {
+            return 1;
+        }
+        pb.sessions
+            .max
+            .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX))
     }
 
-    fn keep(&self, key: &str, state: SessionState, new_login: bool) {
-        if let Ok(mut s) = self.sessions.lock() {
-            let k = s.entry(key.to_owned()).or_default();
-            if new_login {
-                k.generation += 1;
+    /// A session of the integration: an idle one, else a new one (not logged in, or
+    /// with the cookies of one lost with a crashed browser), else the next one freed.
+    async fn checkout(&self, integ: &AppTarget) -> Result<Session<Warm>, DriverError> {
+        let max = Self::sessions_max(integ);
+        loop {
+            if self.slots.is_closed() {
+                return Err(DriverError::ShutDown);
             }
-            k.state = Some(state);
+            // While no unused TOTP window is open, a new session would wait for one:
+            // waiting for a busy session may be quicker.
+            let grow_wait = match &integ.secret().totp {
+                Some((seed, _)) => self
+                    .totp
+                    .wait_for_unused(seed.expose_secret(), self.clock.as_ref()),
+                None => Duration::ZERO,
+            };
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            let (decision, closing) =
+                self.pools
+                    .checkout(&integ.key, max, grow_wait, Instant::now(), |w| {
+                        w.epoch == epoch && !w.ctx.is_dead()
+                    });
+            close_contexts(closing).await;
+            match decision {
+                Checkout::Warm(s) => return Ok(s),
+                Checkout::Grow { generation, jar } => {
+                    let made = match self.new_context().await {
+                        Ok(w) => match &jar {
+                            Some(j) => match w.ctx.set_cookies(j).await {
+                                Ok(()) => Ok(w),
+                                Err(e) => {
+                                    close_contexts(vec![w]).await;
+                                    Err(e.into())
+                                }
+                            },
+                            None => Ok(w),
+                        },
+                        Err(e) => Err(e),
+                    };
+                    return match made {
+                        Ok(w) => Ok(self.pools.session(w, generation, jar)),
+                        Err(e) => {
+                            self.pools.abandon(&integ.key, jar.is_some());
+                            Err(e)
+                        }
+                    };
+                }
+                Checkout::Wait { woken, at_most } => {
+                    let _ = tokio::time::timeout(at_most, woken).await;
+                }
+            }
         }
+    }
+
+    /// Hands a session back to the pool and closes what the pool let go.
+    async fn give_back(&self, integ: &AppTarget, session: Session<Warm>, how: Return) {
+        let closing = self.pools.release(&integ.key, session, how, Instant::now());
+        close_contexts(closing).await;
     }
 
     fn login_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -444,79 +563,169 @@ impl Driver {
         }
     }
 
+    /// Runs the action in `session` and hands the session back. `Ok(None)`: the
+    /// session had ended under the action and the action should run once more (only
+    /// when `attempt.rerun`); the step records so far are in `steps`.
     async fn run_once(
         &self,
-        integ: &AppTarget,
-        action: ActionName,
-        user: &UserContext,
-        new_password: Option<&SecretString>,
-        opts: &RunOptions,
-    ) -> Result<ActionOutcome, DriverError> {
-        let bctx = self.new_context().await?;
-        let result = self
-            .in_context(&bctx, integ, action, user, new_password, opts)
-            .await;
-        if let Some(keep) = &opts.keep_open
+        mut session: Session<Warm>,
+        attempt: &Attempt<'_>,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<Option<ActionOutcome>, DriverError> {
+        let integ = attempt.integ;
+        let result = self.in_session(&mut session, attempt, steps).await;
+        if let Some(keep) = &attempt.opts.keep_open
             && !result.as_ref().is_err_and(DriverError::is_crash)
         {
-            keep(bctx.page().devtools_url().await).await;
+            keep(session.item.ctx.page().devtools_url().await).await;
         }
-        if let Err(e) = bctx.close().await {
-            tracing::debug!(error = %e, "closing a browser context failed");
-        }
+        let how = match &result {
+            Ok(_) => Return::Keep,
+            Err(e) if e.is_crash() => Return::Crashed,
+            // The session is signed in; the page may be left anywhere (a dialog, a
+            // half-filled form): start the next action from a blank page.
+            Err(DriverError::Run(_) | DriverError::Playbook(_)) if session.logged_in => {
+                let blank = session
+                    .item
+                    .ctx
+                    .page()
+                    .goto("about:blank", self.cfg.browser.cdp_timeout)
+                    .await;
+                if blank.is_ok() {
+                    Return::Keep
+                } else {
+                    Return::Close
+                }
+            }
+            Err(_) => Return::Close,
+        };
+        self.give_back(integ, session, how).await;
         result
     }
 
-    async fn in_context(
+    async fn in_session(
         &self,
-        bctx: &crate::browser::BrowserContext,
-        integ: &AppTarget,
-        action: ActionName,
-        user: &UserContext,
-        new_password: Option<&SecretString>,
-        opts: &RunOptions,
-    ) -> Result<ActionOutcome, DriverError> {
-        let page = bctx.page();
+        session: &mut Session<Warm>,
+        attempt: &Attempt<'_>,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<Option<ActionOutcome>, DriverError> {
+        let Attempt {
+            integ,
+            action,
+            user,
+            new_password,
+            opts,
+            rerun,
+        } = *attempt;
         let pb = integ.playbook.as_ref();
         let mut ctx = base_context(integ, user);
         ctx.new_password = new_password.cloned();
-        let mut steps: Vec<StepRecord> = Vec::new();
 
-        let (generation, kept) = self.kept(&integ.key);
-        if let Some(state) = &kept {
-            bctx.set_cookies(state).await?;
-        }
-        // A failed check is looked at twice before logging in: an error page from a
-        // flaky app is not a lost session, and each login spends a single-use TOTP code.
-        let checked = kept.is_some()
-            && (self
-                .session_check(integ, page, &mut ctx, opts, &mut steps)
-                .await?
-                || self
-                    .session_check(integ, page, &mut ctx, opts, &mut steps)
-                    .await?);
-        if !checked {
-            self.login(integ, bctx, &mut ctx, opts, &mut steps, generation)
+        // A session that proved itself a moment ago is used without a check. Rotation
+        // always checks first: it must not run on a session that may have ended.
+        let trusted = action != ActionName::RotatePassword
+            && opts.from_line.is_none()
+            && session.trusted(pb.sessions.trust, Instant::now());
+        if session.logged_in && !trusted {
+            self.check_kept(integ, session, &mut ctx, opts, steps)
                 .await?;
         }
-
+        if !session.logged_in {
+            self.login(integ, session, &mut ctx, opts, steps).await?;
+        }
         ctx.outputs.clear();
-        match run::run_action(pb, &integ.env, page, action, &mut ctx, opts).await {
+        let page = session.item.ctx.page();
+        let result = run::run_action(pb, &integ.env, page, action, &mut ctx, opts).await;
+
+        // A result that an ended session could also give checks the session: a failure
+        // (the session may have ended since it proved itself, or another sign-in of the
+        // account ended it), and, on trust, `already_done` or a list (a sign-in page
+        // has no row to find either) or an action without `verify`. If it had ended,
+        // the action runs once more (preconditions make that safe, as after a crash).
+        let proof_needed = match &result {
+            Ok(out) => trusted && needs_proof(pb, action, out),
+            Err(e) => {
+                action != ActionName::RotatePassword
+                    && !e.is_crash()
+                    && e.kind != run::RunErrorKind::Playbook
+            }
+        };
+        if !proof_needed {
+            return match result {
+                Ok(out) => Ok(Some(self.succeeded(session, out, steps).await)),
+                Err(e) => Err(failed_with(e, steps)),
+            };
+        }
+        let result = match result {
             Ok(mut out) => {
-                // The app may have refreshed its cookies; keep the newest.
-                if let Ok(state) = bctx.cookies().await {
-                    self.keep(&integ.key, state, false);
-                }
                 steps.append(&mut out.steps);
-                out.steps = steps;
                 Ok(out)
             }
             Err(mut e) => {
                 steps.append(&mut e.steps);
-                e.steps = steps;
-                Err(DriverError::Run(Box::new(e)))
+                Err(e)
             }
+        };
+        // The check's records join the story only when it ended the attempt: a failed
+        // action's error keeps its failed step as the last record.
+        let mut check_steps = Vec::new();
+        let checked = self
+            .check_kept(integ, session, &mut ctx, opts, &mut check_steps)
+            .await;
+        if let Err(e) = &checked {
+            tracing::debug!(error = %e, "checking the session after its action failed");
         }
+        if !session.logged_in {
+            steps.append(&mut check_steps);
+        }
+        if checked.is_err() || session.logged_in || !rerun {
+            return match result {
+                Ok(out) => Ok(Some(self.succeeded(session, out, steps).await)),
+                Err(e) => Err(failed_with(e, steps)),
+            };
+        }
+        tracing::info!(integration = %integ.key, %action,
+            "the session had ended under the action; running it once more in a logged-in session");
+        Ok(None)
+    }
+
+    /// The action succeeded: the session proved itself; its cookies (the app may have
+    /// refreshed them) are kept to restore it after a browser crash.
+    async fn succeeded(
+        &self,
+        session: &mut Session<Warm>,
+        mut out: ActionOutcome,
+        steps: &mut Vec<StepRecord>,
+    ) -> ActionOutcome {
+        session.proven_at = Some(Instant::now());
+        if let Ok(state) = session.item.ctx.cookies().await {
+            session.jar = Some(state);
+        }
+        steps.append(&mut out.steps);
+        out.steps = std::mem::take(steps);
+        out
+    }
+
+    /// Checks a kept session, twice before calling it lost: an error page from a flaky
+    /// app is not a lost session, and each login spends a single-use TOTP code.
+    async fn check_kept(
+        &self,
+        integ: &AppTarget,
+        session: &mut Session<Warm>,
+        ctx: &mut TemplateContext,
+        opts: &RunOptions,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<(), DriverError> {
+        let page = session.item.ctx.page();
+        let alive = self.session_check(integ, page, ctx, opts, steps).await?
+            || self.session_check(integ, page, ctx, opts, steps).await?;
+        if alive {
+            session.proven_at = Some(Instant::now());
+        } else if self.pools.lost(&integ.key, session) {
+            tracing::warn!(integration = %integ.key,
+                "a session ended after another one signed in: the app allows one session per account; keeping one (say `sessions: {{ max: 1 }}` in the playbook)");
+        }
+        Ok(())
     }
 
     /// True when the kept session is logged in. Crashes and playbook bugs are errors.
@@ -553,28 +762,19 @@ impl Driver {
         }
     }
 
+    /// Logs `session` in (one login of the integration at a time: TOTP codes are
+    /// single-use), with the pending password of an unfinished rotation as a fallback.
     async fn login(
         &self,
         integ: &AppTarget,
-        bctx: &crate::browser::BrowserContext,
+        session: &mut Session<Warm>,
         ctx: &mut TemplateContext,
         opts: &RunOptions,
         steps: &mut Vec<StepRecord>,
-        seen_generation: u64,
     ) -> Result<(), DriverError> {
-        let page = bctx.page();
+        let page = session.item.ctx.page();
         let lock = self.login_lock(&integ.key);
         let _one_login = lock.lock().await;
-        // Another job may have logged in while this one waited: use its session.
-        let (generation, kept) = self.kept(&integ.key);
-        if generation != seen_generation
-            && let Some(state) = kept
-        {
-            bctx.set_cookies(&state).await?;
-            if self.session_check(integ, page, ctx, opts, steps).await? {
-                return Ok(());
-            }
-        }
         let first = self.sign_in(integ, page, ctx, opts, steps).await;
         let secret = integ.secret();
         match (first, secret.promoted()) {
@@ -629,8 +829,8 @@ impl Driver {
             (Err(e), _) => return Err(e),
             (Ok(()), _) => {}
         }
-        let state = bctx.cookies().await?;
-        self.keep(&integ.key, state, true);
+        self.pools.logged_in(&integ.key, session, Instant::now());
+        session.jar = Some(session.item.ctx.cookies().await?);
         tracing::info!(integration = %integ.key, "logged in");
         Ok(())
     }
@@ -748,6 +948,42 @@ impl Driver {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether an action's success on a session used without a check could also be what an
+/// ended session gives (a sign-in page where the app was expected).
+fn needs_proof(pb: &Playbook, action: ActionName, out: &ActionOutcome) -> bool {
+    out.status == run::ActionStatus::AlreadyDone
+        || action == ActionName::ListUsers
+        || pb.actions.get(&action).is_none_or(|a| a.verify.is_none())
+}
+
+/// The failed action's error with every step record of the attempt.
+fn failed_with(mut e: RunError, steps: &mut Vec<StepRecord>) -> DriverError {
+    steps.append(&mut e.steps);
+    e.steps = std::mem::take(steps);
+    DriverError::Run(Box::new(e))
+}
+
+/// One run of an action: what [`Driver::run_with`] hands each attempt.
+#[derive(Clone, Copy)]
+struct Attempt<'a> {
+    integ: &'a AppTarget,
+    action: ActionName,
+    user: &'a UserContext,
+    new_password: Option<&'a SecretString>,
+    opts: &'a RunOptions,
+    /// The action may run once more if its session ended under it.
+    rerun: bool,
+}
+
+/// Closes browser contexts the pool let go (best effort: a dead browser has none).
+async fn close_contexts(items: Vec<Warm>) {
+    for w in items {
+        if let Err(e) = w.ctx.close().await {
+            tracing::debug!(error = %e, "closing a browser context failed");
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod node;
 mod redact;
 mod run;
 mod schema;
+mod sessions;
 mod suggest;
 mod template;
 pub mod trace;

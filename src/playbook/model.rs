@@ -14,6 +14,8 @@ pub struct Playbook {
     pub app: String,
     pub version: u32,
     pub defaults: Defaults,
+    /// How the driver keeps logged-in sessions of the app (`sessions`).
+    pub sessions: SessionPolicy,
     /// Run when `session_check` fails.
     pub login: Vec<Step>,
     /// What a refused sign-in looks like (`login.refused`): looked for when a login
@@ -48,6 +50,33 @@ impl Default for Defaults {
         Self {
             timeout: DEFAULT_TIMEOUT,
             screenshots: ScreenshotPolicy::OnChange,
+        }
+    }
+}
+
+/// How many logged-in sessions of the service account the driver keeps open at once,
+/// and how long a session that proved itself is trusted without a `session_check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// At most this many sessions at once (`sessions.max`); `None`: as many as actions
+    /// run at once for the integration (its `concurrency`). A playbook without
+    /// `login.refused` keeps one whatever this says (each sign-in spends its budget).
+    pub max: Option<u32>,
+    /// A session that passed its check or an action less than this long ago runs the
+    /// next action without `session_check` (`sessions.trust`, default 60s; `0s` checks
+    /// before every action).
+    pub trust: Duration,
+}
+
+pub const DEFAULT_TRUST: Duration = Duration::from_secs(60);
+/// Largest `sessions.max` accepted.
+pub const MAX_SESSIONS: u32 = 64;
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            max: None,
+            trust: DEFAULT_TRUST,
         }
     }
 }

@@ -27,6 +27,7 @@ struct PlaybookDoc {
     #[schemars(range(min = 1, max = 1))]
     version: u32,
     defaults: Option<DefaultsDoc>,
+    sessions: Option<SessionsDoc>,
     /// Steps run when `session_check` fails, or `{steps, refused}`.
     login: LoginDoc,
     /// Steps that succeed when the kept session is still logged in.
@@ -50,6 +51,36 @@ struct DefaultsDoc {
     timeout: Option<DurationDoc>,
     /// When evidence screenshots are taken (default on_change).
     screenshots: Option<ScreenshotsDoc>,
+}
+
+/// How many logged-in sessions of the service account Usher keeps open, and how long a
+/// session that proved itself is used without `session_check`.
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct SessionsDoc {
+    /// Sessions at most at once (default: the integration's `concurrency`; 1 for a
+    /// playbook without `login.refused`). 1 for apps that allow one session per account.
+    #[schemars(range(min = 1, max = 64))]
+    max: Option<u32>,
+    /// How long a session that passed its check or an action is trusted (default 60s;
+    /// 0s checks before every action).
+    trust: Option<TrustDoc>,
+}
+
+/// A duration, or 0s.
+struct TrustDoc;
+
+impl JsonSchema for TrustDoc {
+    fn schema_name() -> Cow<'static, str> {
+        "Trust".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": "^[0-9]{1,9}(ms|s|m)$",
+            "description": "A whole number with a unit (0s, 30s, 2m): at most 1 hour."
+        })
+    }
 }
 
 #[derive(JsonSchema)]

@@ -8,7 +8,8 @@ use super::PlaybookError;
 use super::locator_check::{starts_with_row, validate_locator};
 use super::model::{
     Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction, LocatorTpl,
-    Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, Step, StepKind, Template, WaitState,
+    MAX_SESSIONS, Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, SessionPolicy, Step, StepKind,
+    Template, WaitState,
 };
 use super::node::{self, Node, Value};
 use super::suggest::hint;
@@ -18,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "app",
     "version",
     "defaults",
+    "sessions",
     "login",
     "session_check",
     "subroutines",
@@ -26,6 +28,7 @@ const TOP_KEYS: &[&str] = &[
     "case_sensitive_names",
 ];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
+const SESSIONS_KEYS: &[&str] = &["max", "trust"];
 const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify"];
 const LOGIN_KEYS: &[&str] = &["steps", "refused"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
@@ -471,6 +474,10 @@ impl Loader {
             Some(n) => self.defaults(n),
             None => Defaults::default(),
         };
+        let sessions = match f.get("sessions") {
+            Some(n) => self.sessions(n),
+            None => SessionPolicy::default(),
+        };
         let top = Scope {
             emit_ok: false,
             in_row: false,
@@ -525,6 +532,7 @@ impl Loader {
             app: app?,
             version: version?,
             defaults,
+            sessions,
             login,
             login_refused,
             session_check: session_check?,
@@ -572,6 +580,35 @@ impl Loader {
             }
         }
         (steps, refused)
+    }
+
+    fn sessions(&mut self, n: &Node) -> SessionPolicy {
+        let mut p = SessionPolicy::default();
+        let Some(f) = self.fields(n, "`sessions`", SESSIONS_KEYS) else {
+            return p;
+        };
+        if let Some(m) = f.get("max") {
+            match m.value {
+                Value::Int(i) if (1..=i64::from(MAX_SESSIONS)).contains(&i) => {
+                    p.max = u32::try_from(i).ok();
+                }
+                _ => self.err(
+                    m,
+                    format!("`sessions.max` must be a whole number from 1 to {MAX_SESSIONS}"),
+                ),
+            }
+        }
+        if let Some(t) = f.get("trust") {
+            // `0s` is allowed here (check before every action), unlike a timeout.
+            let zero = matches!(&t.value, Value::Str(s)
+                if matches!(s.trim(), "0s" | "0ms" | "0m"));
+            if zero {
+                p.trust = Duration::ZERO;
+            } else if let Some(d) = self.duration(t, "`sessions.trust`") {
+                p.trust = d;
+            }
+        }
+        p
     }
 
     fn defaults(&mut self, n: &Node) -> Defaults {
