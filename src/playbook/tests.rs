@@ -945,3 +945,44 @@ fn goto_takes_allowed_http_statuses() {
         "url",
     );
 }
+
+#[test]
+fn sessions_policy_loads_with_defaults_and_rejects_bad_values() {
+    let base = with_steps("      - goto: x\n");
+    let pb = loads(&base);
+    assert_eq!(pb.sessions.max, None);
+    assert_eq!(pb.sessions.trust, std::time::Duration::from_secs(60));
+    let pb = loads(&base.replace(
+        "version: 1\n",
+        "version: 1\nsessions: { max: 1, trust: 0s }\n",
+    ));
+    assert_eq!(pb.sessions.max, Some(1));
+    assert_eq!(pb.sessions.trust, std::time::Duration::ZERO);
+    let pb = loads(&base.replace("version: 1\n", "version: 1\nsessions: { trust: 2m }\n"));
+    assert_eq!(pb.sessions.trust, std::time::Duration::from_secs(120));
+    for (bad, pos, needle) in [
+        (
+            "sessions: { max: 0 }",
+            "3:18",
+            "`sessions.max` must be a whole number from 1 to 64",
+        ),
+        (
+            "sessions: { max: 65 }",
+            "3:18",
+            "`sessions.max` must be a whole number from 1 to 64",
+        ),
+        ("sessions: { trust: 60 }", "3:20", "bad duration `60`"),
+        ("sessions: { maxx: 2 }", "3:13", "unknown key `maxx`"),
+    ] {
+        let src = base.replace("version: 1\n", &format!("version: 1\n{bad}\n"));
+        assert_error(&src, pos, needle);
+        assert!(!schema_errors(&src).is_empty(), "schema accepted: {bad}");
+    }
+    assert!(
+        schema_errors(&base.replace(
+            "version: 1\n",
+            "version: 1\nsessions: { max: 2, trust: 0s }\n"
+        ))
+        .is_empty()
+    );
+}
