@@ -109,6 +109,7 @@ PY
 }
 
 # BENCH_ONLY=scim|playbooks|engine|memory (or the first argument) runs one part.
+# engine: BENCH_APPS=classic,spa,dokuwiki BENCH_UI_N=5 BENCH_JOINERS=100 (defaults).
 if [ "$ONLY" = all ] || [ "$ONLY" = scim ]; then
 bench_db sqlite "sqlite://$WORK/bench.db"
 fi
@@ -124,9 +125,13 @@ if [ "$ONLY" = all ] || [ "$ONLY" = playbooks ]; then
   cargo run --release -q --example bench_playbooks
 fi
 
-# The engine end to end: SCIM POST → account in the app; joiners per minute.
+# The engine end to end, per app (classic and SPA fixtures, a real DokuWiki): each UI
+# action from the SCIM request to read-back done against a hand-written Playwright
+# script doing the same UI work (ratio), and joiners per minute with 1 and 4 workers with
+# peak memory. PHP's built-in server runs DokuWiki with 4 workers (like a web server),
+# so that four sessions are not served one request at a time.
 if [ "$ONLY" = all ] || [ "$ONLY" = engine ]; then
-  cargo run --release -q --example bench_engine
+  PHP_CLI_SERVER_WORKERS=${PHP_CLI_SERVER_WORKERS:-4} cargo run --release -q --example bench_engine
 fi
 
 # Sizing: peak memory of `usher serve` and of its Chromium process tree during a burst

@@ -31,6 +31,12 @@ if [ ! -d "$root/tests/node/node_modules/oidc-provider" ] || [ ! -d "$root/tests
   echo "install-deps: npm install in tests/node"
   (cd "$root/tests/node" && npm install --no-audit --no-fund --silent)
 fi
+# The benchmark's hand-written Playwright baseline (bench/playwright; playwright-core
+# drives the system Chromium, no browser download).
+if [ "${1:-}" = "--bench" ] && [ -f "$root/bench/playwright/package.json" ] && [ ! -d "$root/bench/playwright/node_modules/playwright-core" ]; then
+  echo "install-deps: npm install in bench/playwright"
+  (cd "$root/bench/playwright" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
+fi
 if [ "${USHER_SKIP_PG:-0}" != 1 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "install-deps: starting PostgreSQL"
