@@ -257,10 +257,8 @@ async fn next_totp_window(app: &App) {
     if app.totp.is_none() {
         return;
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    use usher::clock::Clock as _;
+    let now = u64::try_from(usher::clock::SystemClock.now().timestamp()).unwrap_or(0);
     tokio::time::sleep(Duration::from_secs(31 - now % 30)).await;
 }
 
