@@ -400,6 +400,58 @@ async fn an_ended_trusted_session_never_passes_for_a_done_leaver() {
     s.app.shutdown().await;
 }
 
+/// Evidence under `on_change`: a goto or form input directly followed by another form
+/// input leaves its screenshot to the last input, which shows the filled form; the
+/// submit and the page it leads to have their own, and every screenshot is a PNG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_of_form_inputs_is_evidenced_once_filled() {
+    let s = setup(
+        AppKind::Classic,
+        "playbooks/classic.yaml",
+        None,
+        FixtureOptions::default(),
+    )
+    .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = RunOptions {
+        evidence: Some(Arc::new(EvidenceStore::new(dir.path()).expect("store"))),
+        ..RunOptions::default()
+    };
+    let carol = scim_user("carol@acme.test", "Carol", "Poe", &["Finance"]);
+    let out = s
+        .driver
+        .run(&s.integ, ActionName::CreateUser, carol, &opts)
+        .await
+        .expect("create");
+    let shots: Vec<(String, bool)> = out
+        .steps
+        .iter()
+        .filter(|r| r.phase == playbook::Phase::Steps)
+        .map(|r| (r.step.clone(), r.screenshot.is_some()))
+        .collect();
+    let taken = |prefix: &str| -> Vec<bool> {
+        shots
+            .iter()
+            .filter(|(step, _)| step.starts_with(prefix))
+            .map(|(_, shot)| *shot)
+            .collect()
+    };
+    assert_eq!(taken("goto"), vec![false], "{shots:#?}");
+    assert_eq!(taken("fill"), vec![false, false, false], "{shots:#?}");
+    assert_eq!(taken("select"), vec![true], "{shots:#?}");
+    assert_eq!(taken("click"), vec![true], "{shots:#?}");
+    // The read-back's goto is followed by no input: it keeps its screenshot.
+    assert!(out.steps.iter().any(|r| r.phase == playbook::Phase::Verify
+        && r.step.starts_with("goto")
+        && r.screenshot.is_some()));
+    for r in out.steps.iter().filter_map(|r| r.screenshot.as_ref()) {
+        let png = std::fs::read(dir.path().join(format!("{r}.png"))).expect("evidence file");
+        assert!(png.starts_with(b"\x89PNG"));
+    }
+    s.driver.shutdown().await.expect("shutdown");
+    s.app.shutdown().await;
+}
+
 /// `sessions: { trust: 0s }` checks the session before every action.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trust_zero_checks_before_every_action() {

@@ -410,6 +410,8 @@ struct Exec<'a> {
     steps: Vec<StepRecord>,
     /// The trace's screenshot before the step now running.
     before: Option<String>,
+    /// The step now running is directly followed, in its list, by a form input.
+    followed_by_input: bool,
 }
 
 impl<'a> Exec<'a> {
@@ -432,6 +434,7 @@ impl<'a> Exec<'a> {
             records: Vec::new(),
             steps: Vec::new(),
             before: None,
+            followed_by_input: false,
         }
     }
 
@@ -497,7 +500,8 @@ impl<'a> Exec<'a> {
         scope: Option<Locator>,
     ) -> BoxFuture<'s, Result<(), RunError>> {
         Box::pin(async move {
-            for s in steps {
+            for (i, s) in steps.iter().enumerate() {
+                self.followed_by_input = steps.get(i + 1).is_some_and(|n| is_form_input(&n.kind));
                 self.step(s, scope.as_ref()).await?;
             }
             Ok(())
@@ -541,7 +545,16 @@ impl<'a> Exec<'a> {
         match self.pb.defaults.screenshots {
             ScreenshotPolicy::Always => true,
             ScreenshotPolicy::OnFailure => false,
-            ScreenshotPolicy::OnChange => changes_page(&step.kind),
+            // A goto or form input directly followed by a form input leaves its evidence
+            // to the last input of the run: that screenshot shows the same page with every
+            // value in it (each screenshot costs tens of milliseconds). A failing step
+            // always takes its own.
+            ScreenshotPolicy::OnChange => {
+                changes_page(&step.kind)
+                    && !(self.followed_by_input
+                        && (is_form_input(&step.kind)
+                            || matches!(step.kind, StepKind::Goto { .. })))
+            }
         }
     }
 
@@ -1093,6 +1106,17 @@ fn changes_page(kind: &StepKind) -> bool {
             | StepKind::Check { .. }
             | StepKind::Uncheck { .. }
             | StepKind::Press { .. }
+    )
+}
+
+/// Steps that type into or choose in a form without submitting it.
+fn is_form_input(kind: &StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::Fill { .. }
+            | StepKind::Select { .. }
+            | StepKind::Check { .. }
+            | StepKind::Uncheck { .. }
     )
 }
 
