@@ -14,7 +14,8 @@
 //!   resident memory of this process (Usher, with the fixture apps in it) and the peak
 //!   summed Pss of its Chromium processes, sampled every 200 ms.
 //!
-//! `BENCH_APPS` (default `classic,spa,dokuwiki`) picks apps. Prints one line per figure.
+//! `BENCH_APPS` (default `classic,spa,dokuwiki`) picks apps; `BENCH_JOINERS=0` skips the
+//! throughput runs. Prints one line per figure.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool, not the product
 
@@ -532,6 +533,9 @@ async fn main() -> anyhow::Result<()> {
                 "ui {:<8} deactivate n/a (the playbook has no deactivate_user)",
                 app.name
             );
+        }
+        if joiners == 0 {
+            continue; // BENCH_JOINERS=0: the UI figures alone
         }
         let mut per_min = Vec::new();
         for workers in [1usize, 4] {
