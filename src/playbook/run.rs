@@ -290,7 +290,7 @@ pub async fn run_phase(
 ) -> Result<Vec<StepRecord>, RunError> {
     let mut ex = Exec::new(playbook, env, page, ctx, opts);
     ex.phase = phase;
-    match ex.run_steps(steps, None).await {
+    match ex.run_steps(steps, None, false).await {
         Ok(()) => Ok(ex.steps),
         Err(mut e) => {
             e.steps = ex.steps;
@@ -460,10 +460,10 @@ impl<'a> Exec<'a> {
                 });
             };
             self.phase = Phase::Steps;
-            self.run_steps(&act.steps[start..], None).await?;
+            self.run_steps(&act.steps[start..], None, false).await?;
             if let Some(verify) = &act.verify {
                 self.phase = Phase::Verify;
-                self.run_steps(verify, None).await?;
+                self.run_steps(verify, None, false).await?;
             }
             return Ok(ActionStatus::Done);
         }
@@ -471,7 +471,7 @@ impl<'a> Exec<'a> {
             self.phase = Phase::Precondition;
             // Done, not done, or unknown: only a check that did not match says "not
             // done"; an app that failed to answer has not said the work is missing.
-            match self.run_steps(pre, None).await {
+            match self.run_steps(pre, None, false).await {
                 Ok(()) => return Ok(ActionStatus::AlreadyDone),
                 Err(e) if e.check => {
                     tracing::debug!(at = %e.step_file_line, "precondition: not done, running the action");
@@ -486,22 +486,25 @@ impl<'a> Exec<'a> {
             }
         }
         self.phase = Phase::Steps;
-        self.run_steps(&act.steps, None).await?;
+        self.run_steps(&act.steps, None, false).await?;
         if let Some(verify) = &act.verify {
             self.phase = Phase::Verify;
-            self.run_steps(verify, None).await?;
+            self.run_steps(verify, None, false).await?;
         }
         Ok(ActionStatus::Done)
     }
 
+    /// Runs `steps`; `then_input`: the step that runs after the last of them is
+    /// certainly a form input (see [`input_next`]).
     fn run_steps<'s>(
         &'s mut self,
         steps: &'s [Step],
         scope: Option<Locator>,
+        then_input: bool,
     ) -> BoxFuture<'s, Result<(), RunError>> {
         Box::pin(async move {
             for (i, s) in steps.iter().enumerate() {
-                self.followed_by_input = steps.get(i + 1).is_some_and(|n| is_form_input(&n.kind));
+                self.followed_by_input = input_next(self.pb, steps, i + 1, then_input, 0);
                 self.step(s, scope.as_ref()).await?;
             }
             Ok(())
@@ -678,6 +681,8 @@ impl<'a> Exec<'a> {
     }
 
     async fn step(&mut self, step: &Step, scope: Option<&Locator>) -> Result<(), RunError> {
+        // Nested steps overwrite it: what follows this step, for the end of its branch.
+        let then_input = self.followed_by_input;
         let mut summary = initial_summary(step);
         if let Some(hook) = &self.opts.before_step {
             hook(&StepAhead {
@@ -705,7 +710,7 @@ impl<'a> Exec<'a> {
                 summary.push_str(if held { " → then" } else { " → else" });
                 self.ok_record(step, &summary, at, t0).await;
                 let branch = if held { then } else { else_ };
-                self.run_steps(branch, scope.cloned()).await
+                self.run_steps(branch, scope.cloned(), then_input).await
             }
             StepKind::ForEach { rows, steps } => {
                 let rows_loc = match self.locator(rows, scope) {
@@ -731,7 +736,7 @@ impl<'a> Exec<'a> {
                     // Each row starts from the outputs before the loop.
                     self.ctx.outputs = start_outputs.clone();
                     let row = Locator::row(&rows_loc, &key, i);
-                    self.run_steps(steps, Some(row)).await?;
+                    self.run_steps(steps, Some(row), false).await?;
                 }
                 Ok(())
             }
@@ -747,7 +752,7 @@ impl<'a> Exec<'a> {
                 summary = format!("paginate page 1 (next: {next_loc})");
                 self.ok_record(step, &summary, at, t0).await;
                 for page_no in 1..=*max_pages {
-                    self.run_steps(steps, scope.cloned()).await?;
+                    self.run_steps(steps, scope.cloned(), false).await?;
                     let at = self.opts.clock.now();
                     let t0 = Instant::now();
                     let summary = format!("paginate next {next_loc} → page {}", page_no + 1);
@@ -780,7 +785,7 @@ impl<'a> Exec<'a> {
                     return Err(self.fail(step, &summary, at, t0, f).await);
                 };
                 self.ok_record(step, &summary, at, t0).await;
-                self.run_steps(sub, scope.cloned()).await
+                self.run_steps(sub, scope.cloned(), then_input).await
             }
             _ => match self.simple(step, scope, &mut summary).await {
                 Ok(()) => {
@@ -1107,6 +1112,40 @@ fn changes_page(kind: &StepKind) -> bool {
             | StepKind::Uncheck { .. }
             | StepKind::Press { .. }
     )
+}
+
+/// Whether the step run after `steps[..from]` is certainly a form input: the next step
+/// (past `set`s, which only compute) is one, or an `if`/`unless` whose two branches both
+/// start with one, or a `call` of a subroutine that does; `after` answers for the end of
+/// the list. Where it cannot be sure, no (the screenshot is taken).
+pub(super) fn input_next(
+    pb: &Playbook,
+    steps: &[Step],
+    from: usize,
+    after: bool,
+    depth: u8,
+) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    for s in steps.iter().skip(from) {
+        match &s.kind {
+            StepKind::Set(_) => {}
+            k if is_form_input(k) => return true,
+            StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
+                return input_next(pb, then, 0, false, depth + 1)
+                    && input_next(pb, else_, 0, false, depth + 1);
+            }
+            StepKind::Call { name } => {
+                return pb
+                    .subroutines
+                    .get(name)
+                    .is_some_and(|sub| input_next(pb, sub, 0, false, depth + 1));
+            }
+            _ => return false,
+        }
+    }
+    after
 }
 
 /// Steps that type into or choose in a form without submitting it.

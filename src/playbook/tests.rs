@@ -986,3 +986,34 @@ fn sessions_policy_loads_with_defaults_and_rejects_bad_values() {
         .is_empty()
     );
 }
+
+#[test]
+fn a_form_input_is_seen_ahead_through_sets_branches_and_calls() {
+    let pb = loads(&with_steps(concat!(
+        "      - goto: x\n",                          // 0: followed by a set, then a fill
+        "      - set: { a: b }\n",                    // 1
+        "      - fill: { into: \"#a\", value: v }\n", // 2: followed by an if on both sides
+        "      - if: { exists: \"#b\" }\n",           // 3
+        "        then: [ { check: \"#b\" } ]\n",
+        "        else: [ { uncheck: \"#b\" } ]\n",
+        "      - if: { exists: \"#c\" }\n", // 4: one branch empty: not sure
+        "        then: [ { check: \"#c\" } ]\n",
+        "      - call: roles\n",    // 5
+        "      - click: \"#go\"\n", // 6
+        "subroutines:\n",
+        "  roles:\n",
+        "    - select: { in: \"#r\", option: x }\n",
+    )));
+    let steps = &pb.actions[&ActionName::CreateUser].steps;
+    let next = |from| super::run::input_next(&pb, steps, from, false, 0);
+    assert!(next(1), "past a set, a fill");
+    assert!(next(3), "an if whose branches both start with an input");
+    assert!(!next(4), "an if with an empty branch");
+    assert!(next(5), "a call whose subroutine starts with an input");
+    assert!(!next(6), "a click");
+    assert!(!next(7), "the end, with nothing known after it");
+    assert!(
+        super::run::input_next(&pb, steps, 7, true, 0),
+        "the end, an input after it"
+    );
+}
