@@ -53,11 +53,15 @@ async fn bench_app(kind: AppKind, name: &str, rel: &str) -> anyhow::Result<()> {
         )?)),
         ..RunOptions::default()
     };
+    // One TOTP tracker for every driver: a driver must not type a code window the
+    // previous one used (the app refuses a replayed code).
+    let totp = usher::vault::TotpTracker::new();
     for contexts in [1usize, 2, 4] {
         let driver = Driver::new(DriverConfig {
             max_contexts: contexts,
             ..DriverConfig::default()
-        });
+        })
+        .with_totp(totp.clone());
         let secret = Secret::new(
             opts.admin_username.clone(),
             opts.admin_password.clone(),
