@@ -13,8 +13,9 @@ SECONDS_PER=${BENCH_SECONDS:-10}; CONNS=${BENCH_CONNECTIONS:-32}; SEED=${BENCH_S
 ONLY="${1:-${BENCH_ONLY:-all}}"
 # BENCH_PROFILE=debug measures an existing debug build instead of building a release one.
 PROFILE=${BENCH_PROFILE:-release}
-if [ "$PROFILE" = release ]; then cargo build --release -q --bin usher -p usher -p usher-fixture-apps
-else cargo build -q --bin usher -p usher -p usher-fixture-apps; fi
+# Both binaries (`--bin usher` alone would leave the fixture app unbuilt).
+if [ "$PROFILE" = release ]; then cargo build --release -q -p usher -p usher-fixture-apps --bin usher --bin usher-fixture-apps
+else cargo build -q -p usher -p usher-fixture-apps --bin usher --bin usher-fixture-apps; fi
 TARGET="${CARGO_TARGET_DIR:-target}"; USHER="$(cd "$TARGET" && pwd)/$PROFILE/usher"
 FIXTURE="$(cd "$TARGET" && pwd)/$PROFILE/usher-fixture-apps"
 WORK="$(mktemp -d)"; PID=""; APP_PID=""
@@ -203,6 +204,7 @@ if [ "$ONLY" = all ] || [ "$ONLY" = memory ]; then
   "$FIXTURE" --kind classic --port "$APP_PORT" >"$WORK/app.log" 2>&1 &
   APP_PID=$!
   for _ in $(seq 1 100); do curl -fs -o /dev/null "$APP_URL/" 2>/dev/null && break; sleep 0.1; done
+  curl -fs -o /dev/null "$APP_URL/" || { echo "bench: the fixture app did not start; see $WORK/app.log" >&2; cat "$WORK/app.log" >&2; exit 1; }
   for w in 1 2 4; do memory_run "$w" "${BENCH_MEMORY_JOINERS:-20}"; done
   kill "$APP_PID"; wait "$APP_PID" 2>/dev/null || true; APP_PID=""
 fi
