@@ -82,6 +82,11 @@ async fn setup(kind: AppKind, rel: &str, text: Option<String>, opts: FixtureOpti
     Setup { app, driver, integ }
 }
 
+/// The classic fixture app with its playbook as it is on disk.
+async fn classic(opts: FixtureOptions) -> Setup {
+    setup(AppKind::Classic, "playbooks/classic.yaml", None, opts).await
+}
+
 async fn run(s: &Setup, action: ActionName, user: &UserContext) -> ActionOutcome {
     match s
         .driver
@@ -251,13 +256,7 @@ async fn spa_every_action_against_ground_truth() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_chromium_is_replaced_and_the_action_retried() {
-    let s = setup(
-        AppKind::Classic,
-        "playbooks/classic.yaml",
-        None,
-        FixtureOptions::default(),
-    )
-    .await;
+    let s = classic(FixtureOptions::default()).await;
     run(&s, ActionName::ListUsers, &UserContext::default()).await;
     let pid = s.driver.browser_pid().await.expect("chromium pid");
     let killed = std::process::Command::new("kill")
@@ -307,13 +306,7 @@ fn checked_session(out: &ActionOutcome) -> bool {
 /// sign-in), which are kept logged in and reused by the next actions without a check.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_sessions_run_side_by_side_and_are_kept_warm() {
-    let s = setup(
-        AppKind::Classic,
-        "playbooks/classic.yaml",
-        None,
-        FixtureOptions::default(),
-    )
-    .await;
+    let s = classic(FixtureOptions::default()).await;
     let users: Vec<UserContext> = (0..4)
         .map(|n| scim_user(&format!("side{n}@acme.test"), "Side", &format!("N{n}"), &[]))
         .collect();
@@ -367,13 +360,7 @@ async fn several_sessions_run_side_by_side_and_are_kept_warm() {
 /// answer is not believed until the session is checked, and the account is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ended_trusted_session_never_passes_for_a_done_leaver() {
-    let s = setup(
-        AppKind::Classic,
-        "playbooks/classic.yaml",
-        None,
-        FixtureOptions::default(),
-    )
-    .await;
+    let s = classic(FixtureOptions::default()).await;
     let alice = scim_user("alice@acme.test", "Alice", "Doe", &[]);
     run(&s, ActionName::CreateUser, &alice).await;
     assert_eq!(s.app.successful_logins(), 1);
@@ -405,13 +392,7 @@ async fn an_ended_trusted_session_never_passes_for_a_done_leaver() {
 /// submit and the page it leads to have their own, and every screenshot is a PNG.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_form_inputs_is_evidenced_once_filled() {
-    let s = setup(
-        AppKind::Classic,
-        "playbooks/classic.yaml",
-        None,
-        FixtureOptions::default(),
-    )
-    .await;
+    let s = classic(FixtureOptions::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let opts = RunOptions {
         evidence: Some(Arc::new(EvidenceStore::new(dir.path()).expect("store"))),
@@ -485,15 +466,10 @@ async fn trust_zero_checks_before_every_action() {
 /// sign-in, and no sign-in ends the session in use again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_session_per_account_is_learnt_and_every_action_goes_through() {
-    let s = setup(
-        AppKind::Classic,
-        "playbooks/classic.yaml",
-        None,
-        FixtureOptions {
-            single_session: true,
-            ..FixtureOptions::default()
-        },
-    )
+    let s = classic(FixtureOptions {
+        single_session: true,
+        ..FixtureOptions::default()
+    })
     .await;
     let users: Vec<UserContext> = (0..2)
         .map(|n| scim_user(&format!("one{n}@acme.test"), "One", &format!("N{n}"), &[]))

@@ -16,7 +16,7 @@ use super::model::{ActionName, Playbook};
 use super::run::{self, ActionOutcome, Phase, RunError, RunOptions, StepRecord};
 use super::sessions::{Checkout, Pools, Return, Session};
 use super::template::{IntegrationContext, RenderError, TemplateContext, TemplateEnv, UserContext};
-use crate::browser::{Browser, BrowserConfig, BrowserContext, BrowserError};
+use crate::browser::{Browser, BrowserConfig, BrowserContext, BrowserError, SessionState};
 use crate::clock::{Clock, SystemClock};
 use crate::vault::{Secret, TotpTracker};
 
@@ -346,13 +346,7 @@ impl Driver {
     ) -> Result<Vec<StepRecord>, DriverError> {
         self.forget_session(&integ.key).await;
         let generation = self.pools.grow(&integ.key);
-        let mut session = match self.new_context().await {
-            Ok(w) => self.pools.session(w, generation, None),
-            Err(e) => {
-                self.pools.abandon(&integ.key, false);
-                return Err(e);
-            }
-        };
+        let mut session = self.make_session(integ, generation, None).await?;
         let slot = self.slots.acquire().await;
         let result = match slot {
             Ok(_slot) => {
@@ -522,30 +516,42 @@ impl Driver {
             match decision {
                 Checkout::Warm(s) => return Ok(s),
                 Checkout::Grow { generation, jar } => {
-                    let made = match self.new_context().await {
-                        Ok(w) => match &jar {
-                            Some(j) => match w.ctx.set_cookies(j).await {
-                                Ok(()) => Ok(w),
-                                Err(e) => {
-                                    close_contexts(vec![w]).await;
-                                    Err(e.into())
-                                }
-                            },
-                            None => Ok(w),
-                        },
-                        Err(e) => Err(e),
-                    };
-                    return match made {
-                        Ok(w) => Ok(self.pools.session(w, generation, jar)),
-                        Err(e) => {
-                            self.pools.abandon(&integ.key, jar.is_some());
-                            Err(e)
-                        }
-                    };
+                    return self.make_session(integ, generation, jar).await;
                 }
                 Checkout::Wait { woken, at_most } => {
                     let _ = tokio::time::timeout(at_most, woken).await;
                 }
+            }
+        }
+    }
+
+    /// The session a grow of the pool counted: a new context, with `jar` (the cookies
+    /// of a session lost with a crashed browser) restored into it. When it cannot be
+    /// made, the pool forgets the grow.
+    async fn make_session(
+        &self,
+        integ: &AppTarget,
+        generation: u64,
+        jar: Option<SessionState>,
+    ) -> Result<Session<Warm>, DriverError> {
+        let made = match self.new_context().await {
+            Ok(w) => match &jar {
+                Some(j) => match w.ctx.set_cookies(j).await {
+                    Ok(()) => Ok(w),
+                    Err(e) => {
+                        close_contexts(vec![w]).await;
+                        Err(e.into())
+                    }
+                },
+                None => Ok(w),
+            },
+            Err(e) => Err(e),
+        };
+        match made {
+            Ok(w) => Ok(self.pools.session(w, generation, jar)),
+            Err(e) => {
+                self.pools.abandon(&integ.key, jar.is_some());
+                Err(e)
             }
         }
     }
@@ -651,10 +657,7 @@ impl Driver {
             }
         };
         if !proof_needed {
-            return match result {
-                Ok(out) => Ok(Some(self.succeeded(session, out, steps).await)),
-                Err(e) => Err(failed_with(e, steps)),
-            };
+            return self.finish(session, result, steps).await.map(Some);
         }
         let result = match result {
             Ok(mut out) => {
@@ -679,14 +682,24 @@ impl Driver {
             steps.append(&mut check_steps);
         }
         if checked.is_err() || session.logged_in || !rerun {
-            return match result {
-                Ok(out) => Ok(Some(self.succeeded(session, out, steps).await)),
-                Err(e) => Err(failed_with(e, steps)),
-            };
+            return self.finish(session, result, steps).await.map(Some);
         }
         tracing::info!(integration = %integ.key, %action,
             "the session had ended under the action; running it once more in a logged-in session");
         Ok(None)
+    }
+
+    /// The attempt's result with every step record so far.
+    async fn finish(
+        &self,
+        session: &mut Session<Warm>,
+        result: Result<ActionOutcome, RunError>,
+        steps: &mut Vec<StepRecord>,
+    ) -> Result<ActionOutcome, DriverError> {
+        match result {
+            Ok(out) => Ok(self.succeeded(session, out, steps).await),
+            Err(e) => Err(failed_with(e, steps)),
+        }
     }
 
     /// The action succeeded: the session proved itself; its cookies (the app may have

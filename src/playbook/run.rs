@@ -410,7 +410,8 @@ struct Exec<'a> {
     steps: Vec<StepRecord>,
     /// The trace's screenshot before the step now running.
     before: Option<String>,
-    /// The step now running is directly followed, in its list, by a form input.
+    /// The step run after the one now running is certainly a form input
+    /// ([`input_next`]).
     followed_by_input: bool,
 }
 
@@ -548,7 +549,7 @@ impl<'a> Exec<'a> {
         match self.pb.defaults.screenshots {
             ScreenshotPolicy::Always => true,
             ScreenshotPolicy::OnFailure => false,
-            // A goto or form input directly followed by a form input leaves its evidence
+            // A goto or form input certainly followed by a form input leaves its evidence
             // to the last input of the run: that screenshot shows the same page with every
             // value in it (each screenshot costs tens of milliseconds). A failing step
             // always takes its own.
@@ -1100,18 +1101,13 @@ impl<'a> Exec<'a> {
 }
 
 /// Steps that change what the page shows (screenshots on `on_change`, and before and
-/// after in a trace).
+/// after in a trace): form inputs, and goto, click, press.
 fn changes_page(kind: &StepKind) -> bool {
-    matches!(
-        kind,
-        StepKind::Goto { .. }
-            | StepKind::Fill { .. }
-            | StepKind::Click { .. }
-            | StepKind::Select { .. }
-            | StepKind::Check { .. }
-            | StepKind::Uncheck { .. }
-            | StepKind::Press { .. }
-    )
+    is_form_input(kind)
+        || matches!(
+            kind,
+            StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. }
+        )
 }
 
 /// Whether the step run after `steps[..from]` is certainly a form input: the next step

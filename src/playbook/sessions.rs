@@ -9,10 +9,9 @@
 //! the browser: `T` is whatever one session holds.
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
-
-use std::pin::Pin;
 
 use tokio::sync::Notify;
 use tokio::sync::futures::OwnedNotified;
