@@ -68,6 +68,31 @@ async fn totp_steps_are_taken_once_across_processes(db: Db) {
         assert!(steps.insert(t.await.expect("task").expect("step")));
     }
     assert_eq!(steps.len(), 8);
+    // A step given back (no code typed from it) is free again, unless a later one was
+    // taken meanwhile.
+    assert_eq!(
+        two.take_totp_step("back", 200, 201).await.expect("f"),
+        Ok(200)
+    );
+    one.give_back_totp_step("back", 200)
+        .await
+        .expect("give back");
+    assert_eq!(
+        two.take_totp_step("back", 200, 201).await.expect("g"),
+        Ok(200)
+    );
+    assert_eq!(
+        one.take_totp_step("back", 200, 201).await.expect("h"),
+        Ok(201)
+    );
+    two.give_back_totp_step("back", 200)
+        .await
+        .expect("stale give back");
+    assert_eq!(
+        one.take_totp_step("back", 200, 201).await.expect("i"),
+        Err(201),
+        "a give-back of an older step frees nothing"
+    );
 }
 
 async fn sign_in_budget_and_pause_are_shared(db: Db) {

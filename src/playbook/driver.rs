@@ -720,7 +720,10 @@ impl Driver {
     }
 
     /// Checks a kept session, twice before calling it lost: an error page from a flaky
-    /// app is not a lost session, and each login spends a single-use TOTP code.
+    /// app is not a lost session, and each login spends a single-use TOTP code. When the
+    /// app answered the last check with an error (HTTP 5xx, unreachable) nobody knows
+    /// whether the session lives: that error is the attempt's (the job is retried) and
+    /// the session is kept, signed in, for the next attempt to check again.
     async fn check_kept(
         &self,
         integ: &AppTarget,
@@ -730,18 +733,26 @@ impl Driver {
         steps: &mut Vec<StepRecord>,
     ) -> Result<(), DriverError> {
         let page = session.item.ctx.page();
-        let alive = self.session_check(integ, page, ctx, opts, steps).await?
-            || self.session_check(integ, page, ctx, opts, steps).await?;
-        if alive {
-            session.proven_at = Some(Instant::now());
-        } else if self.pools.lost(&integ.key, session) {
+        let mut last = Checked::Ended;
+        for _ in 0..2 {
+            last = self.session_check(integ, page, ctx, opts, steps).await?;
+            if matches!(last, Checked::Alive) {
+                session.proven_at = Some(Instant::now());
+                return Ok(());
+            }
+        }
+        if let Checked::Unknown(mut e) = last {
+            e.steps = std::mem::take(steps);
+            return Err(DriverError::Run(e));
+        }
+        if self.pools.lost(&integ.key, session) {
             tracing::warn!(integration = %integ.key,
                 "a session ended after another one signed in: the app allows one session per account; keeping one (say `sessions: {{ max: 1 }}` in the playbook)");
         }
         Ok(())
     }
 
-    /// True when the kept session is logged in. Crashes and playbook bugs are errors.
+    /// Whether the kept session is logged in. Crashes and playbook bugs are errors.
     async fn session_check(
         &self,
         integ: &AppTarget,
@@ -749,7 +760,7 @@ impl Driver {
         ctx: &mut TemplateContext,
         opts: &RunOptions,
         steps: &mut Vec<StepRecord>,
-    ) -> Result<bool, DriverError> {
+    ) -> Result<Checked, DriverError> {
         let pb = integ.playbook.as_ref();
         match run::run_phase(
             pb,
@@ -764,12 +775,18 @@ impl Driver {
         {
             Ok(mut s) => {
                 steps.append(&mut s);
-                Ok(true)
+                Ok(Checked::Alive)
+            }
+            Err(mut e) if e.kind == run::RunErrorKind::App => {
+                tracing::info!(integration = %integ.key, reason = %e.reason,
+                    "the app answered the session check with an error");
+                steps.append(&mut e.steps);
+                Ok(Checked::Unknown(Box::new(e)))
             }
             Err(mut e) if !e.is_crash() && e.kind != run::RunErrorKind::Playbook => {
                 tracing::info!(integration = %integ.key, "session check failed; logging in");
                 steps.append(&mut e.steps);
-                Ok(false)
+                Ok(Checked::Ended)
             }
             Err(e) => Err(DriverError::Run(Box::new(e))),
         }
@@ -879,7 +896,13 @@ impl Driver {
                 .await
                 .map_err(|e| DriverError::Totp(e.to_string()))?;
         }
-        match self.attempt_login(integ, page, ctx, opts, steps).await {
+        let attempt = self.attempt_login(integ, page, ctx, opts, steps).await;
+        if let Some((seed, _)) = &integ.secret().totp
+            && let Err(e) = self.totp.release_unused(seed.expose_secret()).await
+        {
+            tracing::warn!(integration = %integ.key, error = %e, "giving back an unused TOTP window failed");
+        }
+        match attempt {
             Err(DriverError::Login(mut e))
                 if !matches!(e.kind, run::RunErrorKind::App | run::RunErrorKind::Playbook) =>
             {
@@ -892,15 +915,25 @@ impl Driver {
                         // that met an app error or a slow page sends the job here, and the
                         // app then redirects its login page). That is no refusal.
                         let mut checked = Vec::new();
-                        if self
+                        match self
                             .session_check(integ, page, ctx, opts, &mut checked)
                             .await?
                         {
-                            tracing::info!(integration = %integ.key,
-                                "the login steps did not match but the session is alive");
-                            steps.append(&mut e.steps);
-                            steps.append(&mut checked);
-                            return Ok(());
+                            Checked::Alive => {
+                                tracing::info!(integration = %integ.key,
+                                    "the login steps did not match but the session is alive");
+                                steps.append(&mut e.steps);
+                                steps.append(&mut checked);
+                                return Ok(());
+                            }
+                            // The app is failing: an app error, not a refusal (a refusal
+                            // pauses the integration).
+                            Checked::Unknown(mut app) => {
+                                e.steps.append(&mut checked);
+                                app.steps = std::mem::take(&mut e.steps);
+                                return Err(DriverError::Login(app));
+                            }
+                            Checked::Ended => {}
                         }
                         e.steps.append(&mut checked);
                         format!("{}: {}: {}", e.step_file_line, e.step, e.reason)
@@ -970,6 +1003,15 @@ fn needs_proof(pb: &Playbook, action: ActionName, out: &ActionOutcome) -> bool {
     out.status == run::ActionStatus::AlreadyDone
         || action == ActionName::ListUsers
         || pb.actions.get(&action).is_none_or(|a| a.verify.is_none())
+}
+
+/// What a session check found.
+enum Checked {
+    Alive,
+    /// The check's expectations failed: the session ended.
+    Ended,
+    /// The app answered with an error (HTTP 5xx, unreachable): nobody knows.
+    Unknown(Box<RunError>),
 }
 
 /// The failed action's error with every step record of the attempt.

@@ -41,4 +41,21 @@ impl Store {
         });
         Ok(Err(last))
     }
+
+    /// Gives back `step` of `account` if it is still the last one taken (a window no
+    /// code was typed from); a later step taken meanwhile keeps it used.
+    pub async fn give_back_totp_step(&self, account: &str, step: i64) -> Result<(), StoreError> {
+        let now = self.now();
+        on_backend!(self, |w, _r| {
+            sqlx::query(
+                "UPDATE totp_windows SET last_step = $2 - 1, updated_at = $3 WHERE account = $1 AND last_step = $2",
+            )
+            .bind(account)
+            .bind(step)
+            .bind(&now)
+            .execute(w)
+            .await?;
+            Ok(())
+        })
+    }
 }

@@ -247,6 +247,30 @@ impl TotpTracker {
         }
     }
 
+    /// Gives back the window [`reserve`](Self::reserve) took for `seed` when no code
+    /// was handed out of it (the sign-in failed before the code was typed): the app
+    /// never saw it, and a wasted window costs the next sign-in up to a period of
+    /// waiting. A window some code was handed out of stays used.
+    pub async fn release_unused(&self, seed: &str) -> Result<(), VaultError> {
+        let spec = TotpSpec::parse(seed)?;
+        let key = spec.fingerprint();
+        let Some(step) = self.reserved.lock().ok().and_then(|mut r| r.remove(&key)) else {
+            return Ok(());
+        };
+        if let Ok(mut used) = self.used.lock()
+            && used.get(&key) == Some(&step)
+        {
+            used.insert(key.clone(), step.saturating_sub(1));
+        }
+        if let Some(store) = &self.shared {
+            store
+                .give_back_totp_step(&key, to_i64(step))
+                .await
+                .map_err(VaultError::from)?;
+        }
+        Ok(())
+    }
+
     /// The code to type now: the window [`reserve`](Self::reserve) took, else one that no
     /// earlier call in this process used. After the step chosen by
     /// [`TotpSpec::step_for_login`] was used, the following step is taken (verifiers
@@ -440,5 +464,38 @@ mod tests {
         );
         // Without a reservation, `code` goes on from the last window used.
         assert!(t.code("JBSWY3DPEHPK3PXP", &clock).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_reserved_window_no_code_came_from_is_given_back() {
+        let t = TotpTracker::new();
+        let s = TotpSpec::parse("JBSWY3DPEHPK3PXP").expect("seed");
+        let clock = At(1_000_000_000); // 10 s into a window
+        // A sign-in that failed before typing its code: the window is free again.
+        t.reserve("JBSWY3DPEHPK3PXP", &clock)
+            .await
+            .expect("reserve");
+        t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release");
+        assert_eq!(
+            t.wait_for_unused("JBSWY3DPEHPK3PXP", &clock),
+            std::time::Duration::ZERO
+        );
+        t.reserve("JBSWY3DPEHPK3PXP", &clock)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            t.code("JBSWY3DPEHPK3PXP", &clock).expect("code"),
+            s.code_at(1_000_000_000),
+            "the given-back window is the next one used"
+        );
+        // A window a code was handed out of stays used.
+        t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release");
+        t.reserve("JBSWY3DPEHPK3PXP", &clock)
+            .await
+            .expect("reserve");
+        assert_eq!(
+            t.code("JBSWY3DPEHPK3PXP", &clock).expect("code"),
+            s.code_at(1_000_000_020)
+        );
     }
 }
