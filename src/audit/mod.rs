@@ -94,6 +94,11 @@ pub mod kinds {
     pub const AUDIT_EXPORTED: &str = "audit.exported";
     /// An operator asked for a user's desired state to be applied again.
     pub const USER_RERUN: &str = "user.rerun";
+    /// A reconciliation run compared the app's accounts with Usher's users: its counts
+    /// and the jobs it queued.
+    pub const RECONCILE_RUN: &str = "reconcile.run";
+    /// A reconciliation run could not finish (its reason).
+    pub const RECONCILE_FAILED: &str = "reconcile.failed";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

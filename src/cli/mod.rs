@@ -12,6 +12,7 @@ mod healthcheck;
 mod integration;
 mod jobs;
 mod playbook;
+mod reconcile;
 mod run_once;
 mod serve;
 mod vault;
@@ -48,6 +49,9 @@ enum Command {
     /// Claim and run the jobs that are due, then exit: 0 all succeeded, 1 some did not,
     /// 2 cannot start (for cron, Kubernetes CronJobs, CI).
     RunOnce(run_once::Args),
+    /// Compare an integration's app accounts with Usher's users now: drifted, missing,
+    /// adopted and discovered accounts (exit 0 in line, 1 findings, 2 failed).
+    Reconcile(reconcile::Args),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -134,6 +138,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve { config } => serve::run(&config).await,
         Command::RunOnce(args) => run_once::run(args).await,
+        Command::Reconcile(args) => reconcile::run(args).await,
         Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,

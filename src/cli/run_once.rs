@@ -77,7 +77,7 @@ fn cannot_start(e: &anyhow::Error) -> ExitCode {
 }
 
 /// The engine's parameters, as `usher serve` sets them up (secrets from the vault).
-async fn prepare(path: &Path, only: Option<&str>) -> anyhow::Result<EngineParams> {
+pub(super) async fn prepare(path: &Path, only: Option<&str>) -> anyhow::Result<EngineParams> {
     let mut config = Config::load_for(path, Purpose::RunJobs)?;
     if let Some(id) = only {
         if !config.integrations.iter().any(|i| i.id == id) {

@@ -505,6 +505,48 @@ pub struct IntegrationConfig {
     /// What a SCIM DELETE does in the app.
     #[serde(default)]
     pub leavers: Leavers,
+    /// Reconciliation: how often, and what a run may change (docs/reconcile.md).
+    #[serde(default)]
+    pub reconcile: ReconcileSettings,
+}
+
+/// How reconciliation runs for an integration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileSettings {
+    /// Run on this schedule (`6h`); none: only `usher reconcile`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub every: Option<Duration>,
+    #[serde(default)]
+    pub drift: DriftPolicy,
+    #[serde(default)]
+    pub orphans: OrphanPolicy,
+    /// Accounts a run never touches (login, email or app id; case-insensitive), beside
+    /// the service account.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// What a reconciliation does with an account that differs from the desired state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DriftPolicy {
+    /// Record and report it.
+    #[default]
+    Report,
+    /// Queue a job that puts it back.
+    Repair,
+}
+
+/// What a reconciliation does with an account nobody provisioned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrphanPolicy {
+    /// Record it as a discovered account and report it.
+    #[default]
+    Report,
+    /// Also queue a job that deactivates it (never a delete).
+    Deactivate,
 }
 
 fn default_concurrency() -> usize {
@@ -656,8 +698,13 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.saturating_mul(60))),
         "h" => Some(Duration::from_secs(n.saturating_mul(3600))),
+        "d" => Some(Duration::from_secs(n.saturating_mul(86_400))),
         _ => None,
     }
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -945,6 +992,19 @@ impl Config {
                     file,
                     at.concurrency,
                     format!("integration `{}`: concurrency must be at least 1", i.id),
+                ));
+            }
+            if i.reconcile
+                .every
+                .is_some_and(|e| e < Duration::from_secs(60))
+            {
+                out.push(located(
+                    file,
+                    at.item,
+                    format!(
+                        "integration `{}`: reconcile.every must be at least 1m (each run lists every account of the app)",
+                        i.id
+                    ),
                 ));
             }
             if let Err(why) = check_base_url(&i.base_url) {

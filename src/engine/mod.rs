@@ -8,6 +8,7 @@
 
 mod pause;
 mod plan;
+mod reconcile;
 mod rotate;
 mod user;
 mod webhook;
@@ -24,6 +25,7 @@ use crate::store::Store;
 use crate::vault::{Secret, VaultError};
 
 pub use plan::{AccountState, plan};
+pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};
 pub use rotate::{
     RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
 };
@@ -48,6 +50,8 @@ pub enum EngineError {
     Driver(#[from] DriverError),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Reconcile(#[from] ReconcileError),
 }
 
 /// Where service-account secrets come from.
@@ -203,6 +207,12 @@ impl Engine {
             let s = shared.clone();
             tasks.push(tokio::spawn(async move { webhook::sender_loop(s).await }));
         }
+        {
+            let s = shared.clone();
+            tasks.push(tokio::spawn(
+                async move { reconcile::schedule_loop(s).await },
+            ));
+        }
         tracing::info!(workers, "provisioning engine started");
         Ok(Engine { shared, tasks })
     }
@@ -265,6 +275,54 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner().clone());
         out.timed_out = timed_out;
         Ok(out)
+    }
+
+    /// `usher reconcile`: one reconciliation run of `integration` with its configured
+    /// policy (report only when `dry_run`), then Chromium is closed. The jobs it queues
+    /// are run by the engines serving the database (or `usher run-once`).
+    pub async fn reconcile_once(
+        p: EngineParams,
+        integration: &str,
+        dry_run: bool,
+        actor: crate::audit::Actor,
+    ) -> Result<ReconcileReport, EngineError> {
+        let shared = Engine::prepare(p).await?;
+        let result = shared
+            .reconcile_configured(integration, dry_run, actor)
+            .await;
+        if let Err(e) = shared.driver.shutdown().await {
+            tracing::warn!(error = %e, "closing Chromium failed");
+        }
+        if let Err(e) = shared.store.deregister_process(shared.process()).await {
+            tracing::warn!(error = %e, "removing this process's heartbeat failed");
+        }
+        Ok(result?)
+    }
+
+    /// One reconciliation run of `integration` now, with its configured policy.
+    pub async fn reconcile(
+        &self,
+        integration: &str,
+        dry_run: bool,
+        actor: crate::audit::Actor,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        self.shared
+            .reconcile_configured(integration, dry_run, actor)
+            .await
+    }
+
+    /// One reconciliation run of `integration` now with `policy` instead of the
+    /// configured one.
+    pub async fn reconcile_with(
+        &self,
+        integration: &str,
+        policy: &crate::config::ReconcileSettings,
+        dry_run: bool,
+        actor: crate::audit::Actor,
+    ) -> Result<ReconcileReport, ReconcileError> {
+        self.shared
+            .reconcile(integration, policy, dry_run, actor)
+            .await
     }
 
     /// Everything the workers share, with this process registered.

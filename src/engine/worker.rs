@@ -19,7 +19,9 @@ use crate::playbook::{
     ActionName, ActionOutcome, ActionStatus, Driver, DriverError, RunError, RunErrorKind,
     RunOptions, StepRecord, UserContext,
 };
-use crate::store::{Claimant, ClaimedJob, JobFinish, JobStatus, ResourceType, Store, StoreError};
+use crate::store::{
+    Claimant, ClaimedJob, DISCOVERED_PREFIX, JobFinish, JobStatus, ResourceType, Store, StoreError,
+};
 
 /// State shared by the workers of one engine.
 pub(crate) struct Shared {
@@ -43,8 +45,8 @@ pub(crate) struct Shared {
 }
 
 /// Why a run failed, and whether another attempt may help.
-struct Failure {
-    message: String,
+pub(super) struct Failure {
+    pub(super) message: String,
     transient: bool,
     detail: Value,
     /// The job must wait rather than retry: no attempt is spent.
@@ -242,6 +244,11 @@ impl Shared {
 
     pub fn stop_signal(&self) -> watch::Receiver<bool> {
         self.stop_tx.subscribe()
+    }
+
+    /// The options every action runs with (evidence kept).
+    pub(super) fn run_options(&self) -> &RunOptions {
+        &self.run_options
     }
 
     pub fn secrets(&self) -> &Secrets {
@@ -692,7 +699,7 @@ impl Shared {
     }
 
     /// Reads the service account's secret again (another process may have rotated it).
-    async fn refresh_secret(&self, integ: &RunningIntegration) -> Result<(), Failure> {
+    pub(super) async fn refresh_secret(&self, integ: &RunningIntegration) -> Result<(), Failure> {
         let name = &integ.config.service_account;
         match self.secrets.get(name).await {
             Ok(Some(s)) => {
@@ -745,11 +752,16 @@ impl Shared {
         records: &mut Vec<Value>,
     ) -> Result<(Option<String>, bool), (Option<String>, Failure)> {
         let job = &claimed.job;
-        let resource = self
-            .store
-            .get_resource(&job.integration_id, ResourceType::User, &job.resource_id)
-            .await
-            .map_err(|e| (None, Failure::database(e)))?;
+        // An account nobody provisioned, which a reconciliation run chose to deactivate.
+        let discovered = job.resource_id.starts_with(DISCOVERED_PREFIX);
+        let resource = if discovered {
+            None
+        } else {
+            self.store
+                .get_resource(&job.integration_id, ResourceType::User, &job.resource_id)
+                .await
+                .map_err(|e| (None, Failure::database(e)))?
+        };
         let desired_user = match &resource {
             Some(r) => {
                 let groups = self
@@ -773,9 +785,6 @@ impl Shared {
             }
             None => None,
         };
-        let desired = desired_user
-            .as_ref()
-            .map(|u| AccountState::desired(u, &integ.playbook));
         let (mut app_id, mut known) = match self
             .store
             .app_account(&job.integration_id, &job.resource_id)
@@ -784,6 +793,21 @@ impl Shared {
         {
             Some((id, state)) => (id, AccountState::from_json(&state)),
             None => (None, None),
+        };
+        let desired = if discovered {
+            // Deactivated, never deleted; nothing else about it is Usher's to change.
+            if let Some(k) = &mut known {
+                k.attributes_unknown = false;
+                k.roles_unknown = false;
+            }
+            known.clone().map(|mut k| {
+                k.active = false;
+                k
+            })
+        } else {
+            desired_user
+                .as_ref()
+                .map(|u| AccountState::desired(u, &integ.playbook))
         };
         let user_name = desired
             .as_ref()
@@ -944,6 +968,12 @@ impl Shared {
                     .await
                     .map_err(|e| fail(Failure::database(e)))?,
             }
+        }
+        if discovered && let Some(key) = job.resource_id.strip_prefix(DISCOVERED_PREFIX) {
+            self.store
+                .set_discovered_status(&job.integration_id, key, "deactivated")
+                .await
+                .map_err(|e| fail(Failure::database(e)))?;
         }
         Ok((user_name, desired.is_none()))
     }

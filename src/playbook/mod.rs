@@ -35,9 +35,9 @@ pub use driver::{
 };
 pub use locator_check::{ARIA_ROLES, validate_locator};
 pub use model::{
-    Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation, ExtractFrom, Extraction,
-    LocatorTpl, Pattern, Playbook, RoleMapping, STEP_NAMES, ScreenshotPolicy, Step, StepKind,
-    Template, WaitState,
+    AccountsPolicy, Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation,
+    ExtractFrom, Extraction, LocatorTpl, Pattern, Playbook, RoleMapping, STEP_NAMES,
+    ScreenshotPolicy, Step, StepKind, Template, WaitState,
 };
 pub use redact::{REDACTED, Redactor};
 pub use run::{

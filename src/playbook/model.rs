@@ -31,6 +31,9 @@ pub struct Playbook {
     /// The app tells account names apart by case (`case_sensitive_names: true`); by
     /// default it does not, like SCIM's `userName` (RFC 7643 `caseExact: false`).
     pub case_sensitive_names: bool,
+    /// How the app shows an account's roles in `list_users` (`accounts`), for
+    /// reconciliation's drift check.
+    pub accounts: AccountsPolicy,
     /// The file name given to the loader, used in every position.
     pub source_file: String,
 }
@@ -79,6 +82,16 @@ impl Default for SessionPolicy {
             trust: DEFAULT_TRUST,
         }
     }
+}
+
+/// How the app holds and shows an account's roles, as reconciliation compares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountsPolicy {
+    /// The app holds one role per account (`accounts.roles: one`): the first of the
+    /// mapped app roles, in sorted order, as `user.app_roles | first` gives it.
+    pub one_role: bool,
+    /// What the app shows for an account granted no role (`accounts.no_role`).
+    pub no_role: Option<String>,
 }
 
 /// When the engine takes evidence screenshots.

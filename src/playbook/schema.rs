@@ -42,6 +42,26 @@ struct PlaybookDoc {
     /// are one account, as in SCIM); the list_users read-back compares user names
     /// exactly when true.
     case_sensitive_names: Option<bool>,
+    accounts: Option<AccountsDoc>,
+}
+
+/// How the app holds and shows an account's roles in `list_users`, for
+/// reconciliation's drift check (docs/reconcile.md).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct AccountsDoc {
+    /// `one`: the app holds one role per account, the first of the mapped app roles
+    /// (sorted), as `user.app_roles | first` gives it. Default `many`.
+    roles: Option<AccountRolesDoc>,
+    /// What the app shows for an account granted no role (`Viewer`).
+    no_role: Option<String>,
+}
+
+#[derive(JsonSchema)]
+#[serde(rename_all = "snake_case")]
+enum AccountRolesDoc {
+    One,
+    Many,
 }
 
 #[derive(JsonSchema)]

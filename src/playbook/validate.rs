@@ -7,9 +7,9 @@ use std::time::Duration;
 use super::PlaybookError;
 use super::locator_check::{starts_with_row, validate_locator};
 use super::model::{
-    Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction, LocatorTpl,
-    MAX_SESSIONS, Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, SessionPolicy, Step, StepKind,
-    Template, WaitState,
+    AccountsPolicy, Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction,
+    LocatorTpl, MAX_SESSIONS, Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, SessionPolicy, Step,
+    StepKind, Template, WaitState,
 };
 use super::node::{self, Node, Value};
 use super::suggest::hint;
@@ -26,9 +26,11 @@ const TOP_KEYS: &[&str] = &[
     "actions",
     "roles",
     "case_sensitive_names",
+    "accounts",
 ];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
 const SESSIONS_KEYS: &[&str] = &["max", "trust"];
+const ACCOUNTS_KEYS: &[&str] = &["roles", "no_role"];
 const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify"];
 const LOGIN_KEYS: &[&str] = &["steps", "refused"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
@@ -527,6 +529,10 @@ impl Loader {
             Some(n) => self.boolean(n, "`case_sensitive_names`"),
             None => Some(false),
         };
+        let accounts = match f.get("accounts") {
+            Some(n) => self.accounts(n),
+            None => AccountsPolicy::default(),
+        };
         let (login, login_refused) = login?;
         Some(Playbook {
             app: app?,
@@ -540,6 +546,7 @@ impl Loader {
             actions,
             roles,
             case_sensitive_names: case_sensitive_names?,
+            accounts,
             source_file: self.file.clone(),
         })
     }
@@ -580,6 +587,26 @@ impl Loader {
             }
         }
         (steps, refused)
+    }
+
+    fn accounts(&mut self, n: &Node) -> AccountsPolicy {
+        let mut p = AccountsPolicy::default();
+        let Some(f) = self.fields(n, "`accounts`", ACCOUNTS_KEYS) else {
+            return p;
+        };
+        if let Some(r) = f.get("roles") {
+            match &r.value {
+                Value::Str(s) if s.trim() == "one" => p.one_role = true,
+                Value::Str(s) if s.trim() == "many" => {}
+                _ => self.err(r, "`accounts.roles` must be `one` or `many`"),
+            }
+        }
+        if let Some(r) = f.get("no_role") {
+            p.no_role = self
+                .string(r, "`accounts.no_role`")
+                .filter(|s| !s.trim().is_empty());
+        }
+        p
     }
 
     fn sessions(&mut self, n: &Node) -> SessionPolicy {

@@ -106,15 +106,18 @@ pub enum JobOperation {
     Patch,
     Delete,
     Group,
+    /// Queued by a reconciliation run (drift repaired, missing account, orphan).
+    Reconcile,
 }
 
 impl JobOperation {
-    pub const ALL: [JobOperation; 5] = [
+    pub const ALL: [JobOperation; 6] = [
         JobOperation::Create,
         JobOperation::Replace,
         JobOperation::Patch,
         JobOperation::Delete,
         JobOperation::Group,
+        JobOperation::Reconcile,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -124,6 +127,7 @@ impl JobOperation {
             JobOperation::Patch => "patch",
             JobOperation::Delete => "delete",
             JobOperation::Group => "group",
+            JobOperation::Reconcile => "reconcile",
         }
     }
 }

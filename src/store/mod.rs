@@ -1011,6 +1011,7 @@ mod integrations;
 mod jobs;
 mod ops;
 mod processes;
+mod reconcile;
 mod totp;
 mod traces;
 mod vault;
@@ -1021,5 +1022,6 @@ pub use jobs::{
     WebhookDelivery,
 };
 pub use ops::QueueStats;
+pub use reconcile::{DISCOVERED_PREFIX, DiscoveredAccount, ReconcileWrite, ScheduleRow};
 pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};
