@@ -275,6 +275,19 @@ async fn killed_chromium_is_replaced_and_the_action_retried() {
     assert_ne!(pid, new_pid);
     // The kept session survived the browser: no second login was needed.
     assert_eq!(s.app.successful_logins(), 1);
+    // Killed again, and this time its death is known before the next action starts
+    // (its session cannot even be made): relaunched all the same, still no login.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &new_pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let dan = scim_user("dan@acme.test", "Dan", "Poe", &[]);
+    let out = run(&s, ActionName::CreateUser, &dan).await;
+    assert_eq!(out.status, ActionStatus::Done);
+    assert_ne!(s.driver.browser_pid().await, Some(new_pid));
+    assert_eq!(s.app.successful_logins(), 1);
     s.driver.shutdown().await.expect("shutdown");
     s.app.shutdown().await;
 }

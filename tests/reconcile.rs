@@ -41,8 +41,16 @@ async fn rig(db: Db, opts: FixtureOptions) -> Rig {
     let evidence = tempfile::tempdir().expect("tempdir");
     // One attempt: a create that meets a broken app fails at once, leaving a SCIM
     // user without an app account (what adoption is about).
+    // SAFETY: set before the server reads its configuration; every test sets the same value.
+    unsafe {
+        std::env::set_var(
+            "USHER_TEST_RECONCILE_HOOK_SECRET",
+            "whsec-reconcile-0123456789",
+        )
+    };
+    // Webhooks go to a port nothing listens on: the test reads the outbox.
     let text = format!(
-        "listen: 127.0.0.1:0\ndatabase: {db}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: playbooks/classic.yaml\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    reconcile: {{ allow: [keep@acme.example] }}\n",
+        "listen: 127.0.0.1:0\ndatabase: {db}\nwebhooks:\n  - url: http://127.0.0.1:9/hooks\n    secret: ${{USHER_TEST_RECONCILE_HOOK_SECRET}}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: playbooks/classic.yaml\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    reconcile: {{ allow: [keep@acme.example] }}\n",
         db = db.url,
         ev = evidence.path().display(),
         base = app.base_url(),
@@ -455,7 +463,110 @@ async fn a_due_schedule_runs_once_across_nodes(db: Db) {
     assert_eq!(won, 1);
 }
 
+/// The line of `playbooks/classic.yaml` that holds `needle`, as `file:line`.
+fn classic_line(needle: &str) -> String {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks/classic.yaml"),
+    )
+    .expect("playbook");
+    let n = text
+        .lines()
+        .position(|l| l.contains(needle))
+        .expect("line in the playbook");
+    format!("classic.yaml:{}", n + 1)
+}
+
+async fn the_canary_reports_a_changed_ui_and_clears_when_it_is_back(db: Db) {
+    let rig = rig(db, FixtureOptions::default()).await;
+    let engine = rig.running().engine.as_ref().expect("engine");
+    let store = &rig.running().store;
+    let events_of = |kind: &'static str| async move {
+        store
+            .audit_events(Some("acme"), 100_000)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.event_type == kind)
+            .count()
+    };
+
+    let ok = engine.canary("acme").await.expect("canary");
+    assert_eq!(ok.status, "ok", "{ok:#?}");
+    assert!(ok.checked.contains(&"list_users".to_owned()), "{ok:#?}");
+    assert!(
+        ok.checked.contains(&"probe create_user".to_owned()),
+        "{ok:#?}"
+    );
+    assert_eq!(events_of("integration.ui_changed").await, 0);
+
+    // A new release of the app renamed the invite form's button.
+    rig.app.set_ui_renamed(true);
+    let bad = engine.canary("acme").await.expect("canary");
+    assert_eq!(bad.status, "degraded");
+    assert_eq!(bad.findings.len(), 1, "{bad:#?}");
+    let f = &bad.findings[0];
+    assert_eq!(f.part, "probe create_user");
+    assert!(
+        f.at.ends_with(&classic_line("role=button[name='Send invite']\", timeout")),
+        "the exact file:line: {f:#?}"
+    );
+    assert!(
+        f.locator
+            .as_deref()
+            .is_some_and(|l| l.contains("Send invite")),
+        "{f:#?}"
+    );
+    let shot = f
+        .screenshot
+        .as_deref()
+        .expect("a screenshot of the changed page");
+    let evidence =
+        usher::audit::evidence::EvidenceStore::new(rig._evidence.path()).expect("evidence");
+    assert!(evidence.path_of(shot).exists());
+    assert_eq!(events_of("integration.ui_changed").await, 1);
+    let health = store.health(Some("acme")).await.expect("health");
+    assert_eq!(health.len(), 1);
+    assert_eq!(health[0].status, "degraded");
+    assert_eq!(health[0].detail["findings"][0]["step"], json!(f.step));
+    let hooks = store.webhook_statuses().await.expect("outbox");
+    assert_eq!(
+        hooks
+            .iter()
+            .filter(|(t, _, _)| t == "integration.ui_changed")
+            .count(),
+        1,
+        "{hooks:?}"
+    );
+    // Still changed: no second alarm.
+    assert_eq!(
+        engine.canary("acme").await.expect("canary").status,
+        "degraded"
+    );
+    assert_eq!(events_of("integration.ui_changed").await, 1);
+
+    // Back as the playbook knows it: cleared.
+    rig.app.set_ui_renamed(false);
+    let back = engine.canary("acme").await.expect("canary");
+    assert_eq!(back.status, "ok", "{back:#?}");
+    assert_eq!(events_of("integration.ui_restored").await, 1);
+    assert_eq!(
+        store.health(Some("acme")).await.expect("health")[0].status,
+        "ok"
+    );
+    let hooks = store.webhook_statuses().await.expect("outbox");
+    assert!(
+        hooks.iter().any(|(t, _, _)| t == "integration.ui_restored"),
+        "{hooks:?}"
+    );
+    // The canary wrote nothing to the app.
+    assert!(rig.app.users().is_empty());
+    assert_eq!(rig.app.create_submissions(), 0);
+    store.verify_audit_chain().await.expect("chain intact");
+    rig.stop().await;
+}
+
 on_both_databases!(
     drift_orphans_adoption_and_missing_accounts,
-    a_due_schedule_runs_once_across_nodes
+    a_due_schedule_runs_once_across_nodes,
+    the_canary_reports_a_changed_ui_and_clears_when_it_is_back
 );

@@ -30,3 +30,15 @@ CREATE TABLE schedules (
     last_result    TEXT,                 -- JSON: the run's counts, or its error
     PRIMARY KEY (integration_id, kind)
 );
+
+-- What the integration's own checks last found (the UI-change canary): `ok` or
+-- `degraded`, with the finding, since when, and when it was last looked at.
+CREATE TABLE integration_health (
+    integration_id TEXT NOT NULL,
+    check_name     TEXT NOT NULL,
+    status         TEXT NOT NULL,        -- ok | degraded
+    detail         TEXT NOT NULL,        -- JSON
+    since          TEXT NOT NULL,        -- when the status last changed
+    checked_at     TEXT NOT NULL,
+    PRIMARY KEY (integration_id, check_name)
+);

@@ -99,6 +99,10 @@ pub mod kinds {
     pub const RECONCILE_RUN: &str = "reconcile.run";
     /// A reconciliation run could not finish (its reason).
     pub const RECONCILE_FAILED: &str = "reconcile.failed";
+    /// The canary found a step that no longer matches the app's UI: degraded.
+    pub const INTEGRATION_UI_CHANGED: &str = "integration.ui_changed";
+    /// The canary passes again.
+    pub const INTEGRATION_UI_RESTORED: &str = "integration.ui_restored";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

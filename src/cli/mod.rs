@@ -6,6 +6,7 @@
 
 mod admin;
 mod audit;
+mod canary;
 mod config;
 mod demo;
 mod healthcheck;
@@ -52,6 +53,9 @@ enum Command {
     /// Compare an integration's app accounts with Usher's users now: drifted, missing,
     /// adopted and discovered accounts (exit 0 in line, 1 findings, 2 failed).
     Reconcile(reconcile::Args),
+    /// Look at an integration's admin UI now: sign in, list, run each action's read-only
+    /// probe (exit 0 ok, 1 degraded: the UI changed, 2 failed).
+    Canary(canary::Args),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -139,6 +143,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve { config } => serve::run(&config).await,
         Command::RunOnce(args) => run_once::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
+        Command::Canary(args) => canary::run(args).await,
         Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,

@@ -508,6 +508,18 @@ pub struct IntegrationConfig {
     /// Reconciliation: how often, and what a run may change (docs/reconcile.md).
     #[serde(default)]
     pub reconcile: ReconcileSettings,
+    /// The UI-change canary (docs/reconcile.md).
+    #[serde(default)]
+    pub canary: CanarySettings,
+}
+
+/// How often the UI-change canary runs for an integration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanarySettings {
+    /// Run on this schedule (`1h`); none: only `usher canary`.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub every: Option<Duration>,
 }
 
 /// How reconciliation runs for an integration.
@@ -992,6 +1004,13 @@ impl Config {
                     file,
                     at.concurrency,
                     format!("integration `{}`: concurrency must be at least 1", i.id),
+                ));
+            }
+            if i.canary.every.is_some_and(|e| e < Duration::from_secs(60)) {
+                out.push(located(
+                    file,
+                    at.item,
+                    format!("integration `{}`: canary.every must be at least 1m", i.id),
                 ));
             }
             if i.reconcile

@@ -6,6 +6,7 @@
 //! read-back, and record the outcome, the evidence and the audit event. Transient
 //! failures are retried with exponential backoff and jitter; permanent ones fail at once.
 
+mod canary;
 mod pause;
 mod plan;
 mod reconcile;
@@ -24,6 +25,7 @@ use crate::playbook::{self, Driver, DriverConfig, DriverError, Playbook, Playboo
 use crate::store::Store;
 use crate::vault::{Secret, VaultError};
 
+pub use canary::{CanaryError, CanaryReport, UiFinding};
 pub use plan::{AccountState, plan};
 pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};
 pub use rotate::{
@@ -52,6 +54,8 @@ pub enum EngineError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Reconcile(#[from] ReconcileError),
+    #[error(transparent)]
+    Canary(#[from] CanaryError),
 }
 
 /// Where service-account secrets come from.
@@ -309,6 +313,27 @@ impl Engine {
         self.shared
             .reconcile_configured(integration, dry_run, actor)
             .await
+    }
+
+    /// `usher canary`: one canary run of `integration`, then Chromium is closed.
+    pub async fn canary_once(
+        p: EngineParams,
+        integration: &str,
+    ) -> Result<CanaryReport, EngineError> {
+        let shared = Engine::prepare(p).await?;
+        let result = shared.canary(integration).await;
+        if let Err(e) = shared.driver.shutdown().await {
+            tracing::warn!(error = %e, "closing Chromium failed");
+        }
+        if let Err(e) = shared.store.deregister_process(shared.process()).await {
+            tracing::warn!(error = %e, "removing this process's heartbeat failed");
+        }
+        Ok(result?)
+    }
+
+    /// One canary run of `integration` now.
+    pub async fn canary(&self, integration: &str) -> Result<CanaryReport, CanaryError> {
+        self.shared.canary(integration).await
     }
 
     /// One reconciliation run of `integration` now with `policy` instead of the

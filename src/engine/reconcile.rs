@@ -727,67 +727,48 @@ impl Shared {
     }
 }
 
-/// Runs the reconciliation schedules of every integration that has one, on this node
-/// while it holds their lease, until the engine stops.
+/// Runs the schedules of every integration that has one (reconciliation, canary), on
+/// this node while it holds their lease, until the engine stops.
 pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
-    let scheduled: Vec<(String, ReconcileSettings, Duration)> = shared
-        .integrations
-        .values()
-        .filter_map(|i| {
-            i.config
-                .reconcile
-                .every
-                .map(|every| (i.config.id.clone(), i.config.reconcile.clone(), every))
-        })
-        .collect();
+    let mut scheduled: Vec<(String, &'static str, Duration)> = Vec::new();
+    for i in shared.integrations.values() {
+        if let Some(every) = i.config.reconcile.every {
+            scheduled.push((i.config.id.clone(), SCHEDULE_RECONCILE, every));
+        }
+        if let Some(every) = i.config.canary.every {
+            scheduled.push((i.config.id.clone(), SCHEDULE_CANARY, every));
+        }
+    }
     if scheduled.is_empty() {
         return;
     }
+    scheduled.sort();
     let mut stop = shared.stop_signal();
     let owner = format!("{}/schedules", shared.process());
     while !shared.is_stopping() {
-        for (id, policy, every) in &scheduled {
+        for (id, kind, every) in &scheduled {
             if shared.is_stopping() {
                 break;
             }
             match shared
                 .store
-                .claim_schedule(id, SCHEDULE_RECONCILE, &owner, SCHEDULE_LEASE)
+                .claim_schedule(id, kind, &owner, SCHEDULE_LEASE)
                 .await
             {
                 Ok(true) => {}
                 Ok(false) => continue,
                 Err(e) => {
-                    tracing::warn!(integration = %id, error = %e, "claiming the reconciliation schedule failed");
+                    tracing::warn!(integration = %id, schedule = kind, error = %e, "claiming a schedule failed");
                     continue;
                 }
             }
-            let result = match shared.reconcile(id, policy, false, Actor::System).await {
-                Ok(r) => json!({
-                    "ok": true, "listed": r.listed, "drifted": r.drifted, "missing": r.missing,
-                    "adopted": r.adopted, "discovered": r.discovered, "jobs": r.jobs.len(),
-                }),
-                Err(e) => {
-                    tracing::warn!(integration = %id, error = %e, "a scheduled reconciliation failed");
-                    let event = NewEvent {
-                        actor: Actor::System,
-                        event_type: kinds::RECONCILE_FAILED,
-                        target: None,
-                        integration_id: Some(id.clone()),
-                        detail: json!({"reason": e.to_string()}),
-                    };
-                    if let Err(e) = shared.store.append_event(&event).await {
-                        tracing::warn!(error = %e, "recording a failed reconciliation failed");
-                    }
-                    json!({"ok": false, "reason": e.to_string()})
-                }
-            };
+            let result = run_scheduled(&shared, id, kind).await;
             if let Err(e) = shared
                 .store
-                .finish_schedule(id, SCHEDULE_RECONCILE, &owner, *every, &result)
+                .finish_schedule(id, kind, &owner, *every, &result)
                 .await
             {
-                tracing::warn!(integration = %id, error = %e, "recording the reconciliation schedule failed");
+                tracing::warn!(integration = %id, schedule = kind, error = %e, "recording a schedule's run failed");
             }
         }
         tokio::select! {
@@ -797,8 +778,43 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
     }
 }
 
+/// One scheduled run; its result as the schedule keeps it.
+async fn run_scheduled(shared: &Shared, id: &str, kind: &str) -> Value {
+    let failed = |reason: String| {
+        tracing::warn!(integration = %id, schedule = kind, %reason, "a scheduled run failed");
+        json!({"ok": false, "reason": reason})
+    };
+    if kind == SCHEDULE_CANARY {
+        return match shared.canary(id).await {
+            Ok(r) => json!({"ok": true, "status": r.status, "findings": r.findings.len()}),
+            Err(e) => failed(e.to_string()),
+        };
+    }
+    match shared.reconcile_configured(id, false, Actor::System).await {
+        Ok(r) => json!({
+            "ok": true, "listed": r.listed, "drifted": r.drifted, "missing": r.missing,
+            "adopted": r.adopted, "discovered": r.discovered, "jobs": r.jobs.len(),
+        }),
+        Err(e) => {
+            let event = NewEvent {
+                actor: Actor::System,
+                event_type: kinds::RECONCILE_FAILED,
+                target: None,
+                integration_id: Some(id.to_owned()),
+                detail: json!({"reason": e.to_string()}),
+            };
+            if let Err(e) = shared.store.append_event(&event).await {
+                tracing::warn!(error = %e, "recording a failed reconciliation failed");
+            }
+            failed(e.to_string())
+        }
+    }
+}
+
 /// The schedule kind of reconciliation runs.
 pub const SCHEDULE_RECONCILE: &str = "reconcile";
+/// The schedule kind of canary runs.
+pub const SCHEDULE_CANARY: &str = "canary";
 /// How long a node holds a schedule it runs before another may take it (a run that
 /// lists thousands of accounts page by page takes minutes).
 const SCHEDULE_LEASE: Duration = Duration::from_secs(30 * 60);

@@ -24,6 +24,9 @@ pub const DEFAULT_EVENTS: &[&str] = &[
     "invite.staged",
     "integration.paused",
     "integration.resumed",
+    "integration.ui_changed",
+    "integration.ui_restored",
+    "integration.reconciled",
 ];
 
 /// Deliveries are given up after this many attempts (about a day with the backoff).

@@ -310,7 +310,19 @@ impl Driver {
         user: UserContext,
         opts: &RunOptions,
     ) -> Result<ActionOutcome, DriverError> {
-        self.run_with(integ, action, &user, None, opts).await
+        self.run_with(integ, action, &user, None, opts, false).await
+    }
+
+    /// Runs an action's read-only `probe` in a logged-in session (the UI-change
+    /// canary): its steps, or none when the action has no probe.
+    pub async fn probe(
+        &self,
+        integ: &AppTarget,
+        action: ActionName,
+        user: UserContext,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        self.run_with(integ, action, &user, None, opts, true).await
     }
 
     /// Runs the playbook's `rotate_password` action with `new_password` as the
@@ -330,6 +342,7 @@ impl Driver {
                 &user,
                 Some(new_password),
                 opts,
+                false,
             )
             .await;
         // Apps often end the account's other sessions on a password change.
@@ -374,6 +387,7 @@ impl Driver {
         user: &UserContext,
         new_password: Option<&SecretString>,
         opts: &RunOptions,
+        probe: bool,
     ) -> Result<ActionOutcome, DriverError> {
         let mut steps = Vec::new();
         // Rotation is never run twice here: `engine::rotate` finds out what happened.
@@ -383,7 +397,20 @@ impl Driver {
         loop {
             // The session first, then the slot: a job waiting for its integration's
             // session holds no slot another integration could use.
-            let session = self.checkout(integ).await?;
+            let session = match self.checkout(integ).await {
+                Ok(s) => s,
+                // Chromium died before the action started (a new session's context
+                // could not be made in it): the same one relaunch as a crash under it.
+                Err(e) if crash_left && (e.is_crash() || !self.browser_alive().await) => {
+                    tracing::warn!(error = %e, integration = %integ.key, %action,
+                        "browser gone before the action started; relaunching");
+                    crash_left = false;
+                    steps.clear();
+                    self.relaunch().await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             if slot.is_none() {
                 match self.slots.acquire().await {
                     Ok(s) => slot = Some(s),
@@ -400,6 +427,7 @@ impl Driver {
                 new_password,
                 opts,
                 rerun: rerun_left,
+                probe,
             };
             match self.run_once(session, &attempt, &mut steps).await {
                 Ok(Some(out)) => return Ok(out),
@@ -550,7 +578,15 @@ impl Driver {
         match made {
             Ok(w) => Ok(self.pools.session(w, generation, jar)),
             Err(e) => {
-                self.pools.abandon(&integ.key, jar.is_some());
+                // A jar whose restore failed for another reason than a dead browser
+                // is not tried again.
+                let had_jar = jar.is_some();
+                let keep = if e.is_crash() || !self.browser_alive().await {
+                    jar
+                } else {
+                    None
+                };
+                self.pools.abandon(&integ.key, had_jar, keep);
                 Err(e)
             }
         }
@@ -622,6 +658,7 @@ impl Driver {
             new_password,
             opts,
             rerun,
+            probe,
         } = *attempt;
         let pb = integ.playbook.as_ref();
         let mut ctx = base_context(integ, user);
@@ -641,7 +678,18 @@ impl Driver {
         }
         ctx.outputs.clear();
         let page = session.item.ctx.page();
-        let result = run::run_action(pb, &integ.env, page, action, &mut ctx, opts).await;
+        let result = if probe {
+            run::run_probe(pb, &integ.env, page, action, &mut ctx, opts)
+                .await
+                .map(|steps| ActionOutcome {
+                    status: run::ActionStatus::Done,
+                    outputs: ctx.outputs.clone(),
+                    records: Vec::new(),
+                    steps: steps.unwrap_or_default(),
+                })
+        } else {
+            run::run_action(pb, &integ.env, page, action, &mut ctx, opts).await
+        };
 
         // A result that an ended session could also give checks the session: a failure
         // (the session may have ended since it proved itself, or another sign-in of the
@@ -649,7 +697,7 @@ impl Driver {
         // has no row to find either) or an action without `verify`. If it had ended,
         // the action runs once more (preconditions make that safe, as after a crash).
         let proof_needed = match &result {
-            Ok(out) => trusted && needs_proof(pb, action, out),
+            Ok(out) => trusted && !probe && needs_proof(pb, action, out),
             Err(e) => {
                 action != ActionName::RotatePassword
                     && !e.is_crash()
@@ -1031,6 +1079,8 @@ struct Attempt<'a> {
     opts: &'a RunOptions,
     /// The action may run once more if its session ended under it.
     rerun: bool,
+    /// Run the action's read-only `probe` instead of the action.
+    probe: bool,
 }
 
 /// Closes browser contexts the pool let go (best effort: a dead browser has none).

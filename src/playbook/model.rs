@@ -185,6 +185,9 @@ pub struct Action {
     pub precondition: Option<Vec<Step>>,
     pub steps: Vec<Step>,
     pub verify: Option<Vec<Step>>,
+    /// Read-only steps the UI-change canary runs: they reach the pages the action
+    /// uses without writing and check that its locators still resolve.
+    pub probe: Option<Vec<Step>>,
     pub line: usize,
     pub col: usize,
 }

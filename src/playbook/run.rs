@@ -94,6 +94,8 @@ pub enum Phase {
     Precondition,
     Steps,
     Verify,
+    /// An action's read-only `probe` (the UI-change canary).
+    Probe,
 }
 
 impl Phase {
@@ -211,6 +213,7 @@ impl fmt::Display for RunError {
         write!(f, "{}: ", self.step_file_line)?;
         match self.phase {
             Phase::Verify => f.write_str("verify failed: ")?,
+            Phase::Probe => f.write_str("probe failed: ")?,
             Phase::Precondition => f.write_str("precondition could not be answered: ")?,
             _ => {}
         }
@@ -297,6 +300,25 @@ pub async fn run_phase(
             Err(e)
         }
     }
+}
+
+/// Runs an action's `probe` (read-only steps the canary runs); `Ok(None)` when the
+/// action has none.
+pub async fn run_probe(
+    playbook: &Playbook,
+    env: &TemplateEnv,
+    page: &Page,
+    action: ActionName,
+    ctx: &mut TemplateContext,
+    opts: &RunOptions,
+) -> Result<Option<Vec<StepRecord>>, RunError> {
+    let Some(probe) = playbook.action(action).and_then(|a| a.probe.as_ref()) else {
+        return Ok(None);
+    };
+    add_app_roles(playbook, ctx);
+    run_phase(playbook, env, page, Phase::Probe, probe, ctx, opts)
+        .await
+        .map(Some)
 }
 
 /// What the app shows to say that it refused a sign-in: the text of the first of the

@@ -236,13 +236,17 @@ impl<T> Pools<T> {
     }
 
     /// Making a session from [`Checkout::Grow`] (or [`grow`](Self::grow)) failed;
-    /// `jar` is what the grow handed out.
-    pub fn abandon(&self, key: &str, jar: bool) {
+    /// `had_jar`: the grow handed out a jar; `keep`: a jar to keep for the next grow
+    /// (the browser died: after its relaunch the jar still restores the session).
+    pub fn abandon(&self, key: &str, had_jar: bool, keep: Option<SessionState>) {
         let mut pools = self.lock();
         if let Some(pool) = pools.get_mut(key) {
             pool.live = pool.live.saturating_sub(1);
-            if !jar {
+            if !had_jar {
                 pool.pending = pool.pending.saturating_sub(1);
+            }
+            if let Some(j) = keep {
+                pool.spare_jars.push(j);
             }
             pool.notify.notify_waiters();
         }
@@ -493,9 +497,18 @@ mod tests {
         assert_eq!(closing, vec![1]);
         assert!(matches!(c, Checkout::Warm(ref s) if s.item == 2));
         let (c, _) = p.checkout("k", 2, Duration::ZERO, later, |_| true);
-        match c {
-            Checkout::Grow { jar, .. } => assert!(jar.is_some(), "the dead session's jar"),
+        let jar = match c {
+            Checkout::Grow { jar, .. } => jar,
             _ => panic!("grows with the jar"),
+        };
+        assert!(jar.is_some(), "the dead session's jar");
+        // Restoring it failed because the browser was gone too: the jar is kept for
+        // the grow after the relaunch.
+        p.abandon("k", true, jar);
+        assert_eq!(p.live("k"), 1);
+        match p.checkout("k", 2, Duration::ZERO, later, |_| true).0 {
+            Checkout::Grow { jar, .. } => assert!(jar.is_some(), "the jar again"),
+            _ => panic!("grows with the jar again"),
         }
         let much_later = now + IDLE_TTL * 2;
         p.release(

@@ -1017,3 +1017,41 @@ fn a_form_input_is_seen_ahead_through_sets_branches_and_calls() {
         "the end, an input after it"
     );
 }
+
+#[test]
+fn probes_load_and_may_only_look() {
+    // Line 10 is the action's step; the probe's steps start on line 12.
+    let base = with_steps("      - goto: x\n");
+    let pb = loads(&format!(
+        "{base}    probe:\n      - goto: \"{{{{ base_url }}}}/new\"\n      - expect: {{ visible: \"#email\" }}\n"
+    ));
+    let probe = pb
+        .actions
+        .get(&ActionName::CreateUser)
+        .and_then(|a| a.probe.as_ref())
+        .expect("probe");
+    assert_eq!(probe.len(), 2);
+    assert_eq!(probe[1].line, 13);
+    assert_error(
+        &format!("{base}    probe:\n      - goto: x\n      - click: \"#save\"\n"),
+        "13:9",
+        "`click` is not allowed in `create_user.probe`",
+    );
+    // Through a subroutine that writes, and inside an `if`.
+    let with_sub = base.replace(
+        "actions:\n",
+        "subroutines:\n  save:\n    - fill: { into: \"#a\", value: b }\nactions:\n",
+    );
+    assert_error(
+        &format!("{with_sub}    probe:\n      - call: save\n"),
+        "15:9",
+        "subroutine `save` changes the app",
+    );
+    assert_error(
+        &format!(
+            "{base}    probe:\n      - if: {{ exists: \"#x\" }}\n        then: [ {{ press: {{ key: Enter }} }} ]\n"
+        ),
+        "13:17",
+        "`press` is not allowed",
+    );
+}

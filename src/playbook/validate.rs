@@ -31,7 +31,7 @@ const TOP_KEYS: &[&str] = &[
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
 const SESSIONS_KEYS: &[&str] = &["max", "trust"];
 const ACCOUNTS_KEYS: &[&str] = &["roles", "no_role"];
-const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify"];
+const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify", "probe"];
 const LOGIN_KEYS: &[&str] = &["steps", "refused"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
 const CONDITION_KEYS: &[&str] = &["exists", "not_exists", "visible", "hidden", "value"];
@@ -73,6 +73,16 @@ pub(super) fn load(file: &str, src: &str) -> Result<Playbook, Vec<PlaybookError>
     };
     let pb = l.playbook(&root);
     l.check_calls();
+    if let Some(pb) = &pb {
+        for (line, col, message) in probe_writes(pb) {
+            l.errors.push(PlaybookError {
+                file: file.to_owned(),
+                line,
+                col,
+                message,
+            });
+        }
+    }
     if l.errors.is_empty()
         && let Some(pb) = pb
     {
@@ -90,6 +100,70 @@ pub(super) fn load(file: &str, src: &str) -> Result<Playbook, Vec<PlaybookError>
     errors.sort_by(|a, b| (a.line, a.col, &a.message).cmp(&(b.line, b.col, &b.message)));
     errors.dedup_by(|a, b| a.line == b.line && a.col == b.col && a.message == b.message);
     Err(errors)
+}
+
+/// Steps of a `probe` (directly or through `call`) that could change the app: a probe
+/// runs on a schedule against the live app, so it may only look.
+fn probe_writes(pb: &Playbook) -> Vec<(usize, usize, String)> {
+    fn walk(
+        pb: &Playbook,
+        action: &str,
+        steps: &[Step],
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<(usize, usize, String)>,
+    ) {
+        for s in steps {
+            match &s.kind {
+                StepKind::Fill { .. }
+                | StepKind::Click { .. }
+                | StepKind::Select { .. }
+                | StepKind::Check { .. }
+                | StepKind::Uncheck { .. }
+                | StepKind::Press { .. }
+                | StepKind::AcceptDialog { .. }
+                | StepKind::DismissDialog => out.push((
+                    s.line,
+                    s.col,
+                    format!(
+                        "`{}` is not allowed in `{action}.probe`: a probe only looks (goto, expect, wait_for, extract, if, set, call of such steps), it must not change the app",
+                        s.kind.keyword()
+                    ),
+                )),
+                StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
+                    walk(pb, action, then, seen, out);
+                    walk(pb, action, else_, seen, out);
+                }
+                StepKind::ForEach { steps, .. } | StepKind::Paginate { steps, .. } => {
+                    walk(pb, action, steps, seen, out)
+                }
+                StepKind::Call { name } => {
+                    if seen.insert(name.clone())
+                        && let Some(sub) = pb.subroutines.get(name)
+                    {
+                        let mut inner = Vec::new();
+                        walk(pb, action, sub, seen, &mut inner);
+                        if !inner.is_empty() {
+                            out.push((
+                                s.line,
+                                s.col,
+                                format!(
+                                    "`call: {name}` is not allowed in `{action}.probe`: subroutine `{name}` changes the app (a probe only looks)"
+                                ),
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (name, act) in &pb.actions {
+        if let Some(probe) = &act.probe {
+            walk(pb, name.as_str(), probe, &mut BTreeSet::new(), &mut out);
+        }
+    }
+    out
 }
 
 struct CallSite {
@@ -719,12 +793,23 @@ impl Loader {
             let verify = f
                 .get("verify")
                 .map(|n| self.steps(n, &format!("`{name}.verify`"), scope));
+            let probe = f.get("probe").map(|n| {
+                self.steps(
+                    n,
+                    &format!("`{name}.probe`"),
+                    Scope {
+                        emit_ok: false,
+                        ..scope
+                    },
+                )
+            });
             out.insert(
                 action,
                 Action {
                     precondition,
                     steps,
                     verify,
+                    probe,
                     line: v.line,
                     col: v.col,
                 },

@@ -1022,6 +1022,6 @@ pub use jobs::{
     WebhookDelivery,
 };
 pub use ops::QueueStats;
-pub use reconcile::{DISCOVERED_PREFIX, DiscoveredAccount, ReconcileWrite, ScheduleRow};
+pub use reconcile::{DISCOVERED_PREFIX, DiscoveredAccount, HealthRow, ReconcileWrite, ScheduleRow};
 pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};

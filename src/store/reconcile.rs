@@ -349,3 +349,93 @@ impl Store {
         ))
     }
 }
+
+/// What one of an integration's own checks last found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthRow {
+    pub integration_id: String,
+    pub check: String,
+    /// `ok` or `degraded`.
+    pub status: String,
+    pub detail: Value,
+    pub since: String,
+    pub checked_at: String,
+}
+
+impl Store {
+    /// Records a check's finding, with `event` appended in the same transaction when the
+    /// status changed. Returns the status before (`None` the first time).
+    pub async fn record_health(
+        &self,
+        integration_id: &str,
+        check: &str,
+        status: &str,
+        detail: &Value,
+        event_on_change: impl FnOnce(Option<&str>) -> Option<NewEvent>,
+    ) -> Result<Option<String>, StoreError> {
+        let now = self.now();
+        let is_pg = self.is_pg();
+        let detail = detail.to_string();
+        on_backend!(self, |w, _r| {
+            let mut tx = w.begin().await?;
+            if is_pg {
+                // One writer per row: two nodes' canaries agree on what changed.
+                sqlx::query("SELECT pg_advisory_xact_lock(7355609)")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let before: Option<String> = sqlx::query_scalar(
+                "SELECT status FROM integration_health WHERE integration_id = $1 AND check_name = $2",
+            )
+            .bind(integration_id)
+            .bind(check)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let changed = before.as_deref() != Some(status);
+            sqlx::query(
+                "INSERT INTO integration_health (integration_id, check_name, status, detail, since, checked_at) VALUES ($1, $2, $3, $4, $5, $5) \
+                 ON CONFLICT (integration_id, check_name) DO UPDATE SET status = excluded.status, detail = excluded.detail, checked_at = excluded.checked_at, \
+                   since = CASE WHEN integration_health.status = excluded.status THEN integration_health.since ELSE excluded.since END",
+            )
+            .bind(integration_id)
+            .bind(check)
+            .bind(status)
+            .bind(&detail)
+            .bind(&now)
+            .execute(&mut *tx)
+            .await?;
+            if changed && let Some(event) = event_on_change(before.as_deref()) {
+                append_audit!(tx, is_pg, &now, &event);
+            }
+            tx.commit().await?;
+            Ok(before)
+        })
+    }
+
+    /// Every check's last finding for an integration (or all integrations).
+    pub async fn health(&self, integration_id: Option<&str>) -> Result<Vec<HealthRow>, StoreError> {
+        type Row = (String, String, String, String, String, String);
+        let rows: Vec<Row> = on_backend!(self, |_w, r| {
+            sqlx::query_as(
+                "SELECT integration_id, check_name, status, detail, since, checked_at FROM integration_health \
+                 WHERE ($1 IS NULL OR integration_id = $1) ORDER BY integration_id, check_name",
+            )
+            .bind(integration_id)
+            .fetch_all(r)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(integration_id, check, status, detail, since, checked_at)| HealthRow {
+                    integration_id,
+                    check,
+                    status,
+                    detail: serde_json::from_str(&detail).unwrap_or(Value::Null),
+                    since,
+                    checked_at,
+                },
+            )
+            .collect())
+    }
+}
