@@ -149,6 +149,10 @@ struct ActionDoc {
     steps: Vec<StepDoc>,
     /// Read-back: confirms the app now shows what was asked.
     verify: Option<Vec<StepDoc>>,
+    /// Read-only steps the UI-change canary runs: they reach the action's pages without
+    /// writing and check that its locators still resolve (no fill, click, select,
+    /// check, uncheck, press or dialog steps).
+    probe: Option<Vec<StepDoc>>,
 }
 
 #[derive(JsonSchema)]
