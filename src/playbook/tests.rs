@@ -899,6 +899,12 @@ fn schema_accepts_the_example_and_every_step() {
     );
     assert_eq!(schema_errors(EXAMPLE), Vec::<String>::new());
     assert_eq!(schema_errors(ALL_STEPS), Vec::<String>::new());
+    // The bundled playbooks (probes, accounts, sessions…) too.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("playbooks");
+    for name in ["classic.yaml", "spa.yaml", "dokuwiki.yaml"] {
+        let src = std::fs::read_to_string(dir.join(name)).expect("bundled playbook");
+        assert_eq!(schema_errors(&src), Vec::<String>::new(), "{name}");
+    }
 }
 
 #[test]
