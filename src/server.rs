@@ -97,14 +97,14 @@ pub struct EngineSetup {
 }
 
 /// The whole HTTP application over a store. `public_url` is where claim links point;
-/// `playbook_actions` (integration id → the actions its playbook defines) is shown on
-/// the console's Settings tab.
+/// `playbooks` (integration id → its loaded playbook): the console's Settings tab shows
+/// its actions, the access report its role mapping.
 pub fn app(
     config: &Config,
     store: Store,
     public_url: &str,
     ops: Ops,
-    playbook_actions: std::collections::HashMap<String, Vec<String>>,
+    playbooks: crate::web::Playbooks,
 ) -> Router {
     let gateways = config
         .integrations
@@ -127,7 +127,7 @@ pub fn app(
             config.metrics_listen.is_none(),
         ))
         .merge(scim::router(scim_state))
-        .merge(crate::web::router(config, store, public_url, playbook_actions))
+        .merge(crate::web::router(config, store, public_url, playbooks))
         .layer(
             tower::ServiceBuilder::new()
                 // Honours the caller's `x-request-id`, else makes one; sent back.
@@ -301,17 +301,9 @@ pub async fn start_with(
         .public_url
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{addr}"));
-    let playbook_actions = engine_parts
+    let playbooks_for_web = engine_parts
         .as_ref()
-        .map(|(_, playbooks)| {
-            playbooks
-                .iter()
-                .map(|(id, pb)| {
-                    let names = pb.actions.keys().map(|a| a.as_str().to_owned()).collect();
-                    (id.clone(), names)
-                })
-                .collect()
-        })
+        .map(|(_, playbooks)| playbooks.clone())
         .unwrap_or_default();
     let engine = match engine_parts {
         Some((setup, playbooks)) => Some(
@@ -339,7 +331,7 @@ pub async fn start_with(
         store.clone(),
         &public_url,
         ops.clone(),
-        playbook_actions,
+        playbooks_for_web,
     );
     // Applied outside the router, so that the rewritten path is the one routed.
     let edge = Edge::new(config.public_url.as_deref(), tls.is_some());

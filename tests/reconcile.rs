@@ -19,6 +19,7 @@ use usher::audit::Actor;
 use usher::config::{Config, DriftPolicy, OrphanPolicy, ReconcileSettings, hash_token};
 use usher::engine::Finding;
 use usher::server::{EngineSetup, Running};
+use usher::vault::{Keyring, Vault, VaultKey};
 use usher_fixture_apps::{AppKind, FixtureOptions, NewUser, RunningApp};
 
 const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -30,9 +31,17 @@ struct Rig {
     token: String,
     root: String,
     _evidence: tempfile::TempDir,
+    /// The configuration as written (for the CLI).
+    config_text: String,
 }
 
 async fn rig(db: Db, opts: FixtureOptions) -> Rig {
+    rig_with(db, opts, "", None).await
+}
+
+/// `extra`: more lines of the integration; `vault`: the service account's secret in
+/// an encrypted vault (else fixed in memory).
+async fn rig_with(db: Db, opts: FixtureOptions, extra: &str, vault: Option<[u8; 32]>) -> Rig {
     let app = RunningApp::start(AppKind::Classic, opts.clone())
         .await
         .expect("fixture app");
@@ -50,7 +59,10 @@ async fn rig(db: Db, opts: FixtureOptions) -> Rig {
     };
     // Webhooks go to a port nothing listens on: the test reads the outbox.
     let text = format!(
-        "listen: 127.0.0.1:0\ndatabase: {db}\nwebhooks:\n  - url: http://127.0.0.1:9/hooks\n    secret: ${{USHER_TEST_RECONCILE_HOOK_SECRET}}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: playbooks/classic.yaml\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    reconcile: {{ allow: [keep@acme.example] }}\n",
+        "listen: 127.0.0.1:0\ndatabase: {db}\nwebhooks:\n  - url: http://127.0.0.1:9/hooks\n    secret: ${{USHER_TEST_RECONCILE_HOOK_SECRET}}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    reconcile: {{ allow: [keep@acme.example] }}\n{extra}",
+        playbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("playbooks/classic.yaml")
+            .display(),
         db = db.url,
         ev = evidence.path().display(),
         base = app.base_url(),
@@ -63,14 +75,25 @@ async fn rig(db: Db, opts: FixtureOptions) -> Rig {
         Some(&opts.totp_seed),
     )
     .expect("secret");
-    let mut secrets = HashMap::new();
-    secrets.insert("acme-admin".to_string(), Arc::new(secret));
+    let secrets = match vault {
+        Some(key) => {
+            let store = support::open_store(&db.url).await;
+            let v = Vault::new(store, Keyring::new(VaultKey::from_bytes(key)));
+            v.set("acme-admin", &secret).await.expect("vault set");
+            usher::engine::Secrets::Vault(v)
+        }
+        None => {
+            let mut m = HashMap::new();
+            m.insert("acme-admin".to_string(), Arc::new(secret));
+            usher::engine::Secrets::Fixed(m)
+        }
+    };
     let running = usher::server::start_with(
         &config,
         "127.0.0.1:0".parse().expect("addr"),
         Some(EngineSetup {
             config_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
-            secrets: usher::engine::Secrets::Fixed(secrets),
+            secrets,
             driver: usher::playbook::DriverConfig::default(),
         }),
     )
@@ -84,6 +107,7 @@ async fn rig(db: Db, opts: FixtureOptions) -> Rig {
         token,
         root,
         _evidence: evidence,
+        config_text: text,
     }
 }
 
@@ -565,8 +589,127 @@ async fn the_canary_reports_a_changed_ui_and_clears_when_it_is_back(db: Db) {
     rig.stop().await;
 }
 
+/// `usher ARGS` against the rig's configuration; (exit code, standard output).
+fn cli(rig: &Rig, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("usher.yaml");
+    std::fs::write(&path, &rig.config_text).expect("config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(args)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("usher");
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.code().is_some(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), said)
+}
+
+async fn posture_and_access_reports(db: Db) {
+    let key = [7u8; 32];
+    let rig = rig_with(
+        db,
+        FixtureOptions::default(),
+        "    mfa: required\n    rotate_password: { every: 30d }\n",
+        Some(key),
+    )
+    .await;
+    let ann = rig.create("ann").await;
+    rig.create("bob").await;
+    // Ann is in Admins (classic maps Admins to Admin); bob in no group.
+    let group = json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "Admins",
+        "members": [{"value": ann}]
+    });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/Groups", rig.root))
+        .bearer_auth(&rig.token)
+        .header("content-type", "application/scim+json")
+        .body(group.to_string())
+        .send()
+        .await
+        .expect("group");
+    assert_eq!(resp.status().as_u16(), 201);
+    rig.settled().await;
+    assert_eq!(rig.user("ann").expect("ann").roles, vec!["Admin"]);
+    assert!(rig.app.add_user(&by_hand("stranger", "Billing")).is_some());
+    let engine = rig.running().engine.as_ref().expect("engine");
+    engine
+        .reconcile("acme", false, Actor::System)
+        .await
+        .expect("reconcile");
+
+    let (code, said) = cli(&rig, &["posture", "--integration", "acme", "--json"]);
+    let all: Value = serde_json::from_str(&said).expect("json");
+    let p = &all[0];
+    assert_eq!(code, 0, "no policy broken: {p:#}");
+    assert_eq!(p["mfa_policy"], json!("required"));
+    assert_eq!(p["mfa_in_vault"], json!(true));
+    assert_eq!(
+        p["last_login_used_mfa"],
+        json!(true),
+        "the app asked for the code"
+    );
+    assert!(p["last_login_at"].is_string());
+    assert_eq!(p["rotation_every_days"], json!(30));
+    assert_eq!(p["password_age_days"], json!(0));
+    assert_eq!(p["rotation_overdue"], json!(false));
+    assert_eq!(p["discovered"], json!(1));
+    assert_eq!(p["drifted"], json!(0));
+    assert_eq!(p["canary"], json!("unknown"));
+    assert_eq!(p["violations"], json!([]));
+
+    // The same entry without its TOTP seed breaks `mfa: required`.
+    let store = support::open_store(&rig._db.url).await;
+    let v = Vault::new(store, Keyring::new(VaultKey::from_bytes(key)));
+    let plain = usher::vault::Secret::new("admin@acme.example", "correct horse battery", None)
+        .expect("secret");
+    v.set("acme-admin", &plain).await.expect("set");
+    let (code, said) = cli(&rig, &["posture", "--integration", "acme"]);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("no TOTP seed"), "{said}");
+    assert!(
+        !said.contains("correct horse"),
+        "no secret in the report: {said}"
+    );
+
+    // Who has access to what, and why.
+    let (code, csv) = cli(&rig, &["access", "report", "--integration", "acme"]);
+    assert_eq!(code, 0, "{csv}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert!(lines[0].starts_with("integration,source,user_id"), "{csv}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ann@acme.example") && l.ends_with(",Admin,Admins")),
+        "{csv}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("bob@acme.example") && l.ends_with(",Viewer,")),
+        "bob has the app's default role and no grant: {csv}"
+    );
+    assert!(
+        lines.iter().any(|l| l.starts_with("acme,discovered,")
+            && l.contains("stranger@acme.example")
+            && l.ends_with(",Billing,")),
+        "{csv}"
+    );
+    let (_, json_out) = cli(&rig, &["access", "report", "--format", "json"]);
+    let rows: Value = serde_json::from_str(&json_out).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(3), "{rows:#}");
+    rig.stop().await;
+}
+
 on_both_databases!(
     drift_orphans_adoption_and_missing_accounts,
     a_due_schedule_runs_once_across_nodes,
-    the_canary_reports_a_changed_ui_and_clears_when_it_is_back
+    the_canary_reports_a_changed_ui_and_clears_when_it_is_back,
+    posture_and_access_reports
 );

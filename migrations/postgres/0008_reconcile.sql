@@ -42,3 +42,8 @@ CREATE TABLE integration_health (
     checked_at     TEXT NOT NULL,
     PRIMARY KEY (integration_id, check_name)
 );
+
+-- The last successful sign-in of each integration's service account, and whether the
+-- app asked for its TOTP code (the posture report's MFA check).
+ALTER TABLE integration_state ADD COLUMN last_login_at TEXT;
+ALTER TABLE integration_state ADD COLUMN last_login_mfa TEXT;

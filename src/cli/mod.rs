@@ -13,6 +13,7 @@ mod healthcheck;
 mod integration;
 mod jobs;
 mod playbook;
+mod posture;
 mod reconcile;
 mod run_once;
 mod serve;
@@ -56,6 +57,14 @@ enum Command {
     /// Look at an integration's admin UI now: sign in, list, run each action's read-only
     /// probe (exit 0 ok, 1 degraded: the UI changed, 2 failed).
     Canary(canary::Args),
+    /// Each integration's service account: password age and rotation, MFA, last
+    /// sign-in, canary, reconciliation (exit 1 when a policy is broken).
+    Posture(posture::PostureArgs),
+    /// Who has access to what in each app, and why.
+    Access {
+        #[command(subcommand)]
+        command: posture::AccessCommand,
+    },
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -144,6 +153,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::RunOnce(args) => run_once::run(args).await,
         Command::Reconcile(args) => reconcile::run(args).await,
         Command::Canary(args) => canary::run(args).await,
+        Command::Posture(args) => posture::posture(args).await,
+        Command::Access { command } => posture::access(command).await,
         Command::Config { command } => config::config_command(command).await,
         Command::Token { command } => config::token_command(command),
         Command::Audit { command } => audit::run(command).await,

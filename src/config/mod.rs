@@ -510,14 +510,32 @@ pub struct IntegrationConfig {
     pub reconcile: ReconcileSettings,
     /// The UI-change canary (docs/reconcile.md).
     #[serde(default)]
-    pub canary: CanarySettings,
+    pub canary: ScheduleSettings,
+    /// The service account's password rotated on a schedule (docs/posture.md).
+    #[serde(default)]
+    pub rotate_password: ScheduleSettings,
+    /// Whether the service account must sign in with a TOTP code (docs/posture.md).
+    #[serde(default)]
+    pub mfa: MfaPolicy,
 }
 
-/// How often the UI-change canary runs for an integration.
+/// Whether an integration's service account must use MFA.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MfaPolicy {
+    /// Reported, not required.
+    #[default]
+    Optional,
+    /// The posture report flags an account without a TOTP seed in the vault, or whose
+    /// last sign-in was not asked for a code.
+    Required,
+}
+
+/// How often a scheduled check runs for an integration (`canary`, `rotate_password`).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct CanarySettings {
-    /// Run on this schedule (`1h`); none: only `usher canary`.
+pub struct ScheduleSettings {
+    /// Run on this schedule (`1h`, `30d`); none: only on demand.
     #[serde(default, deserialize_with = "de_opt_duration")]
     pub every: Option<Duration>,
 }
@@ -1004,6 +1022,19 @@ impl Config {
                     file,
                     at.concurrency,
                     format!("integration `{}`: concurrency must be at least 1", i.id),
+                ));
+            }
+            if i.rotate_password
+                .every
+                .is_some_and(|e| e < Duration::from_secs(3600))
+            {
+                out.push(located(
+                    file,
+                    at.item,
+                    format!(
+                        "integration `{}`: rotate_password.every must be at least 1h",
+                        i.id
+                    ),
                 ));
             }
             if i.canary.every.is_some_and(|e| e < Duration::from_secs(60)) {

@@ -9,6 +9,7 @@
 mod canary;
 mod pause;
 mod plan;
+mod posture;
 mod reconcile;
 mod rotate;
 mod user;
@@ -27,6 +28,7 @@ use crate::vault::{Secret, VaultError};
 
 pub use canary::{CanaryError, CanaryReport, UiFinding};
 pub use plan::{AccountState, plan};
+pub use posture::{AccessRow, Posture, access_csv, access_report, posture};
 pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};
 pub use rotate::{
     RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,

@@ -84,6 +84,14 @@ pub(crate) async fn pause(
 }
 
 impl SignInGate for StoreGate {
+    fn signed_in<'a>(&'a self, target: &'a str, mfa: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(e) = self.store.record_login(target, mfa).await {
+                tracing::warn!(integration = target, error = %e, "recording a sign-in failed");
+            }
+        })
+    }
+
     fn admit<'a>(&'a self, target: &'a str, budgeted: bool) -> BoxFuture<'a, SignInVerdict> {
         Box::pin(async move {
             let budget = budgeted.then_some((SIGN_IN_BUDGET, SIGN_IN_WINDOW));

@@ -738,6 +738,9 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
         if let Some(every) = i.config.canary.every {
             scheduled.push((i.config.id.clone(), SCHEDULE_CANARY, every));
         }
+        if let Some(every) = i.config.rotate_password.every {
+            scheduled.push((i.config.id.clone(), SCHEDULE_ROTATE, every));
+        }
     }
     if scheduled.is_empty() {
         return;
@@ -762,10 +765,10 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
                     continue;
                 }
             }
-            let result = run_scheduled(&shared, id, kind).await;
+            let (result, next_in) = run_scheduled(&shared, id, kind, *every).await;
             if let Err(e) = shared
                 .store
-                .finish_schedule(id, kind, &owner, *every, &result)
+                .finish_schedule(id, kind, &owner, next_in, &result)
                 .await
             {
                 tracing::warn!(integration = %id, schedule = kind, error = %e, "recording a schedule's run failed");
@@ -778,19 +781,28 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
     }
 }
 
-/// One scheduled run; its result as the schedule keeps it.
-async fn run_scheduled(shared: &Shared, id: &str, kind: &str) -> Value {
+/// One scheduled run: its result as the schedule keeps it, and when it is due again.
+async fn run_scheduled(
+    shared: &Shared,
+    id: &str,
+    kind: &str,
+    every: Duration,
+) -> (Value, Duration) {
     let failed = |reason: String| {
         tracing::warn!(integration = %id, schedule = kind, %reason, "a scheduled run failed");
         json!({"ok": false, "reason": reason})
     };
     if kind == SCHEDULE_CANARY {
-        return match shared.canary(id).await {
+        let result = match shared.canary(id).await {
             Ok(r) => json!({"ok": true, "status": r.status, "findings": r.findings.len()}),
             Err(e) => failed(e.to_string()),
         };
+        return (result, every);
     }
-    match shared.reconcile_configured(id, false, Actor::System).await {
+    if kind == SCHEDULE_ROTATE {
+        return rotate_scheduled(shared, id, every).await;
+    }
+    let result = match shared.reconcile_configured(id, false, Actor::System).await {
         Ok(r) => json!({
             "ok": true, "listed": r.listed, "drifted": r.drifted, "missing": r.missing,
             "adopted": r.adopted, "discovered": r.discovered, "jobs": r.jobs.len(),
@@ -808,13 +820,76 @@ async fn run_scheduled(shared: &Shared, id: &str, kind: &str) -> Value {
             }
             failed(e.to_string())
         }
+    };
+    (result, every)
+}
+
+/// A scheduled rotation of the service account's password: when it is older than
+/// `every` (else due again when it will be), with the crash-safe rotation protocol.
+async fn rotate_scheduled(shared: &Shared, id: &str, every: Duration) -> (Value, Duration) {
+    let retry = Duration::from_secs(3600).min(every);
+    let Some(integ) = shared.integrations.get(id).cloned() else {
+        return (json!({"ok": false, "reason": "no such integration"}), every);
+    };
+    let super::Secrets::Vault(vault) = shared.secrets() else {
+        return (
+            json!({"ok": false, "reason": "scheduled rotation needs the vault (usher serve)"}),
+            every,
+        );
+    };
+    let changed = match super::posture(&shared.store, &integ.config).await {
+        Ok(p) => p.password_changed_at,
+        Err(e) => return (json!({"ok": false, "reason": e.to_string()}), retry),
+    };
+    if let Some(wait) = rotation_wait(changed.as_deref(), shared.clock.now(), every) {
+        return (
+            json!({"ok": true, "skipped": format!("the password was changed at {}", changed.unwrap_or_default())}),
+            wait,
+        );
     }
+    if let Err(f) = shared.refresh_secret(&integ).await {
+        return (json!({"ok": false, "reason": f.message}), retry);
+    }
+    match super::rotate_password(
+        &shared.driver,
+        &integ.target,
+        vault,
+        &integ.config.service_account,
+        shared.run_options(),
+    )
+    .await
+    {
+        Ok(_) => {
+            tracing::info!(integration = %id, "scheduled password rotation done");
+            (json!({"ok": true, "rotated": true}), every)
+        }
+        Err(e) => {
+            tracing::warn!(integration = %id, error = %e, "a scheduled password rotation failed");
+            (json!({"ok": false, "reason": e.to_string()}), retry)
+        }
+    }
+}
+
+/// How long until a password changed at `changed` (RFC 3339; `None`: unknown, so due)
+/// is `every` old; `None` when it is already.
+fn rotation_wait(
+    changed: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+    every: Duration,
+) -> Option<Duration> {
+    let changed = chrono::DateTime::parse_from_rfc3339(changed?).ok()?;
+    let age = (now - changed.with_timezone(&chrono::Utc))
+        .to_std()
+        .unwrap_or_default();
+    every.checked_sub(age).filter(|w| !w.is_zero())
 }
 
 /// The schedule kind of reconciliation runs.
 pub const SCHEDULE_RECONCILE: &str = "reconcile";
 /// The schedule kind of canary runs.
 pub const SCHEDULE_CANARY: &str = "canary";
+/// The schedule kind of password rotations.
+pub const SCHEDULE_ROTATE: &str = "rotate_password";
 /// How long a node holds a schedule it runs before another may take it (a run that
 /// lists thousands of accounts page by page takes minutes).
 const SCHEDULE_LEASE: Duration = Duration::from_secs(30 * 60);
@@ -873,6 +948,29 @@ mod tests {
                 no_role: no_role.map(String::from),
             },
         }
+    }
+
+    #[test]
+    fn a_rotation_is_due_when_the_password_is_as_old_as_the_policy() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00.000Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            rotation_wait(Some("2026-12-03T10:00:00.000Z"), now, 30 * day),
+            Some(29 * day)
+        );
+        assert_eq!(
+            rotation_wait(Some("2026-11-04T10:00:00.000Z"), now, 30 * day),
+            None
+        );
+        assert_eq!(
+            rotation_wait(Some("2026-01-01T00:00:00.000Z"), now, 30 * day),
+            None
+        );
+        // Unknown or unreadable: due (better a rotation than a password of any age).
+        assert_eq!(rotation_wait(None, now, 30 * day), None);
+        assert_eq!(rotation_wait(Some("yesterday"), now, 30 * day), None);
     }
 
     #[test]

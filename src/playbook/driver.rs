@@ -104,6 +104,10 @@ pub trait SignInGate: Send + Sync {
     /// before the login lock is released, so that no other sign-in of any worker or
     /// process is admitted after it.
     fn refused<'a>(&'a self, target: &'a str, said: &'a str) -> BoxFuture<'a, ()>;
+    /// A sign-in succeeded; `mfa`: a TOTP code was typed in it.
+    fn signed_in<'a>(&'a self, _target: &'a str, _mfa: bool) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// Driver settings.
@@ -945,10 +949,19 @@ impl Driver {
                 .map_err(|e| DriverError::Totp(e.to_string()))?;
         }
         let attempt = self.attempt_login(integ, page, ctx, opts, steps).await;
-        if let Some((seed, _)) = &integ.secret().totp
-            && let Err(e) = self.totp.release_unused(seed.expose_secret()).await
+        let mut typed_code = false;
+        if let Some((seed, _)) = &integ.secret().totp {
+            match self.totp.release_unused(seed.expose_secret()).await {
+                Ok(typed) => typed_code = typed,
+                Err(e) => {
+                    tracing::warn!(integration = %integ.key, error = %e, "giving back an unused TOTP window failed")
+                }
+            }
+        }
+        if attempt.is_ok()
+            && let Some(gate) = &self.gate
         {
-            tracing::warn!(integration = %integ.key, error = %e, "giving back an unused TOTP window failed");
+            gate.signed_in(&integ.key, typed_code).await;
         }
         match attempt {
             Err(DriverError::Login(mut e))

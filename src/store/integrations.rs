@@ -47,6 +47,37 @@ fn state(row: StateRow) -> IntegrationState {
 }
 
 impl Store {
+    /// The service account signed in now; `mfa`: the app asked for its TOTP code.
+    pub async fn record_login(&self, id: &str, mfa: bool) -> Result<(), StoreError> {
+        let now = self.now();
+        on_backend!(self, |w, _r| {
+            sqlx::query(
+                "INSERT INTO integration_state (integration_id, updated_at, last_login_at, last_login_mfa) VALUES ($1, $2, $2, $3) \
+                 ON CONFLICT (integration_id) DO UPDATE SET last_login_at = excluded.last_login_at, last_login_mfa = excluded.last_login_mfa, updated_at = excluded.updated_at",
+            )
+            .bind(id)
+            .bind(&now)
+            .bind(if mfa { "true" } else { "false" })
+            .execute(w)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The last successful sign-in of the integration's service account: (when, whether
+    /// the app asked for the TOTP code).
+    pub async fn last_login(&self, id: &str) -> Result<Option<(String, bool)>, StoreError> {
+        let row: Option<(Option<String>, Option<String>)> = on_backend!(self, |_w, r| {
+            sqlx::query_as(
+                "SELECT last_login_at, last_login_mfa FROM integration_state WHERE integration_id = $1",
+            )
+            .bind(id)
+            .fetch_optional(r)
+            .await?
+        });
+        Ok(row.and_then(|(at, mfa)| at.map(|at| (at, mfa.as_deref() == Some("true")))))
+    }
+
     /// The shared state of one integration (`None`: never paused nor signed in to).
     pub async fn integration_state(
         &self,

@@ -251,11 +251,12 @@ impl TotpTracker {
     /// was handed out of it (the sign-in failed before the code was typed): the app
     /// never saw it, and a wasted window costs the next sign-in up to a period of
     /// waiting. A window some code was handed out of stays used.
-    pub async fn release_unused(&self, seed: &str) -> Result<(), VaultError> {
+    /// Returns true when a code was handed out of the window (the sign-in typed it).
+    pub async fn release_unused(&self, seed: &str) -> Result<bool, VaultError> {
         let spec = TotpSpec::parse(seed)?;
         let key = spec.fingerprint();
         let Some(step) = self.reserved.lock().ok().and_then(|mut r| r.remove(&key)) else {
-            return Ok(());
+            return Ok(true);
         };
         if let Ok(mut used) = self.used.lock()
             && used.get(&key) == Some(&step)
@@ -268,7 +269,7 @@ impl TotpTracker {
                 .await
                 .map_err(VaultError::from)?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The code to type now: the window [`reserve`](Self::reserve) took, else one that no
@@ -475,7 +476,7 @@ mod tests {
         t.reserve("JBSWY3DPEHPK3PXP", &clock)
             .await
             .expect("reserve");
-        t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release");
+        assert!(!t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release"));
         assert_eq!(
             t.wait_for_unused("JBSWY3DPEHPK3PXP", &clock),
             std::time::Duration::ZERO
@@ -489,7 +490,7 @@ mod tests {
             "the given-back window is the next one used"
         );
         // A window a code was handed out of stays used.
-        t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release");
+        assert!(t.release_unused("JBSWY3DPEHPK3PXP").await.expect("release"));
         t.reserve("JBSWY3DPEHPK3PXP", &clock)
             .await
             .expect("reserve");

@@ -84,6 +84,8 @@ fn not_found(what: &str) -> ApiError {
         integration,
         users,
         jobs,
+        posture,
+        access,
         events,
         event,
         evidence,
@@ -105,6 +107,8 @@ pub fn routes() -> Router<WebState> {
         .route("/api/v1/integrations/{id}", get(integration))
         .route("/api/v1/integrations/{id}/users", get(users))
         .route("/api/v1/integrations/{id}/jobs", get(jobs))
+        .route("/api/v1/integrations/{id}/posture", get(posture))
+        .route("/api/v1/integrations/{id}/access", get(access))
         .route(
             "/api/v1/integrations/{id}/users/{user_id}/rerun",
             post(rerun_user),
@@ -191,6 +195,37 @@ async fn jobs(
         return Err(not_found("integration"));
     }
     Ok(Json(queries::jobs(&state, &id).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/posture", params(("id" = String, Path)),
+    responses((status = 200, description = "the service account's posture: password age and rotation, MFA, last sign-in, canary, reconciliation", body = crate::engine::Posture), (status = 404, description = "no such thing", body = ErrorBody)))]
+async fn posture(
+    State(state): State<WebState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Result<Json<crate::engine::Posture>, ApiError> {
+    must_act(&signed)?;
+    let Some(i) = state.integrations.iter().find(|i| i.id == id) else {
+        return Err(not_found("integration"));
+    };
+    Ok(Json(crate::engine::posture(&state.store, i).await?))
+}
+
+#[utoipa::path(get, path = "/api/v1/integrations/{id}/access", params(("id" = String, Path)),
+    responses((status = 200, description = "who has access to what in the app, and why (each account, app role and the SCIM groups or roles that grant it; discovered accounts with no grant)", body = Vec<crate::engine::AccessRow>), (status = 404, description = "no such thing", body = ErrorBody)))]
+async fn access(
+    State(state): State<WebState>,
+    signed: Signed,
+    Path(id): Path<String>,
+) -> Result<Json<Vec<crate::engine::AccessRow>>, ApiError> {
+    must_act(&signed)?;
+    let Some(i) = state.integrations.iter().find(|i| i.id == id) else {
+        return Err(not_found("integration"));
+    };
+    let pb = state.playbooks.get(&id).map(|p| p.as_ref());
+    Ok(Json(
+        crate::engine::access_report(&state.store, i, pb).await?,
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/audit/events", params(ActivityQuery),

@@ -59,6 +59,9 @@ impl IntoResponse for WebError {
 #[derive(Clone)]
 pub struct WebState(Arc<Inner>);
 
+/// Integration id → its loaded playbook.
+pub type Playbooks = std::collections::HashMap<String, Arc<crate::playbook::Playbook>>;
+
 pub struct Inner {
     pub(crate) store: Store,
     pub(crate) console: ConsoleSettings,
@@ -72,8 +75,9 @@ pub struct Inner {
     pub(crate) evidence_dir: std::path::PathBuf,
     /// 0: this configuration runs no engine (integrations are `gateway only`).
     pub(crate) engine_workers: usize,
-    /// Integration id → its playbook's actions (known where this process runs the engine).
-    pub(crate) playbook_actions: std::collections::HashMap<String, Vec<String>>,
+    /// Integration id → its playbook (known where this process runs the engine): the
+    /// actions it defines, its role mapping for the access report.
+    pub(crate) playbooks: Playbooks,
 }
 
 impl std::ops::Deref for WebState {
@@ -111,12 +115,7 @@ fn templates() -> minijinja::Environment<'static> {
 }
 
 /// Every page and the console under one router. `public_url` is where people reach Usher.
-pub fn router(
-    config: &Config,
-    store: Store,
-    public_url: &str,
-    playbook_actions: std::collections::HashMap<String, Vec<String>>,
-) -> Router {
+pub fn router(config: &Config, store: Store, public_url: &str, playbooks: Playbooks) -> Router {
     let public_url = public_url.trim_end_matches('/').to_owned();
     let state = WebState(Arc::new(Inner {
         store: store.clone(),
@@ -132,7 +131,7 @@ pub fn router(
         integrations: config.integrations.clone(),
         evidence_dir: crate::engine::evidence_dir(config),
         engine_workers: config.engine.workers,
-        playbook_actions,
+        playbooks,
     }));
     let console = Router::new()
         .route("/", get(|| async { Redirect::to("/console/") }))

@@ -176,9 +176,9 @@ pub async fn settings(
         summary: summary(state, i).await?,
         playbook: i.playbook.display().to_string(),
         playbook_actions: state
-            .playbook_actions
+            .playbooks
             .get(&i.id)
-            .cloned()
+            .map(|pb| pb.actions.keys().map(|a| a.as_str().to_owned()).collect())
             .unwrap_or_default(),
         base_url: i.base_url.clone(),
         mode: debug_name(&i.mode),
