@@ -59,7 +59,12 @@ async fn rig_with(db: Db, opts: FixtureOptions, extra: &str, vault: Option<[u8; 
     };
     // Webhooks go to a port nothing listens on: the test reads the outbox.
     let text = format!(
-        "listen: 127.0.0.1:0\ndatabase: {db}\nwebhooks:\n  - url: http://127.0.0.1:9/hooks\n    secret: ${{USHER_TEST_RECONCILE_HOOK_SECRET}}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    reconcile: {{ allow: [keep@acme.example] }}\n{extra}",
+        "listen: 127.0.0.1:0\ndatabase: {db}\nwebhooks:\n  - url: http://127.0.0.1:9/hooks\n    secret: ${{USHER_TEST_RECONCILE_HOOK_SECRET}}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 1\n  backoff_base: 300ms\n  backoff_max: 3s\n  poll: 200ms\n  evidence_dir: {ev}\nintegrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n{reconcile}{extra}",
+        reconcile = if extra.contains("reconcile:") {
+            ""
+        } else {
+            "    reconcile: { allow: [keep@acme.example] }\n"
+        },
         playbook = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("playbooks/classic.yaml")
             .display(),
@@ -705,6 +710,76 @@ async fn posture_and_access_reports(db: Db) {
     let rows: Value = serde_json::from_str(&json_out).expect("json");
     assert_eq!(rows.as_array().map(Vec::len), Some(3), "{rows:#}");
     rig.stop().await;
+}
+
+/// Two nodes on one PostgreSQL database, both with a reconciliation schedule: the due
+/// run happens once, on one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgresql_run_a_due_reconciliation_once() {
+    let one = rig_with(
+        Db::Postgres,
+        FixtureOptions::default(),
+        "    reconcile: { every: 1h }\n",
+        None,
+    )
+    .await;
+    // The second node: the same configuration and database, its own engine and Chromium.
+    let config = Config::parse("reconcile-test.yaml", &one.config_text).expect("config");
+    let opts = FixtureOptions::default();
+    let secret = usher::vault::Secret::new(
+        opts.admin_username.clone(),
+        opts.admin_password.clone(),
+        Some(&opts.totp_seed),
+    )
+    .expect("secret");
+    let mut m = HashMap::new();
+    m.insert("acme-admin".to_string(), Arc::new(secret));
+    let two = usher::server::start_with(
+        &config,
+        "127.0.0.1:0".parse().expect("addr"),
+        Some(EngineSetup {
+            config_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+            secrets: usher::engine::Secrets::Fixed(m),
+            driver: usher::playbook::DriverConfig::default(),
+        }),
+    )
+    .await
+    .expect("second node");
+    let store = &one.running().store;
+    let runs = || async {
+        store
+            .audit_events(Some("acme"), 100_000)
+            .await
+            .expect("events")
+            .into_iter()
+            .filter(|e| e.event_type == "reconcile.run")
+            .count()
+    };
+    let mut seen = 0;
+    for _ in 0..300 {
+        seen = runs().await;
+        if seen > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, 1, "the schedule ran at start");
+    // Both nodes look for due schedules again (every 15 s): not due for an hour.
+    tokio::time::sleep(Duration::from_secs(17)).await;
+    assert_eq!(runs().await, 1, "a due run happens once across nodes");
+    let row = store
+        .schedule("acme", "reconcile")
+        .await
+        .expect("schedule")
+        .expect("a row");
+    assert!(row.lease_owner.is_none());
+    assert!(row.next_due > row.last_run.clone().unwrap_or_default());
+    assert_eq!(
+        row.last_result.as_ref().map(|r| r["ok"].clone()),
+        Some(json!(true))
+    );
+    two.shutdown().await.expect("shutdown");
+    one.stop().await;
 }
 
 on_both_databases!(

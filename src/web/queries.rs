@@ -30,10 +30,13 @@ pub struct IntegrationSummary {
     pub scim_base_url: String,
     /// The time of the last job that reached the app.
     pub last_synced_at: Option<String>,
-    /// healthy, degraded (failures in the last hour), failing (the last 3 jobs failed),
-    /// paused (the app refused the sign-in), gateway_only (no engine configured).
+    /// healthy, degraded (failures in the last hour, or the canary found the app's UI
+    /// changed), failing (the last 3 jobs failed), paused (the app refused the
+    /// sign-in), gateway_only (no engine configured).
     pub status: String,
     pub paused_reason: Option<String>,
+    /// Since when the UI-change canary finds a step that no longer matches the app.
+    pub ui_changed_since: Option<String>,
     pub users_provisioned: i64,
     pub users_pending: i64,
     pub users_failed: i64,
@@ -44,6 +47,7 @@ fn status_of(
     gateway_only: bool,
     recent_failures: i64,
     last_outcomes: &[String],
+    ui_changed: bool,
 ) -> &'static str {
     if paused {
         "paused"
@@ -56,7 +60,7 @@ fn status_of(
             .all(|o| o == "failed")
     {
         "failing"
-    } else if recent_failures > 0 {
+    } else if recent_failures > 0 || ui_changed {
         "degraded"
     } else {
         "healthy"
@@ -91,6 +95,13 @@ pub async fn summary(
             .sum::<i64>()
     };
     let is_paused = paused.as_ref().is_some_and(|p| p.is_paused());
+    let ui_changed_since = state
+        .store
+        .health(Some(&i.id))
+        .await?
+        .into_iter()
+        .find(|h| h.check == "canary" && h.status == "degraded")
+        .map(|h| h.since);
     Ok(IntegrationSummary {
         id: i.id.clone(),
         name: i.name.clone(),
@@ -102,9 +113,11 @@ pub async fn summary(
             state.engine_workers == 0,
             activity.recent_failures,
             &activity.last_outcomes,
+            ui_changed_since.is_some(),
         )
         .into(),
         paused_reason: paused.and_then(|p| p.paused_reason),
+        ui_changed_since,
         users_provisioned: count("provisioned"),
         users_pending: count("pending") + count("staged"),
         users_failed: count("failed"),
@@ -541,17 +554,34 @@ mod tests {
     #[test]
     fn status_follows_the_rules_in_order() {
         let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert_eq!(status_of(true, false, 9, &f(&["failed"; 3])), "paused");
-        assert_eq!(status_of(false, true, 0, &[]), "gateway_only");
         assert_eq!(
-            status_of(false, false, 3, &f(&["failed", "failed", "failed"])),
+            status_of(true, false, 9, &f(&["failed"; 3]), true),
+            "paused"
+        );
+        assert_eq!(status_of(false, true, 0, &[], false), "gateway_only");
+        assert_eq!(
+            status_of(false, false, 3, &f(&["failed", "failed", "failed"]), false),
             "failing"
         );
         assert_eq!(
-            status_of(false, false, 2, &f(&["failed", "failed", "succeeded"])),
+            status_of(
+                false,
+                false,
+                2,
+                &f(&["failed", "failed", "succeeded"]),
+                false
+            ),
             "degraded"
         );
-        assert_eq!(status_of(false, false, 0, &f(&["succeeded"])), "healthy");
+        assert_eq!(
+            status_of(false, false, 0, &f(&["succeeded"]), false),
+            "healthy"
+        );
+        // The canary found the UI changed: degraded before any job failed.
+        assert_eq!(
+            status_of(false, false, 0, &f(&["succeeded"]), true),
+            "degraded"
+        );
     }
 
     #[test]
