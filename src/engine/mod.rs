@@ -60,6 +60,9 @@ pub enum EngineError {
     Canary(#[from] CanaryError),
 }
 
+/// Integration id → its loaded playbook.
+pub type Playbooks = HashMap<String, Arc<Playbook>>;
+
 /// Where service-account secrets come from.
 #[derive(Clone)]
 pub enum Secrets {

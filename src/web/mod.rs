@@ -59,8 +59,8 @@ impl IntoResponse for WebError {
 #[derive(Clone)]
 pub struct WebState(Arc<Inner>);
 
-/// Integration id → its loaded playbook.
-pub type Playbooks = std::collections::HashMap<String, Arc<crate::playbook::Playbook>>;
+/// Integration id → its loaded playbook (the engine's face).
+pub type Playbooks = crate::engine::Playbooks;
 
 pub struct Inner {
     pub(crate) store: Store,
