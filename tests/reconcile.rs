@@ -596,15 +596,24 @@ async fn the_canary_reports_a_changed_ui_and_clears_when_it_is_back(db: Db) {
 
 /// `usher ARGS` against the rig's configuration; (exit code, standard output).
 fn cli(rig: &Rig, args: &[&str]) -> (i32, String) {
+    cli_with_key(rig, args, None)
+}
+
+/// The same, with the vault key (`[7; 32]`) in the environment.
+fn cli_with_key(rig: &Rig, args: &[&str], key: Option<[u8; 32]>) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("usher.yaml");
     std::fs::write(&path, &rig.config_text).expect("config");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(args)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("usher");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_usher"));
+    cmd.args(args).arg("--config").arg(&path);
+    if let Some(k) = key {
+        use base64::Engine;
+        cmd.env(
+            "USHER_VAULT_KEY",
+            base64::engine::general_purpose::STANDARD.encode(k),
+        );
+    }
+    let out = cmd.output().expect("usher");
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.code().is_some(),
@@ -782,9 +791,67 @@ async fn two_nodes_on_postgresql_run_a_due_reconciliation_once() {
     one.stop().await;
 }
 
+/// `usher reconcile` and `usher canary` from the command line, on the vault, against the
+/// running server's database: the report, the exit codes, and the jobs queued.
+async fn the_commands_report_and_exit_as_documented(db: Db) {
+    let key = [7u8; 32];
+    let rig = rig_with(db, FixtureOptions::default(), "", Some(key)).await;
+    rig.create("ann").await;
+    rig.settled().await;
+    assert!(rig.app.add_user(&by_hand("stranger", "Admin")).is_some());
+    assert!(rig.app.set_user_roles("ann@acme.example", &["Billing"]));
+
+    let (code, said) = cli_with_key(
+        &rig,
+        &["reconcile", "--integration", "acme", "--dry-run", "--json"],
+        Some(key),
+    );
+    assert_eq!(code, 1, "findings: {said}");
+    let report: Value = serde_json::from_str(&said).expect("json");
+    assert_eq!(report["dry_run"], json!(true));
+    assert_eq!(report["drifted"], json!(1));
+    assert_eq!(report["discovered"], json!(1));
+    assert_eq!(report["jobs"], json!([]));
+    let (code, said) = cli_with_key(&rig, &["reconcile", "--integration", "acme"], Some(key));
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("1 drifted"), "{said}");
+    assert!(
+        said.contains("discovered stranger@acme.example (app id "),
+        "{said}"
+    );
+    assert!(!said.contains("correct horse"), "{said}");
+    let store = &rig.running().store;
+    assert_eq!(
+        store
+            .discovered_accounts("acme")
+            .await
+            .expect("discovered")
+            .len(),
+        1,
+        "recorded by the command"
+    );
+
+    // Each command is its own process: its sign-in waits for a TOTP window the
+    // server has not used, so the ok case is left to the engine's test.
+    rig.app.set_ui_renamed(true);
+    let (code, said) = cli_with_key(&rig, &["canary", "--integration", "acme"], Some(key));
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("degraded"), "{said}");
+    assert!(said.contains("probe create_user"), "{said}");
+    assert!(
+        said.contains(&classic_line("role=button[name='Send invite']\", timeout")),
+        "{said}"
+    );
+    // Without the vault key the run cannot start: exit 2, one plain line.
+    let (code, _) = cli(&rig, &["canary", "--integration", "acme"]);
+    assert_eq!(code, 2);
+    rig.stop().await;
+}
+
 on_both_databases!(
     drift_orphans_adoption_and_missing_accounts,
     a_due_schedule_runs_once_across_nodes,
     the_canary_reports_a_changed_ui_and_clears_when_it_is_back,
-    posture_and_access_reports
+    posture_and_access_reports,
+    the_commands_report_and_exit_as_documented
 );

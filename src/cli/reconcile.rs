@@ -53,6 +53,20 @@ fn failed(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(2)
 }
 
+/// An account as people read it: its email or login, and the app's id.
+fn named(a: &usher::engine::AppAccount) -> String {
+    let name = a
+        .email
+        .clone()
+        .or_else(|| a.user_name.clone())
+        .unwrap_or_default();
+    match &a.app_id {
+        Some(id) if !name.is_empty() && *id != name => format!("{name} (app id {id})"),
+        Some(id) => id.clone(),
+        None => name,
+    }
+}
+
 fn print_report(r: &ReconcileReport) {
     outln!(
         "{}{}: {} account(s) listed: {} in line, {} drifted, {} missing, {} adopted, {} discovered, {} protected, {} gone; {} job(s) queued",
@@ -79,7 +93,7 @@ fn print_report(r: &ReconcileReport) {
                 outln!("gone       {user}: a deleted user's account is no longer in the app")
             }
             Finding::Adoptable { user, account } => {
-                outln!("adopted    {user}: {}", account.key().unwrap_or_default())
+                outln!("adopted    {user}: {}", named(account))
             }
             Finding::Orphan {
                 account,
@@ -92,7 +106,7 @@ fn print_report(r: &ReconcileReport) {
                 } else {
                     "discovered "
                 },
-                account.key().unwrap_or_default(),
+                named(account),
                 match duplicate_of {
                     Some(u) => format!(" (a second account of {u})"),
                     None => String::new(),
