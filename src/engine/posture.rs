@@ -227,15 +227,9 @@ pub async fn access_report(
         let Some((app_id, state)) = known.get(&r.id) else {
             continue;
         };
-        let user = super::user_context(&r.data);
+        let user = super::user::user_context_with_groups(&r.data, groups.get(&r.id));
         let mut names: Vec<String> = user.roles.clone();
-        names.extend(
-            groups
-                .get(&r.id)
-                .into_iter()
-                .flatten()
-                .map(|(_, n)| n.clone()),
-        );
+        names.extend(user.groups.iter().cloned());
         let grants = |role: &str| -> Vec<String> {
             names
                 .iter()

@@ -692,19 +692,7 @@ impl Shared {
             .collect();
         let mut out = Vec::with_capacity(resources.len());
         for r in &resources {
-            let mut data = r.data.clone();
-            if let Value::Object(m) = &mut data {
-                let gs: Vec<Value> = groups
-                    .get(&r.id)
-                    .map(|v| {
-                        v.iter()
-                            .map(|(id, name)| json!({"value": id, "display": name}))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                m.insert("groups".into(), Value::Array(gs));
-            }
-            let user = super::user_context(&data);
+            let user = super::user::user_context_with_groups(&r.data, groups.get(&r.id));
             let desired = AccountState::desired(&user, pb);
             out.push(UserView {
                 resource_id: r.id.clone(),

@@ -7,6 +7,26 @@ use usher_scim_protocol::ENTERPRISE_USER_SCHEMA;
 
 use crate::playbook::UserContext;
 
+/// The user context of a stored SCIM user with the groups it belongs to (as
+/// `Store::groups_of` lists them: id and display name), which map to app roles.
+pub fn user_context_with_groups(
+    data: &Value,
+    groups: Option<&Vec<(String, String)>>,
+) -> UserContext {
+    let mut data = data.clone();
+    if let Value::Object(m) = &mut data {
+        let gs: Vec<Value> = groups
+            .map(|v| {
+                v.iter()
+                    .map(|(id, name)| serde_json::json!({"value": id, "display": name}))
+                    .collect()
+            })
+            .unwrap_or_default();
+        m.insert("groups".into(), Value::Array(gs));
+    }
+    user_context(&data)
+}
+
 /// Flattens a SCIM 2.0 User resource (core and enterprise extension) for templates.
 /// Booleans sent as strings (`"active": "True"`) are read as booleans.
 pub fn user_context(u: &Value) -> UserContext {
@@ -61,6 +81,18 @@ pub fn user_context(u: &Value) -> UserContext {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stored_group_memberships_replace_what_the_resource_says() {
+        let data = serde_json::json!({
+            "userName": "a@x.test",
+            "groups": [ { "value": "stale", "display": "Stale" } ]
+        });
+        let groups = vec![("g1".to_owned(), "Admins".to_owned())];
+        let u = user_context_with_groups(&data, Some(&groups));
+        assert_eq!(u.groups, vec!["Admins".to_string()]);
+        assert!(user_context_with_groups(&data, None).groups.is_empty());
+    }
 
     #[test]
     fn maps_core_enterprise_emails_roles_and_groups() {

@@ -769,19 +769,10 @@ impl Shared {
                     .groups_of(&job.integration_id, &[r.id.as_str()])
                     .await
                     .map_err(|e| (None, Failure::database(e)))?;
-                let mut data = r.data.clone();
-                if let Value::Object(m) = &mut data {
-                    let gs: Vec<Value> = groups
-                        .get(&r.id)
-                        .map(|v| {
-                            v.iter()
-                                .map(|(id, name)| json!({"value": id, "display": name}))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    m.insert("groups".into(), Value::Array(gs));
-                }
-                Some(super::user_context(&data))
+                Some(super::user::user_context_with_groups(
+                    &r.data,
+                    groups.get(&r.id),
+                ))
             }
             None => None,
         };
