@@ -160,6 +160,45 @@ async fn dokuwiki_user_manager_every_action_against_its_user_file() {
         );
     }
 
+    // Reconciliation reads the wiki's list by its field names: login, mail, name, and
+    // the groups (the wiki's own `user` group beside the mapped ones).
+    let accounts: Vec<usher::engine::AppAccount> = listed
+        .records
+        .iter()
+        .map(usher::engine::AppAccount::from_record)
+        .collect();
+    let jane_listed = accounts
+        .iter()
+        .find(|a| a.app_id.as_deref() == Some("jane.doe"))
+        .expect("jane.doe read");
+    assert_eq!(jane_listed.user_name.as_deref(), Some("jane.doe"));
+    assert_eq!(
+        jane_listed.email.as_deref(),
+        Some("jane.smith@corp.example")
+    );
+    assert_eq!(jane_listed.display_name.as_deref(), Some("Jane Smith"));
+    let mut shown = jane_listed.roles.clone().expect("groups read as roles");
+    shown.sort();
+    assert_eq!(shown, vec!["editors", "finance", "user"]);
+    assert_eq!(jane_listed.active, None, "the wiki's list shows no state");
+    assert!(
+        accounts
+            .iter()
+            .any(|a| a.user_name.as_deref() == Some(wiki.admin_user.as_str())),
+        "the service account is listed (reconciliation protects it)"
+    );
+    // The canary's probe of create_user: the add-user form as the steps use it.
+    let probed = driver
+        .probe(
+            &integ,
+            ActionName::CreateUser,
+            UserContext::default(),
+            &RunOptions::default(),
+        )
+        .await
+        .expect("the probe passes on the wiki");
+    assert!(probed.steps.len() >= 6, "{:?}", probed.steps);
+
     // Leaver: DokuWiki has no deactivation, so the playbook has no such action; delete.
     assert!(run_missing(&driver, &integ, ActionName::DeactivateUser, &regrouped).await);
     run(ActionName::DeleteUser, regrouped.clone()).await;

@@ -127,6 +127,18 @@ async fn lifecycle(kind: AppKind, rel: &str, multi_roles: bool) {
     assert!(a.active);
     assert_eq!(s.app.successful_logins(), 1);
     assert!(out.steps.iter().any(|r| r.step.starts_with("fill #otp")));
+    // The canary's probe of create_user passes on the app as the playbook knows it.
+    let probed = s
+        .driver
+        .probe(
+            &s.integ,
+            ActionName::CreateUser,
+            UserContext::default(),
+            &RunOptions::default(),
+        )
+        .await
+        .expect("the probe passes");
+    assert!(probed.steps.len() >= 2, "{:?}", probed.steps);
 
     // Warm: the kept session is reused, no second login.
     let t = Instant::now();
