@@ -1294,6 +1294,59 @@ async fn api_reads_acts_filters_and_exports(db: Db) {
     let (st, _) = get("/api/v1/integrations/nope".into()).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 
+    // Posture and access: the vault entry's fields, a discovered account with no grant.
+    let discovered = usher::store::DiscoveredAccount {
+        account_key: "901".into(),
+        app_account_id: Some("901".into()),
+        user_name: None,
+        email: Some("stranger@app1.example".into()),
+        display_name: None,
+        roles: vec!["Admin".into()],
+        active: Some(true),
+        status: "discovered".into(),
+        first_seen: String::new(),
+        last_seen: String::new(),
+    };
+    server
+        .store()
+        .record_reconciliation(
+            "app1",
+            &[discovered],
+            &[],
+            &NewEvent {
+                actor: Actor::System,
+                event_type: "reconcile.run",
+                target: None,
+                integration_id: Some("app1".into()),
+                detail: serde_json::json!({"drifted": 0, "missing": 0, "discovered": 1}),
+            },
+        )
+        .await
+        .unwrap();
+    let (st, body) = get("/api/v1/integrations/app1/posture".into()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let posture = json(&body);
+    assert_eq!(posture["mfa_in_vault"], true);
+    assert_eq!(posture["password_age_days"], 0);
+    assert_eq!(posture["discovered"], 1);
+    assert_eq!(posture["drifted"], 0);
+    let (st, body) = get("/api/v1/integrations/app1/access".into()).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let rows = json(&body);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(rows[0]["source"], "discovered");
+    assert_eq!(rows[0]["app_role"], "Admin");
+    assert_eq!(rows[0]["granted_by"], serde_json::json!([]));
+    let (st, page) = get("/console/integrations/app1/access".into()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        page.contains("stranger@app1.example") && page.contains("no grant"),
+        "{page}"
+    );
+    assert!(page.contains("TOTP in the vault"), "{page}");
+    let (st, _) = get("/api/v1/integrations/nope/posture".into()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
     let (_, body) = get("/api/v1/integrations/app1/users".into()).await;
     let users = json(&body);
     assert_eq!(users.as_array().unwrap().len(), 3);

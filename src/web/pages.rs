@@ -130,6 +130,20 @@ pub async fn integration_tab(
                 context! { tab => "jobs", i => v(&settings), jobs => v(&jobs), flash => flash },
             )
         }
+        "access" => {
+            let Some(cfg) = state.integration_config(&id) else {
+                return state.not_found_page(&signed, "integration");
+            };
+            let posture = crate::engine::posture(&state.store, cfg).await?;
+            let pb = state.playbooks.get(&id).map(|p| p.as_ref());
+            let rows = crate::engine::access_report(&state.store, cfg, pb).await?;
+            state.page(
+                &signed,
+                "integration.html",
+                &title,
+                context! { tab => "access", i => v(&settings), posture => v(&posture), access => v(&rows), flash => flash },
+            )
+        }
         _ => state.not_found_page(&signed, "tab"),
     }
 }
@@ -139,6 +153,7 @@ fn tab_title(tab: &str) -> &'static str {
         "settings" => "Settings",
         "users" => "Users",
         "jobs" => "Jobs",
+        "access" => "Access",
         _ => "Activity",
     }
 }
