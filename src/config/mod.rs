@@ -1024,38 +1024,24 @@ impl Config {
                     format!("integration `{}`: concurrency must be at least 1", i.id),
                 ));
             }
-            if i.rotate_password
-                .every
-                .is_some_and(|e| e < Duration::from_secs(3600))
-            {
-                out.push(located(
-                    file,
-                    at.item,
-                    format!(
-                        "integration `{}`: rotate_password.every must be at least 1h",
-                        i.id
-                    ),
-                ));
-            }
-            if i.canary.every.is_some_and(|e| e < Duration::from_secs(60)) {
-                out.push(located(
-                    file,
-                    at.item,
-                    format!("integration `{}`: canary.every must be at least 1m", i.id),
-                ));
-            }
-            if i.reconcile
-                .every
-                .is_some_and(|e| e < Duration::from_secs(60))
-            {
-                out.push(located(
-                    file,
-                    at.item,
-                    format!(
-                        "integration `{}`: reconcile.every must be at least 1m (each run lists every account of the app)",
-                        i.id
-                    ),
-                ));
+            // Schedules: each run signs in and reads the app; rotations change it.
+            for (key, every, least, why) in [
+                ("rotate_password", i.rotate_password.every, 3600, "1h"),
+                ("canary", i.canary.every, 60, "1m"),
+                (
+                    "reconcile",
+                    i.reconcile.every,
+                    60,
+                    "1m (each run lists every account of the app)",
+                ),
+            ] {
+                if every.is_some_and(|e| e < Duration::from_secs(least)) {
+                    out.push(located(
+                        file,
+                        at.item,
+                        format!("integration `{}`: {key}.every must be at least {why}", i.id),
+                    ));
+                }
             }
             if let Err(why) = check_base_url(&i.base_url) {
                 out.push(located(
@@ -1300,6 +1286,35 @@ integrations:
             lines[2].starts_with("c.yaml:7:15: integration `a`: base_url `admin.example`"),
             "{lines:?}"
         );
+    }
+
+    #[test]
+    fn schedules_have_a_least_period_and_policies_parse() {
+        let base = "integrations:\n  - id: a\n    name: A\n    app: A\n    playbook: p.yaml\n    base_url: https://admin.example\n    service_account: s\n    scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n";
+        let text = format!(
+            "{base}    reconcile: {{ every: 30s, drift: repair, orphans: deactivate, allow: [x] }}\n    canary: {{ every: 10s }}\n    rotate_password: {{ every: 30m }}\n"
+        );
+        let e = Config::parse("c.yaml", &text).unwrap_err();
+        let lines: Vec<String> = e.into_list().iter().map(ToString::to_string).collect();
+        assert_eq!(lines.len(), 3, "{lines:?}");
+        for key in ["rotate_password.every", "canary.every", "reconcile.every"] {
+            assert!(lines.iter().any(|l| l.contains(key)), "{key}: {lines:?}");
+        }
+        let ok = format!(
+            "{base}    reconcile: {{ every: 6h, drift: repair, orphans: deactivate, allow: [x] }}\n    canary: {{ every: 1h }}\n    rotate_password: {{ every: 30d }}\n    mfa: required\n"
+        );
+        let c = Config::parse("c.yaml", &ok).expect("loads");
+        let i = &c.integrations[0];
+        assert_eq!(i.reconcile.drift, DriftPolicy::Repair);
+        assert_eq!(i.reconcile.orphans, OrphanPolicy::Deactivate);
+        assert_eq!(
+            i.rotate_password.every,
+            Some(Duration::from_secs(30 * 86_400))
+        );
+        assert_eq!(i.mfa, MfaPolicy::Required);
+        // Unknown keys and values are errors, not silently ignored.
+        let bad = format!("{base}    reconcile: {{ drift: fix }}\n");
+        assert!(Config::parse("c.yaml", &bad).is_err());
     }
 
     #[test]
