@@ -400,40 +400,34 @@ impl Driver {
         let mut slot = None;
         loop {
             // The session first, then the slot: a job waiting for its integration's
-            // session holds no slot another integration could use.
-            let session = match self.checkout(integ).await {
-                Ok(s) => s,
-                // Chromium died before the action started (a new session's context
-                // could not be made in it): the same one relaunch as a crash under it.
-                Err(e) if crash_left && (e.is_crash() || !self.browser_alive().await) => {
-                    tracing::warn!(error = %e, integration = %integ.key, %action,
-                        "browser gone before the action started; relaunching");
-                    crash_left = false;
-                    steps.clear();
-                    self.relaunch().await?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            if slot.is_none() {
-                match self.slots.acquire().await {
-                    Ok(s) => slot = Some(s),
-                    Err(_) => {
-                        self.give_back(integ, session, Return::Close).await;
-                        return Err(DriverError::ShutDown);
+            // session holds no slot another integration could use. A Chromium found dead
+            // before the action started (a new session's context could not be made in
+            // it) is the same crash as one under the action.
+            let result = match self.checkout(integ).await {
+                Ok(session) => {
+                    if slot.is_none() {
+                        match self.slots.acquire().await {
+                            Ok(s) => slot = Some(s),
+                            Err(_) => {
+                                self.give_back(integ, session, Return::Close).await;
+                                return Err(DriverError::ShutDown);
+                            }
+                        }
                     }
+                    let attempt = Attempt {
+                        integ,
+                        action,
+                        user,
+                        new_password,
+                        opts,
+                        rerun: rerun_left,
+                        probe,
+                    };
+                    self.run_once(session, &attempt, &mut steps).await
                 }
-            }
-            let attempt = Attempt {
-                integ,
-                action,
-                user,
-                new_password,
-                opts,
-                rerun: rerun_left,
-                probe,
+                Err(e) => Err(e),
             };
-            match self.run_once(session, &attempt, &mut steps).await {
+            match result {
                 Ok(Some(out)) => return Ok(out),
                 // The session had ended under the action: once more, in a session that
                 // is logged in.
