@@ -26,7 +26,7 @@ use crate::playbook::{self, Driver, DriverConfig, DriverError, Playbook, Playboo
 use crate::store::Store;
 use crate::vault::{Secret, VaultError};
 
-pub use canary::{CanaryError, CanaryReport, UiFinding};
+pub use canary::{CHECK_CANARY, CanaryError, CanaryReport, UiFinding};
 pub use plan::{AccountState, plan};
 pub use posture::{AccessRow, Posture, access_csv, access_report, posture};
 pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::plan::AccountState;
 use crate::config::{IntegrationConfig, MfaPolicy};
 use crate::playbook::Playbook;
-use crate::store::{AuditFilter, DISCOVERED_PREFIX, ResourceType, Store, StoreError};
+use crate::store::{AuditFilter, ResourceType, Store, StoreError, VaultRow};
+use crate::vault::kinds as vault_kinds;
 
 /// One integration's posture.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -75,6 +75,25 @@ async fn newest(
         .next())
 }
 
+/// When the password of vault entry `entry` (its row: `row`) was last set or rotated,
+/// as the audit trail says (else when the entry was made), and when it was last
+/// rotated.
+pub(super) async fn password_changes(
+    store: &Store,
+    entry: &str,
+    row: Option<&VaultRow>,
+) -> Result<(Option<String>, Option<String>), StoreError> {
+    let set = newest(store, vault_kinds::VAULT_SET, Some(entry), None).await?;
+    let rotated = newest(store, vault_kinds::VAULT_ROTATION_DONE, Some(entry), None).await?;
+    let changed = [set.as_ref(), rotated.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|e| e.at.clone())
+        .max()
+        .or_else(|| row.map(|r| r.created_at.clone()));
+    Ok((changed, rotated.map(|e| e.at)))
+}
+
 /// The posture of one integration.
 pub async fn posture(store: &Store, i: &IntegrationConfig) -> Result<Posture, StoreError> {
     let now = store.clock().now();
@@ -84,14 +103,8 @@ pub async fn posture(store: &Store, i: &IntegrationConfig) -> Result<Posture, St
         .as_ref()
         .map(|r| r.fields.split(',').map(|f| f.trim().to_owned()).collect())
         .unwrap_or_default();
-    let set = newest(store, "vault.set", Some(entry), None).await?;
-    let rotated = newest(store, "vault.rotation.done", Some(entry), None).await?;
-    let password_changed_at = [set.as_ref(), rotated.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|e| e.at.clone())
-        .max()
-        .or_else(|| row.as_ref().map(|r| r.created_at.clone()));
+    let (password_changed_at, last_rotation_at) =
+        password_changes(store, entry, row.as_ref()).await?;
     let password_age_days = password_changed_at
         .as_deref()
         .and_then(|t| days_between(t, now));
@@ -152,7 +165,7 @@ pub async fn posture(store: &Store, i: &IntegrationConfig) -> Result<Posture, St
         vault_entry: row.is_some(),
         password_changed_at,
         password_age_days,
-        last_rotation_at: rotated.map(|e| e.at),
+        last_rotation_at,
         rotation_every_days,
         rotation_overdue,
         rotation_pending: fields.iter().any(|f| f == "pending_password"),
@@ -214,14 +227,8 @@ pub async fn access_report(
         .await?;
     let ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
     let groups = store.groups_of(&i.id, &ids).await?;
-    let known: BTreeMap<String, (Option<String>, AccountState)> = store
-        .app_accounts_of(&i.id)
-        .await?
-        .into_iter()
-        .filter(|(id, _, _)| !id.starts_with(DISCOVERED_PREFIX))
-        .filter_map(|(id, app, s)| AccountState::from_json(&s).map(|s| (id, (app, s))))
-        .filter(|(_, (_, s))| !s.pending_create)
-        .collect();
+    let mut known = super::reconcile::known_accounts(store, &i.id).await?;
+    known.retain(|_, (_, s)| !s.pending_create);
     let mut out = Vec::new();
     for r in &resources {
         let Some((app_id, state)) = known.get(&r.id) else {

@@ -327,6 +327,7 @@ pub fn classify(
             by_email.entry(e.trim().to_lowercase()).or_insert(i);
         }
     }
+    let is_protected = |a: &AppAccount| protected.iter().any(|p| a.is_named(p));
     let mut matched: Vec<Option<&AppAccount>> = vec![None; users.len()];
     let mut findings = Vec::new();
     for a in accounts {
@@ -353,12 +354,12 @@ pub fn classify(
             Some(i) if matched[i].is_none() => matched[i] = Some(a),
             Some(i) => findings.push(Finding::Orphan {
                 account: a.clone(),
-                protected: protected.iter().any(|p| a.is_named(p)),
+                protected: is_protected(a),
                 duplicate_of: Some(users[i].resource_id.clone()),
             }),
             None => findings.push(Finding::Orphan {
                 account: a.clone(),
-                protected: protected.iter().any(|p| a.is_named(p)),
+                protected: is_protected(a),
                 duplicate_of: None,
             }),
         }
@@ -386,7 +387,7 @@ pub fn classify(
             }),
             (Some(a), false) => findings.push(Finding::Orphan {
                 account: a.clone(),
-                protected: protected.iter().any(|p| a.is_named(p)),
+                protected: is_protected(a),
                 duplicate_of: None,
             }),
             (None, true) if u.desired.as_ref().is_some_and(|d| d.active) => {
@@ -682,14 +683,7 @@ impl Shared {
             .await?;
         let ids: Vec<&str> = resources.iter().map(|r| r.id.as_str()).collect();
         let groups = self.store.groups_of(integration, &ids).await?;
-        let mut known: HashMap<String, (Option<String>, AccountState)> = self
-            .store
-            .app_accounts_of(integration)
-            .await?
-            .into_iter()
-            .filter(|(id, _, _)| !id.starts_with(DISCOVERED_PREFIX))
-            .filter_map(|(id, app, s)| AccountState::from_json(&s).map(|s| (id, (app, s))))
-            .collect();
+        let mut known = known_accounts(&self.store, integration).await?;
         let mut out = Vec::with_capacity(resources.len());
         for r in &resources {
             let user = super::user::user_context_with_groups(&r.data, groups.get(&r.id));
@@ -713,6 +707,22 @@ impl Shared {
         }
         Ok(out)
     }
+}
+
+/// What Usher last confirmed in the app for each SCIM user of `integration` (and for
+/// deleted users whose account is kept): user id → (app id, state). Discovered
+/// accounts' rows are not users'.
+pub(super) async fn known_accounts(
+    store: &crate::store::Store,
+    integration: &str,
+) -> Result<HashMap<String, (Option<String>, AccountState)>, crate::store::StoreError> {
+    Ok(store
+        .app_accounts_of(integration)
+        .await?
+        .into_iter()
+        .filter(|(id, _, _)| !id.starts_with(DISCOVERED_PREFIX))
+        .filter_map(|(id, app, s)| AccountState::from_json(&s).map(|s| (id, (app, s))))
+        .collect())
 }
 
 /// Runs the schedules of every integration that has one (reconciliation, canary), on
@@ -825,8 +835,13 @@ async fn rotate_scheduled(shared: &Shared, id: &str, every: Duration) -> (Value,
             every,
         );
     };
-    let changed = match super::posture(&shared.store, &integ.config).await {
-        Ok(p) => p.password_changed_at,
+    let entry = integ.config.service_account.as_str();
+    let changed = match shared.store.vault_get(entry).await {
+        Ok(row) => match super::posture::password_changes(&shared.store, entry, row.as_ref()).await
+        {
+            Ok((changed, _)) => changed,
+            Err(e) => return (json!({"ok": false, "reason": e.to_string()}), retry),
+        },
         Err(e) => return (json!({"ok": false, "reason": e.to_string()}), retry),
     };
     if let Some(wait) = rotation_wait(changed.as_deref(), shared.clock.now(), every) {

@@ -295,6 +295,35 @@ macro_rules! insert_job {
     }};
 }
 
+/// Records what the app has for a user and its app account id (kept when `None`), and
+/// the id on the SCIM resource.
+macro_rules! upsert_app_account {
+    ($tx:expr, $now:expr, $integration:expr, $resource:expr, $app_id:expr, $state:expr) => {{
+        let app_id: Option<&str> = $app_id;
+        sqlx::query(
+            "INSERT INTO app_accounts (integration_id, resource_id, app_account_id, state, updated_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (integration_id, resource_id) DO UPDATE SET app_account_id = COALESCE(excluded.app_account_id, app_accounts.app_account_id), state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind($integration)
+        .bind($resource)
+        .bind(app_id)
+        .bind($state)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        if let Some(app_id) = app_id {
+            sqlx::query(
+                "UPDATE scim_resources SET app_account_id = $1 WHERE integration_id = $2 AND id = $3",
+            )
+            .bind(app_id)
+            .bind($integration)
+            .bind($resource)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 /// Marks users `pending` (see [`QUEUED_STATE`]): a write queued work that concerns them.
 macro_rules! mark_queued {
     ($tx:expr, $integration:expr, $ids:expr) => {

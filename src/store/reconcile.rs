@@ -196,27 +196,14 @@ impl Store {
             for wr in writes {
                 match &wr.known {
                     Some((app_id, state)) => {
-                        sqlx::query(
-                            "INSERT INTO app_accounts (integration_id, resource_id, app_account_id, state, updated_at) VALUES ($1, $2, $3, $4, $5) \
-                             ON CONFLICT (integration_id, resource_id) DO UPDATE SET app_account_id = COALESCE(excluded.app_account_id, app_accounts.app_account_id), state = excluded.state, updated_at = excluded.updated_at",
-                        )
-                        .bind(integration_id)
-                        .bind(&wr.resource_id)
-                        .bind(app_id.as_deref())
-                        .bind(state.to_string())
-                        .bind(&now)
-                        .execute(&mut *tx)
-                        .await?;
-                        if let Some(app_id) = app_id {
-                            sqlx::query(
-                                "UPDATE scim_resources SET app_account_id = $1 WHERE integration_id = $2 AND id = $3",
-                            )
-                            .bind(app_id)
-                            .bind(integration_id)
-                            .bind(&wr.resource_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
+                        upsert_app_account!(
+                            tx,
+                            &now,
+                            integration_id,
+                            wr.resource_id.as_str(),
+                            app_id.as_deref(),
+                            state.to_string()
+                        );
                     }
                     None => {
                         sqlx::query(

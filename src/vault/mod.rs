@@ -19,7 +19,7 @@ use std::path::Path;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-pub use entries::{EntryInfo, Vault};
+pub use entries::{EntryInfo, Vault, kinds};
 pub use keys::{ENV_KEY, ENV_KEY_FILE, ENV_NEW_KEY, Keyring, VaultKey};
 pub use password::{PASSWORD_LEN, generate_password};
 pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker};

@@ -100,7 +100,7 @@ pub async fn summary(
         .health(Some(&i.id))
         .await?
         .into_iter()
-        .find(|h| h.check == "canary" && h.status == "degraded")
+        .find(|h| h.check == crate::engine::CHECK_CANARY && h.status == "degraded")
         .map(|h| h.since);
     Ok(IntegrationSummary {
         id: i.id.clone(),
