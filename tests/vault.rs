@@ -310,6 +310,72 @@ async fn rotation_bookkeeping(kind: Db) {
     assert_eq!(s.password.expose_secret(), "Next-Password-1-abcdefgh");
     assert!(s.pending_password.is_none());
 
+    // MFA enrolment: the captured seed waits as pending_totp, exclusive with a rotation.
+    let seed = SecretString::from("KRSXG5CTMVRXEZLUKN2XAZLSKNSWG4TFOQ".to_owned());
+    let other = SecretString::from("JBSWY3DPEHPK3PXP".to_owned());
+    let before = v.get("acme-admin").await.expect("get").totp.map(|(t, _)| t);
+    assert!(
+        v.begin_mfa("acme-admin", &SecretString::from("not base32!".to_owned()))
+            .await
+            .is_err()
+    );
+    let staged = v.begin_mfa("acme-admin", &seed).await.expect("begin mfa");
+    assert!(staged.pending_totp.is_some());
+    assert!(
+        v.list().await.expect("list")[0]
+            .fields
+            .contains(&"pending_totp".to_string())
+    );
+    assert!(
+        v.begin_rotation("acme-admin", &p2).await.is_err(),
+        "one change at a time"
+    );
+    assert!(v.begin_mfa("acme-admin", &other).await.is_err());
+    let promoted = staged.promoted().expect("something pending");
+    assert_eq!(
+        promoted.totp.as_ref().map(|(t, _)| t.expose_secret()),
+        Some(seed.expose_secret())
+    );
+    assert!(
+        !v.promote_pending_totp("acme-admin", &other)
+            .await
+            .expect("no-op")
+    );
+    assert!(
+        !v.discard_pending_totp("acme-admin", &other)
+            .await
+            .expect("no-op")
+    );
+    assert!(
+        v.discard_pending_totp("acme-admin", &seed)
+            .await
+            .expect("discard")
+    );
+    let s = v.get("acme-admin").await.expect("get");
+    assert!(s.pending_totp.is_none());
+    assert_eq!(
+        s.totp.map(|(t, _)| t.expose_secret().to_owned()),
+        before.map(|t| t.expose_secret().to_owned()),
+        "discarding keeps the TOTP it had"
+    );
+    v.begin_mfa("acme-admin", &seed).await.expect("begin again");
+    assert!(
+        v.promote_pending_totp("acme-admin", &seed)
+            .await
+            .expect("promote")
+    );
+    let s = v.get("acme-admin").await.expect("get");
+    assert_eq!(
+        s.totp.as_ref().map(|(t, _)| t.expose_secret()),
+        Some(seed.expose_secret())
+    );
+    assert!(s.pending_totp.is_none() && s.promoted().is_none());
+    assert!(
+        v.promote_pending_totp("acme-admin", &seed)
+            .await
+            .expect("again")
+    );
+
     // Concurrent writers never lose an update (compare-and-swap with retries).
     let tasks: Vec<_> = (0..4)
         .map(|i| {

@@ -1119,6 +1119,30 @@ impl Page {
             .map(|_| ())
     }
 
+    /// A PNG of the viewport once the first visible match is scrolled into view, laid
+    /// out (not moving) and not empty: what it draws (a QR code) is in the image.
+    pub async fn visible_png(
+        &self,
+        loc: &Locator,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, BrowserError> {
+        self.wait_until(
+            loc,
+            serde_json::json!({"scroll": true, "stable": true}),
+            "to be visible and drawn",
+            timeout,
+            |p| match (&p.bbox, p.stable) {
+                _ if p.count == 0 => Err("0 matches".into()),
+                _ if !p.visible => Err("not visible".into()),
+                (Some(b), Some(true)) if b.w >= 1.0 && b.h >= 1.0 => Ok(()),
+                (Some(_), Some(true)) => Err("has no size".into()),
+                _ => Err("still moving".into()),
+            },
+        )
+        .await?;
+        self.screenshot().await
+    }
+
     /// Waits until at least one match is visible.
     pub async fn expect_visible(
         &self,

@@ -71,7 +71,7 @@ pub async fn posture(args: PostureArgs) -> anyhow::Result<ExitCode> {
             let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "never".into());
             outln!("{}:", p.integration);
             outln!(
-                "  password        {} (changed {}{}), last rotation {}{}",
+                "  password        {} (changed {}{}), last rotation {}{}{}",
                 p.service_account,
                 opt(&p.password_changed_at),
                 p.password_age_days
@@ -80,10 +80,15 @@ pub async fn posture(args: PostureArgs) -> anyhow::Result<ExitCode> {
                 opt(&p.last_rotation_at),
                 p.rotation_every_days
                     .map(|d| format!(", every {d} days"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                if p.rotation_pending {
+                    ", a rotation is unfinished"
+                } else {
+                    ""
+                }
             );
             outln!(
-                "  mfa             {} (policy {}), last sign-in {}{}",
+                "  mfa             {} (policy {}), last sign-in {}{}{}",
                 if p.mfa_in_vault {
                     "TOTP in vault"
                 } else {
@@ -95,6 +100,11 @@ pub async fn posture(args: PostureArgs) -> anyhow::Result<ExitCode> {
                     Some(true) => " with a code",
                     Some(false) => " without a code",
                     None => "",
+                },
+                if p.mfa_enrolment_pending {
+                    ", a TOTP enrolment is unfinished"
+                } else {
+                    ""
                 }
             );
             outln!(

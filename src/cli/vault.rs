@@ -81,6 +81,21 @@ pub enum VaultCommand {
         #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
         config: PathBuf,
     },
+    /// Enrol a service account in TOTP in the app (the playbook's enable_mfa action),
+    /// recording the secret the app shows in the vault before confirming it there.
+    EnableMfa {
+        /// The entry; defaults to the integration's `service_account`.
+        name: Option<String>,
+        /// The integration whose playbook and app to use.
+        #[arg(long)]
+        integration: String,
+        /// Directory for evidence screenshots (of the sign-in that proves the new TOTP;
+        /// the enrolment page itself is never photographed).
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        #[arg(long, short, default_value = "usher.yaml", env = "USHER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
@@ -147,6 +162,12 @@ pub async fn run(command: VaultCommand) -> anyhow::Result<ExitCode> {
             evidence,
             config,
         } => rotate(name, &integration, evidence, &config).await?,
+        VaultCommand::EnableMfa {
+            name,
+            integration,
+            evidence,
+            config,
+        } => enable_mfa(name, &integration, evidence, &config).await?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -163,12 +184,23 @@ async fn open_vault(path: &Path) -> anyhow::Result<(Config, Vault)> {
     ))
 }
 
-async fn rotate(
+/// What changing a service account's credentials in the app needs: the vault, the
+/// entry, a driver and the integration's target.
+struct CredentialRun {
+    vault: Vault,
+    name: String,
+    app: String,
+    driver: Driver,
+    integ: usher::playbook::AppTarget,
+    opts: RunOptions,
+}
+
+async fn credential_run(
     name: Option<String>,
     integration: &str,
     evidence: Option<PathBuf>,
     config: &Path,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<CredentialRun> {
     let (c, vault) = open_vault(config).await?;
     let ic = c
         .integrations
@@ -205,16 +237,56 @@ async fn rotate(
         pb,
         secret,
     )?;
-    let result = usher::engine::rotate_password(&driver, &integ, &vault, &name, &opts).await;
-    if let Err(e) = driver.shutdown().await {
+    Ok(CredentialRun {
+        vault,
+        name,
+        app: ic.name.clone(),
+        driver,
+        integ,
+        opts,
+    })
+}
+
+async fn rotate(
+    name: Option<String>,
+    integration: &str,
+    evidence: Option<PathBuf>,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let r = credential_run(name, integration, evidence, config).await?;
+    let result =
+        usher::engine::rotate_password(&r.driver, &r.integ, &r.vault, &r.name, &r.opts).await;
+    if let Err(e) = r.driver.shutdown().await {
         tracing::debug!(error = %e, "closing the browser failed");
     }
-    let rotation = result?;
-    match rotation.recovered_from {
-        None => outln!("{name}: password rotated in {} and in the vault", ic.name),
+    let (name, app) = (&r.name, &r.app);
+    match result?.recovered_from {
+        None => outln!("{name}: password rotated in {app} and in the vault"),
         Some(e) => outln!(
-            "{name}: password rotated in {} and in the vault, although rotate_password reported: {e}",
-            ic.name
+            "{name}: password rotated in {app} and in the vault, although rotate_password reported: {e}"
+        ),
+    }
+    Ok(())
+}
+
+async fn enable_mfa(
+    name: Option<String>,
+    integration: &str,
+    evidence: Option<PathBuf>,
+    config: &Path,
+) -> anyhow::Result<()> {
+    let r = credential_run(name, integration, evidence, config).await?;
+    let result = usher::engine::enable_mfa(&r.driver, &r.integ, &r.vault, &r.name, &r.opts).await;
+    if let Err(e) = r.driver.shutdown().await {
+        tracing::debug!(error = %e, "closing the browser failed");
+    }
+    let (name, app) = (&r.name, &r.app);
+    match result?.recovered_from {
+        None => {
+            outln!("{name}: TOTP enrolled in {app} and recorded in the vault; signed in with it")
+        }
+        Some(e) => outln!(
+            "{name}: TOTP enrolled in {app} and recorded in the vault (signed in with it), although enable_mfa reported: {e}"
         ),
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! failures are retried with exponential backoff and jitter; permanent ones fail at once.
 
 mod canary;
+mod mfa;
 mod pause;
 mod plan;
 mod posture;
@@ -27,6 +28,7 @@ use crate::store::Store;
 use crate::vault::{Secret, VaultError};
 
 pub use canary::{CHECK_CANARY, CanaryError, CanaryReport, UiFinding};
+pub use mfa::{Enrolment, MfaError, enable_mfa};
 pub use plan::{AccountState, plan};
 pub use posture::{AccessRow, Posture, access_csv, access_report, posture};
 pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};

@@ -30,6 +30,8 @@ pub struct Posture {
     pub rotation_overdue: bool,
     /// A rotation began and was not confirmed (the next sign-in finds out).
     pub rotation_pending: bool,
+    /// A TOTP enrolment (`usher vault enable-mfa`) began and was not confirmed.
+    pub mfa_enrolment_pending: bool,
     /// `required` or `optional`.
     pub mfa_policy: String,
     /// The vault entry holds a TOTP seed.
@@ -130,7 +132,10 @@ pub async fn posture(store: &Store, i: &IntegrationConfig) -> Result<Posture, St
     }
     if i.mfa == MfaPolicy::Required {
         if !mfa_in_vault {
-            violations.push("mfa: required, but the vault entry has no TOTP seed".into());
+            violations.push(
+                "mfa: required, but the vault entry has no TOTP seed (enrol it with `usher vault enable-mfa`)"
+                    .into(),
+            );
         }
         if let Some((_, false)) = &last_login {
             violations.push(
@@ -169,6 +174,7 @@ pub async fn posture(store: &Store, i: &IntegrationConfig) -> Result<Posture, St
         rotation_every_days,
         rotation_overdue,
         rotation_pending: fields.iter().any(|f| f == "pending_password"),
+        mfa_enrolment_pending: fields.iter().any(|f| f == "pending_totp"),
         mfa_policy: match i.mfa {
             MfaPolicy::Required => "required",
             MfaPolicy::Optional => "optional",

@@ -15,6 +15,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
 use crate::playbook::{ActionOutcome, AppTarget, Driver, DriverError, RunOptions};
 use crate::vault::{Vault, VaultError};
 
@@ -22,7 +24,7 @@ pub use crate::vault::generate_password;
 
 /// A pending password younger than this may belong to a rotation still running in
 /// another process, so a new rotation will not settle (discard) it.
-pub const ROTATION_GRACE: Duration = Duration::from_secs(600);
+pub(super) const ROTATION_GRACE: Duration = Duration::from_secs(600);
 
 /// A rotation that took effect.
 #[derive(Debug)]
@@ -39,7 +41,7 @@ pub enum RotateError {
     #[error(transparent)]
     Vault(#[from] VaultError),
     #[error(
-        "vault entry `{name}` has a pending password from a rotation started {age_secs}s ago, which may still be running; try again later"
+        "vault entry `{name}` has a pending password or TOTP from a rotation or MFA enrolment started {age_secs}s ago, which may still be running; try again later"
     )]
     InProgress { name: String, age_secs: u64 },
     #[error("cannot settle the unfinished rotation of `{name}`: {source}")]
@@ -59,24 +61,40 @@ pub enum RotateError {
 }
 
 /// Tells the vault what the integration's last login learnt: when only the pending
-/// password passed, it becomes the entry's password. Call it after any action (it is
-/// cheap when there is nothing to do). True when it promoted.
+/// credentials passed (a rotated password, an enrolled TOTP), they become the entry's.
+/// Call it after any action (it is cheap when there is nothing to do). True when it
+/// promoted.
 pub async fn reconcile(vault: &Vault, integ: &AppTarget, name: &str) -> Result<bool, VaultError> {
     if !integ.take_pending_login() {
         return Ok(false);
     }
-    let password = integ.secret().password.clone();
-    let promoted = vault.promote_pending(name, &password).await?;
-    if promoted {
+    let passed = integ.secret();
+    let stored = vault.get(name).await?;
+    let mut promoted = false;
+    if stored
+        .pending_password
+        .as_ref()
+        .is_some_and(|p| p.expose_secret() == passed.password.expose_secret())
+        && vault.promote_pending(name, &passed.password).await?
+    {
+        promoted = true;
         tracing::info!(integration = %integ.key, entry = name,
             "recorded the rotated password the app had taken");
+    }
+    if let (Some((pending, _)), Some((totp, _))) = (&stored.pending_totp, &passed.totp)
+        && pending.expose_secret() == totp.expose_secret()
+        && vault.promote_pending_totp(name, totp).await?
+    {
+        promoted = true;
+        tracing::info!(integration = %integ.key, entry = name,
+            "recorded the TOTP enrolment the app had taken");
     }
     Ok(promoted)
 }
 
-/// Logs in afresh to learn which password the app has, and records the answer: the
-/// pending password is promoted (the app took it) or discarded (the app has the
-/// current one). True when the pending password was promoted.
+/// Logs in afresh to learn which credentials the app has, and records the answer: the
+/// pending password or TOTP is promoted (the app took it) or discarded (the app has
+/// the current ones). True when pending credentials were promoted.
 pub async fn recover_login(
     driver: &Driver,
     integ: &AppTarget,
@@ -85,6 +103,7 @@ pub async fn recover_login(
     opts: &RunOptions,
 ) -> Result<bool, RotateError> {
     let pending = integ.secret().pending_password.clone();
+    let pending_totp = integ.secret().pending_totp.clone().map(|(s, _)| s);
     driver
         .relogin(integ, opts)
         .await
@@ -97,6 +116,9 @@ pub async fn recover_login(
     }
     if let Some(p) = pending {
         vault.discard_pending(name, &p).await?;
+    }
+    if let Some(t) = pending_totp {
+        vault.discard_pending_totp(name, &t).await?;
     }
     integ.set_secret(Arc::new(vault.get(name).await?));
     Ok(false)
@@ -113,7 +135,7 @@ pub async fn rotate_password(
     opts: &RunOptions,
 ) -> Result<Rotation, RotateError> {
     let current = vault.get(name).await?;
-    if current.pending_password.is_some() {
+    if current.pending_password.is_some() || current.pending_totp.is_some() {
         let age = vault.entry_age(name).await?;
         if age < ROTATION_GRACE {
             return Err(RotateError::InProgress {

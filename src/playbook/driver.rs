@@ -354,6 +354,23 @@ impl Driver {
         result
     }
 
+    /// Runs the playbook's `enable_mfa` action. Its `capture_totp` step hands the secret
+    /// to `opts.on_totp_capture` before the app is asked to confirm it: only changes
+    /// the app; `engine::enable_mfa` is what keeps the vault in step.
+    pub async fn run_enable_mfa(
+        &self,
+        integ: &AppTarget,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        let user = UserContext::default();
+        let result = self
+            .run_with(integ, ActionName::EnableMfa, &user, None, opts, false)
+            .await;
+        // Apps often end the account's other sessions when its sign-in changes.
+        self.pools.distrust(&integ.key, Instant::now());
+        result
+    }
+
     /// Forgets the integration's sessions and logs in afresh in a new one (current
     /// password, then the pending one), which is kept. Returns the step records.
     pub async fn relogin(
@@ -395,7 +412,7 @@ impl Driver {
     ) -> Result<ActionOutcome, DriverError> {
         let mut steps = Vec::new();
         // Rotation is never run twice here: `engine::rotate` finds out what happened.
-        let mut rerun_left = action != ActionName::RotatePassword;
+        let mut rerun_left = !action.changes_credentials();
         let mut crash_left = true;
         let mut slot = None;
         loop {
@@ -664,7 +681,7 @@ impl Driver {
 
         // A session that proved itself a moment ago is used without a check. Rotation
         // always checks first: it must not run on a session that may have ended.
-        let trusted = action != ActionName::RotatePassword
+        let trusted = !action.changes_credentials()
             && opts.from_line.is_none()
             && session.trusted(pb.sessions.trust, Instant::now());
         if session.logged_in && !trusted {
@@ -697,7 +714,7 @@ impl Driver {
         let proof_needed = match &result {
             Ok(out) => trusted && !probe && needs_proof(pb, action, out),
             Err(e) => {
-                action != ActionName::RotatePassword
+                !action.changes_credentials()
                     && !e.is_crash()
                     && e.kind != run::RunErrorKind::Playbook
             }
@@ -851,8 +868,8 @@ impl Driver {
         let page = session.item.ctx.page();
         let lock = self.login_lock(&integ.key);
         let _one_login = lock.lock().await;
-        let first = self.sign_in(integ, page, ctx, opts, steps).await;
         let secret = integ.secret();
+        let first = self.sign_in(integ, &secret, page, ctx, opts, steps).await;
         match (first, secret.promoted()) {
             (
                 Err(first @ (DriverError::Login(_) | DriverError::LoginRefused { .. })),
@@ -869,7 +886,7 @@ impl Driver {
                     steps.extend(r.steps.iter().cloned());
                 }
                 let current = std::mem::replace(&mut ctx.secret, promoted.template_values());
-                match self.sign_in(integ, page, ctx, opts, steps).await {
+                match self.sign_in(integ, &promoted, page, ctx, opts, steps).await {
                     Ok(()) => {
                         tracing::warn!(integration = %integ.key,
                             "the pending password logged in: the app took the rotation");
@@ -918,6 +935,7 @@ impl Driver {
     async fn sign_in(
         &self,
         integ: &AppTarget,
+        secret: &Secret,
         page: &crate::browser::Page,
         ctx: &mut TemplateContext,
         opts: &RunOptions,
@@ -936,7 +954,7 @@ impl Driver {
         }
         // Failed sign-ins (here or in another process) may have used the open code
         // windows: take one nobody used, waiting for it if need be.
-        if let Some((seed, _)) = &integ.secret().totp {
+        if let Some((seed, _)) = &secret.totp {
             self.totp
                 .reserve(seed.expose_secret(), self.clock.as_ref())
                 .await
@@ -944,7 +962,7 @@ impl Driver {
         }
         let attempt = self.attempt_login(integ, page, ctx, opts, steps).await;
         let mut typed_code = false;
-        if let Some((seed, _)) = &integ.secret().totp {
+        if let Some((seed, _)) = &secret.totp {
             match self.totp.release_unused(seed.expose_secret()).await {
                 Ok(typed) => typed_code = typed,
                 Err(e) => {

@@ -37,12 +37,13 @@ pub use locator_check::{ARIA_ROLES, validate_locator};
 pub use model::{
     AccountsPolicy, Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation,
     ExtractFrom, Extraction, LocatorTpl, Pattern, Playbook, RoleMapping, STEP_NAMES,
-    ScreenshotPolicy, Step, StepKind, Template, WaitState,
+    ScreenshotPolicy, Step, StepKind, Template, TotpSource, WaitState,
 };
 pub use redact::{REDACTED, Redactor};
 pub use run::{
     ActionOutcome, ActionStatus, BeforeStep, KeepOpen, Phase, RunError, RunErrorKind, RunOptions,
-    StepAhead, StepObserver, StepOutcome, StepRecord, add_app_roles, run_action, run_phase,
+    StepAhead, StepObserver, StepOutcome, StepRecord, TotpCapture, add_app_roles, run_action,
+    run_phase,
 };
 pub use schema::json_schema;
 pub use template::{

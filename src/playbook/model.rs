@@ -130,10 +130,11 @@ pub enum ActionName {
     SetRoles,
     ListUsers,
     RotatePassword,
+    EnableMfa,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 8] = [
+    pub const ALL: [ActionName; 9] = [
         Self::CreateUser,
         Self::UpdateUser,
         Self::DeactivateUser,
@@ -142,6 +143,7 @@ impl ActionName {
         Self::SetRoles,
         Self::ListUsers,
         Self::RotatePassword,
+        Self::EnableMfa,
     ];
     pub const NAMES: &'static [&'static str] = &[
         "create_user",
@@ -152,6 +154,7 @@ impl ActionName {
         "set_roles",
         "list_users",
         "rotate_password",
+        "enable_mfa",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,11 +167,19 @@ impl ActionName {
             Self::SetRoles => "set_roles",
             Self::ListUsers => "list_users",
             Self::RotatePassword => "rotate_password",
+            Self::EnableMfa => "enable_mfa",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    /// Changes the service account's own credentials (password, TOTP): never run
+    /// twice by the driver, always on a session checked first; the engine keeps the
+    /// vault in step.
+    pub fn changes_credentials(self) -> bool {
+        matches!(self, Self::RotatePassword | Self::EnableMfa)
     }
 }
 
@@ -339,6 +350,24 @@ pub enum StepKind {
     Fail {
         message: Template,
     },
+    /// `enable_mfa` only: reads the TOTP setup secret the app shows (a base32 key or an
+    /// `otpauth://` URI as text, or a QR code image), hands it to Usher, which stores it
+    /// in the vault before the next step runs, and makes it `new_totp`.
+    CaptureTotp {
+        from: TotpSource,
+        on: LocatorTpl,
+    },
+}
+
+/// Where `capture_totp` reads the setup secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpSource {
+    /// The element's text (or a field's value): a base32 key, spaces allowed, or an
+    /// `otpauth://` URI.
+    Text,
+    /// The element as it is drawn (an `img`, `canvas` or `svg`): a QR code of an
+    /// `otpauth://` URI.
+    Qr,
 }
 
 impl StepKind {
@@ -366,6 +395,7 @@ impl StepKind {
             Self::Emit { .. } => "emit",
             Self::Set(_) => "set",
             Self::Fail { .. } => "fail",
+            Self::CaptureTotp { .. } => "capture_totp",
         }
     }
 }
@@ -393,6 +423,7 @@ pub const STEP_NAMES: &[&str] = &[
     "emit",
     "set",
     "fail",
+    "capture_totp",
 ];
 
 #[derive(Debug, Clone)]

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
 use super::model::{
     ActionName, Condition, Expectation, ExtractFrom, LocatorTpl, Playbook, ScreenshotPolicy, Step,
-    StepKind, Template, WaitState,
+    StepKind, Template, TotpSource, WaitState,
 };
 use super::redact::Redactor;
 use super::template::{RenderError, Rendered, TemplateContext, TemplateEnv};
@@ -42,6 +43,13 @@ pub type BeforeStep = Arc<dyn Fn(&StepAhead) -> BoxFuture<'static, ()> + Send + 
 /// DevTools URL (an author's `--keep-open`).
 pub type KeepOpen = Arc<dyn Fn(Option<String>) -> BoxFuture<'static, ()> + Send + Sync>;
 
+/// Awaited by `capture_totp` with the TOTP secret it read, before the next step runs:
+/// the engine stores it in the vault as the pending TOTP. An `Err` (a message without
+/// the secret) fails the step, so the app is never asked to confirm a secret Usher
+/// could not record.
+pub type TotpCapture =
+    Arc<dyn Fn(SecretString) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
 /// How a run keeps evidence, reports progress and tells the time.
 #[derive(Clone)]
 pub struct RunOptions {
@@ -58,6 +66,8 @@ pub struct RunOptions {
     /// Start the action at its top-level step on this line: the precondition and the
     /// steps before it are skipped (the author has brought the app there).
     pub from_line: Option<usize>,
+    /// Where `capture_totp` hands the secret it read; without it the step fails.
+    pub on_totp_capture: Option<TotpCapture>,
 }
 
 impl Default for RunOptions {
@@ -70,6 +80,7 @@ impl Default for RunOptions {
             before_step: None,
             keep_open: None,
             from_line: None,
+            on_totp_capture: None,
         }
     }
 }
@@ -81,6 +92,7 @@ impl fmt::Debug for RunOptions {
             .field("on_step", &self.on_step.is_some())
             .field("trace", &self.trace)
             .field("from_line", &self.from_line)
+            .field("on_totp_capture", &self.on_totp_capture.is_some())
             .finish()
     }
 }
@@ -404,6 +416,19 @@ pub async fn run_action(
     if action == ActionName::CreateUser && ctx.generated_password.is_none() {
         ctx.generated_password = Some(crate::vault::generate_password());
     }
+    // The enrolment pages show the TOTP secret as text and as a QR code, which no
+    // redaction can blank out of an image: enable_mfa keeps no screenshot at all.
+    let no_shots;
+    let opts = if action == ActionName::EnableMfa {
+        no_shots = RunOptions {
+            evidence: None,
+            trace: false,
+            ..opts.clone()
+        };
+        &no_shots
+    } else {
+        opts
+    };
     let mut ex = Exec::new(playbook, env, page, ctx, opts);
     let result = ex.action(act).await;
     match result {
@@ -1035,6 +1060,51 @@ impl<'a> Exec<'a> {
                 }
                 Ok(())
             }
+            StepKind::CaptureTotp { from, on } => {
+                let loc = self.locator(on, scope)?;
+                let kw = match from {
+                    TotpSource::Text => "text",
+                    TotpSource::Qr => "qr",
+                };
+                *summary = format!("capture_totp {kw} {loc}");
+                let Some(record) = self.opts.on_totp_capture.clone() else {
+                    return Err(Failure::playbook(
+                        "capture_totp needs Usher's vault to record the secret before the app is asked to confirm it: run enable_mfa with `usher vault enable-mfa`".into(),
+                        None,
+                    ));
+                };
+                let unreadable = |e: crate::vault::VaultError| {
+                    Failure::failed(
+                        format!("capture_totp: {loc} shows no TOTP secret: {e}"),
+                        Some(loc.source().to_owned()),
+                    )
+                };
+                let raw = match from {
+                    TotpSource::Text => page.text(&loc, t).await.map_err(b(&loc))?,
+                    TotpSource::Qr => {
+                        let png = page.visible_png(&loc, t).await.map_err(b(&loc))?;
+                        crate::vault::otpauth_from_png(&png).map_err(unreadable)?
+                    }
+                };
+                let seed = raw.trim().to_owned();
+                // Blanked in every form it may take from here on (as shown, as base32,
+                // as the URI's parameter), before anything can print it.
+                self.redactor.add(&seed);
+                self.redactor.add(&seed_base32(&seed));
+                if let Some(param) = otpauth_secret_param(&seed) {
+                    self.redactor.add(&param);
+                }
+                crate::vault::TotpSpec::parse(&seed).map_err(unreadable)?;
+                let seed = SecretString::from(seed);
+                record(seed.clone()).await.map_err(|m| {
+                    Failure::failed(
+                        format!("capture_totp: the vault did not record the secret, so it is not confirmed in the app: {m}"),
+                        None,
+                    )
+                })?;
+                self.ctx.new_totp = Some(seed);
+                Ok(())
+            }
             StepKind::AcceptDialog { text } => {
                 let policy = match text {
                     Some(t) => DialogPolicy::AcceptWithText(self.render(t)?.text),
@@ -1120,6 +1190,26 @@ impl<'a> Exec<'a> {
             }
         }
     }
+}
+
+/// A base32 key as an authenticator reads it: no spaces, dashes or padding, upper case.
+fn seed_base32(seed: &str) -> String {
+    seed.chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '='))
+        .map(|c| c.to_ascii_uppercase())
+        .collect()
+}
+
+/// The `secret` parameter of an `otpauth://` URI.
+fn otpauth_secret_param(uri: &str) -> Option<String> {
+    let query = uri.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|kv| {
+            kv.strip_prefix("secret=")
+                .or_else(|| kv.strip_prefix("SECRET="))
+        })
+        .map(str::to_owned)
 }
 
 /// Steps that change what the page shows (screenshots on `on_change`, and before and

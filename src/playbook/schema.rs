@@ -138,6 +138,10 @@ struct ActionsDoc {
     set_roles: Option<ActionDoc>,
     list_users: Option<ActionDoc>,
     rotate_password: Option<ActionDoc>,
+    /// Enrols TOTP for the service account: its steps must `capture_totp` the secret
+    /// the app shows, then confirm it with `{{ totp(new_totp) }}`. No screenshots are
+    /// taken (the page shows the secret).
+    enable_mfa: Option<ActionDoc>,
 }
 
 #[derive(JsonSchema)]
@@ -218,6 +222,7 @@ enum StepDoc {
     Emit(EmitStep),
     Set(SetStep),
     Fail(FailStep),
+    CaptureTotp(CaptureTotpStep),
 }
 
 /// A step's example for editors, written as JSON in the `step_doc!` table (each one is
@@ -265,6 +270,7 @@ pub(super) const STEP_EXAMPLES: &[&str] = &[
     SCREENSHOT_EX,
     IF_EX,
     UNLESS_EX,
+    CAPTURE_TOTP_EX,
 ];
 
 const GOTO_EX: &str = r##"{"goto": "{{ base_url }}/admin/users"}"##;
@@ -286,6 +292,7 @@ const CALL_EX: &str = r##"{"call": "open_user"}"##;
 const EMIT_EX: &str = r##"{"emit": "user"}"##;
 const SET_EX: &str = r##"{"set": {"role": "{{ user.app_roles | first | default('Viewer') }}"}}"##;
 const FAIL_EX: &str = r##"{"fail": "no account for {{ user.email }} yet"}"##;
+const CAPTURE_TOTP_EX: &str = r##"{"capture_totp": {"text": "#totp-key"}}"##;
 const SCREENSHOT_EX: &str = r##"{"screenshot": {"name": "before-delete"}}"##;
 const IF_EX: &str = r##"{"if": {"exists": "text=Delete user"}, "then": [{"accept_dialog": {}}, {"click": "text=Delete user"}], "else": [{"fail": "no delete button"}]}"##;
 const UNLESS_EX: &str = r##"{"unless": {"exists": "text=\"{{ user.email | lower }}\""}, "then": [{"fail": "no account for {{ user.email }} yet"}]}"##;
@@ -415,6 +422,14 @@ step_doc!(
     String,
     "Fail the action with this message (template). In a precondition it is the answer \"not done yet\": the action's steps run.",
     FAIL_EX
+);
+
+step_doc!(
+    CaptureTotpStep,
+    "capture_totp",
+    CaptureTotpDoc,
+    "enable_mfa only: read the TOTP setup secret the app shows, from an element's text (a base32 key, spaces allowed, or an otpauth:// URI) or from a QR code drawn by an element (`qr`), and have Usher store it in the vault before the next step runs; afterwards `{{ totp(new_totp) }}` gives the code that confirms it.",
+    CAPTURE_TOTP_EX
 );
 
 /// Take an evidence screenshot (`screenshot: {}` or `screenshot: {name: …}`).
@@ -609,6 +624,15 @@ enum WaitForDoc {
         detached: String,
         timeout: Option<DurationDoc>,
     },
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged, deny_unknown_fields)]
+enum CaptureTotpDoc {
+    /// The element's text (or a field's value).
+    Text { text: String },
+    /// A QR code the element draws (an img, canvas or svg), of an otpauth:// URI.
+    Qr { qr: String },
 }
 
 #[derive(JsonSchema)]

@@ -21,10 +21,17 @@ pub const KNOWN_VARIABLES: &[&str] = &[
     "outputs",
     "new_password",
     "generated_password",
+    "new_totp",
 ];
 
 /// Names whose values are secret: a template using them renders a sensitive value.
-const SENSITIVE_NAMES: &[&str] = &["secret", "new_password", "generated_password", "totp"];
+const SENSITIVE_NAMES: &[&str] = &[
+    "secret",
+    "new_password",
+    "generated_password",
+    "new_totp",
+    "totp",
+];
 
 /// Computes a TOTP code from a seed (the vault provides it). `Err` is a
 /// message that must not contain the seed.
@@ -220,6 +227,9 @@ pub struct TemplateContext {
     /// create form requires one. Set by the caller (which may keep it, e.g. for single
     /// sign-on) or else generated per create_user run; never stored by the runner.
     pub generated_password: Option<SecretString>,
+    /// Only in enable_mfa, after its `capture_totp` step: the TOTP secret the app
+    /// showed (`totp(new_totp)` gives the code that confirms it).
+    pub new_totp: Option<SecretString>,
 }
 
 impl std::fmt::Debug for TemplateContext {
@@ -237,6 +247,7 @@ impl std::fmt::Debug for TemplateContext {
                 "generated_password",
                 &self.generated_password.as_ref().map(|_| "[REDACTED]"),
             )
+            .field("new_totp", &self.new_totp.as_ref().map(|_| "[REDACTED]"))
             .finish()
     }
 }
@@ -268,6 +279,9 @@ impl TemplateContext {
         if let Some(p) = &self.generated_password {
             r.add(p.expose_secret());
         }
+        if let Some(p) = &self.new_totp {
+            r.add(p.expose_secret());
+        }
         r
     }
 
@@ -294,6 +308,9 @@ impl TemplateContext {
         }
         if let Some(p) = &self.generated_password {
             m.insert("generated_password", Value::from(p.expose_secret()));
+        }
+        if let Some(p) = &self.new_totp {
+            m.insert("new_totp", Value::from(p.expose_secret()));
         }
         Value::from(minijinja::value::Serde(&m))
     }
@@ -517,7 +534,7 @@ fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
             }
             Expectation::Url(_) => {}
         },
-        StepKind::WaitFor { on, .. } => out.push(&on.0),
+        StepKind::WaitFor { on, .. } | StepKind::CaptureTotp { on, .. } => out.push(&on.0),
         StepKind::Extract(xs) => {
             out.extend(xs.iter().filter_map(|x| x.locator.as_ref().map(|l| &l.0)))
         }

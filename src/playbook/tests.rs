@@ -115,6 +115,11 @@ actions:
       - call: noop
       - set: { a: "{{ outputs.id }}", b: "2" }
       - fail: "{{ user.user_name }} not found"
+  enable_mfa:
+    steps:
+      - capture_totp: { text: "#key" }
+      - capture_totp: { qr: "img.qr" }
+      - fill: { into: "#code", value: "{{ totp(new_totp) }}" }
 "##;
 
 fn errors(src: &str) -> Vec<String> {
@@ -383,7 +388,7 @@ fn unknown_action_lists_known_ones() {
     assert_error(
         &src,
         "11:3",
-        "unknown action `delete_usr` (did you mean `delete_user`?); known: create_user, update_user, deactivate_user, reactivate_user, delete_user, set_roles, list_users, rotate_password",
+        "unknown action `delete_usr` (did you mean `delete_user`?); known: create_user, update_user, deactivate_user, reactivate_user, delete_user, set_roles, list_users, rotate_password, enable_mfa",
     );
 }
 

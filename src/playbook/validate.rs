@@ -9,7 +9,7 @@ use super::locator_check::{starts_with_row, validate_locator};
 use super::model::{
     AccountsPolicy, Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction,
     LocatorTpl, MAX_SESSIONS, Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, SessionPolicy, Step,
-    StepKind, Template, WaitState,
+    StepKind, Template, TotpSource, WaitState,
 };
 use super::node::{self, Node, Value};
 use super::suggest::hint;
@@ -102,6 +102,17 @@ pub(super) fn load(file: &str, src: &str) -> Result<Playbook, Vec<PlaybookError>
     Err(errors)
 }
 
+/// A `capture_totp` step among `steps` (nested in `if`/`unless` too).
+fn captures_totp(steps: &[Step]) -> bool {
+    steps.iter().any(|s| match &s.kind {
+        StepKind::CaptureTotp { .. } => true,
+        StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
+            captures_totp(then) || captures_totp(else_)
+        }
+        _ => false,
+    })
+}
+
 /// Steps of a `probe` (directly or through `call`) that could change the app: a probe
 /// runs on a schedule against the live app, so it may only look.
 fn probe_writes(pb: &Playbook) -> Vec<(usize, usize, String)> {
@@ -183,6 +194,8 @@ struct Scope<'a> {
     in_row: bool,
     /// Inside this subroutine.
     sub: Option<&'a str>,
+    /// Inside `enable_mfa.steps`, the one place `capture_totp` may be.
+    capture_ok: bool,
 }
 
 struct Loader {
@@ -558,6 +571,7 @@ impl Loader {
             emit_ok: false,
             in_row: false,
             sub: None,
+            capture_ok: false,
         };
         let login = self
             .required(&f, "login", "the playbook")
@@ -586,6 +600,7 @@ impl Loader {
                     emit_ok: false,
                     in_row: false,
                     sub: Some(&name),
+                    capture_ok: false,
                 };
                 // A subroutine may be called from inside for_each: `row` is checked when it runs.
                 self.row_ok = true;
@@ -779,12 +794,29 @@ impl Loader {
                 emit_ok: action == ActionName::ListUsers,
                 in_row: false,
                 sub: None,
+                capture_ok: false,
             };
             let precondition = f
                 .get("precondition")
                 .map(|n| self.steps(n, &format!("`{name}.precondition`"), scope));
             let steps = match f.get("steps") {
-                Some(n) => self.steps(n, &format!("`{name}.steps`"), scope),
+                Some(n) => {
+                    let steps = self.steps(
+                        n,
+                        &format!("`{name}.steps`"),
+                        Scope {
+                            capture_ok: action == ActionName::EnableMfa,
+                            ..scope
+                        },
+                    );
+                    if action == ActionName::EnableMfa && !captures_totp(&steps) {
+                        self.err(
+                            n,
+                            "`enable_mfa.steps` must read the new TOTP secret with a `capture_totp` step before confirming it, so that Usher records it before the app requires it",
+                        );
+                    }
+                    steps
+                }
                 None => {
                     self.err(v, format!("action `{name}` has no steps: add `steps:`"));
                     Vec::new()
@@ -1099,6 +1131,7 @@ impl Loader {
                     .and_then(|r| self.locator(r, "`for_each.rows`"));
                 let inner = Scope {
                     in_row: true,
+                    capture_ok: false,
                     ..scope
                 };
                 let outer_row_ok = self.row_ok;
@@ -1206,6 +1239,24 @@ impl Loader {
                 },
                 None,
             ),
+            "capture_totp" => {
+                if !scope.capture_ok {
+                    self.err(
+                        n,
+                        "`capture_totp` is only allowed in the steps of the enable_mfa action (outside `for_each`)",
+                    );
+                    return None;
+                }
+                let f = self.fields(vn, &what, &["text", "qr"])?;
+                let (k, v) = self.exactly_one(&f, &["text", "qr"], &what)?;
+                let from = if k == "qr" {
+                    TotpSource::Qr
+                } else {
+                    TotpSource::Text
+                };
+                let on = self.locator(v, &format!("`capture_totp.{k}`"))?;
+                (StepKind::CaptureTotp { from, on }, None)
+            }
             _ => {
                 self.err(n, format!("unknown step `{kw}`"));
                 return None;

@@ -36,6 +36,9 @@ pub mod kinds {
     pub const VAULT_ROTATION_BEGIN: &str = "vault.rotation.begin";
     pub const VAULT_ROTATION_DONE: &str = "vault.rotation.done";
     pub const VAULT_ROTATION_DISCARD: &str = "vault.rotation.discard";
+    pub const VAULT_MFA_BEGIN: &str = "vault.mfa.begin";
+    pub const VAULT_MFA_DONE: &str = "vault.mfa.done";
+    pub const VAULT_MFA_DISCARD: &str = "vault.mfa.discard";
 }
 
 #[derive(Serialize)]
@@ -47,6 +50,8 @@ struct PlainOut<'a> {
     pending_password: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     totp: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_totp: Option<&'a str>,
     extra: BTreeMap<&'a str, &'a str>,
 }
 
@@ -61,6 +66,8 @@ struct PlainIn {
     #[serde(default)]
     totp: Option<String>,
     #[serde(default)]
+    pending_totp: Option<String>,
+    #[serde(default)]
     extra: BTreeMap<String, String>,
 }
 
@@ -71,6 +78,7 @@ impl Drop for PlainIn {
         self.password.zeroize();
         self.pending_password.zeroize();
         self.totp.zeroize();
+        self.pending_totp.zeroize();
         for v in self.extra.values_mut() {
             v.zeroize();
         }
@@ -106,6 +114,7 @@ pub(super) fn seal(key: &VaultKey, name: &str, secret: &Secret) -> Result<VaultW
             .as_ref()
             .map(ExposeSecret::expose_secret),
         totp: secret.totp.as_ref().map(|(s, _)| s.expose_secret()),
+        pending_totp: secret.pending_totp.as_ref().map(|(s, _)| s.expose_secret()),
         extra: secret
             .extra
             .iter()
@@ -197,9 +206,11 @@ fn open_with(key: &VaultKey, row: &VaultRow) -> Result<Secret, VaultError> {
         password: take(&mut p.password),
         pending_password: p.pending_password.as_mut().map(take),
         totp: None,
+        pending_totp: None,
         extra: BTreeMap::new(),
     };
     secret.set_totp(p.totp.as_deref())?;
+    secret.pending_totp = super::parse_totp(p.pending_totp.as_deref())?;
     for (k, v) in p.extra.iter_mut() {
         secret.set_extra(k, std::mem::take(v))?;
     }
@@ -229,7 +240,7 @@ impl ClassifyName for serde_json::Error {
 pub struct EntryInfo {
     pub name: String,
     /// `username`, `password`, `pending_password` (a rotation not confirmed yet), `totp`,
-    /// `extra.NAME`…
+    /// `pending_totp` (an MFA enrolment not confirmed yet), `extra.NAME`…
     pub fields: Vec<String>,
     pub key_id: String,
     pub created_at: String,
@@ -469,9 +480,9 @@ impl Vault {
         new_password: &SecretString,
     ) -> Result<Secret, VaultError> {
         self.modify(name, kinds::VAULT_ROTATION_BEGIN, |s| {
-            if s.pending_password.is_some() {
+            if s.pending_password.is_some() || s.pending_totp.is_some() {
                 return Err(VaultError::Invalid(format!(
-                    "vault entry `{name}` has an unfinished rotation; log in once (which settles it) and try again"
+                    "vault entry `{name}` has an unfinished rotation or MFA enrolment; log in once (which settles it) and try again"
                 )));
             }
             s.pending_password = Some(new_password.clone());
@@ -516,6 +527,60 @@ impl Vault {
                 .is_some_and(|p| same(p, password));
             if discarded {
                 s.pending_password = None;
+            }
+            Ok(discarded)
+        })
+        .await?;
+        Ok(discarded)
+    }
+
+    /// Step 1 of an MFA enrolment: stores the TOTP seed the app showed as the pending
+    /// TOTP, before the app is asked to confirm it (after which it requires codes).
+    /// Refuses when another rotation or enrolment is pending.
+    pub async fn begin_mfa(&self, name: &str, seed: &SecretString) -> Result<Secret, VaultError> {
+        let spec = super::TotpSpec::parse(seed.expose_secret())?;
+        self.modify(name, kinds::VAULT_MFA_BEGIN, |s| {
+            if s.pending_password.is_some() || s.pending_totp.is_some() {
+                return Err(VaultError::Invalid(format!(
+                    "vault entry `{name}` has an unfinished rotation or MFA enrolment; log in once (which settles it) and try again"
+                )));
+            }
+            s.pending_totp = Some((seed.clone(), spec.clone()));
+            Ok(true)
+        })
+        .await
+    }
+
+    /// The app requires codes of `seed` now: make it the entry's TOTP, if it is the
+    /// pending one. True when the entry now has it as its TOTP (already, or by this call).
+    pub async fn promote_pending_totp(
+        &self,
+        name: &str,
+        seed: &SecretString,
+    ) -> Result<bool, VaultError> {
+        let s = self
+            .modify(name, kinds::VAULT_MFA_DONE, |s| match &s.pending_totp {
+                Some((p, _)) if same(p, seed) => {
+                    s.totp = s.pending_totp.take();
+                    Ok(true)
+                }
+                _ => Ok(false),
+            })
+            .await?;
+        Ok(s.totp.as_ref().is_some_and(|(t, _)| same(t, seed)))
+    }
+
+    /// The app did not take the enrolment: forget the pending TOTP, if it is `seed`.
+    pub async fn discard_pending_totp(
+        &self,
+        name: &str,
+        seed: &SecretString,
+    ) -> Result<bool, VaultError> {
+        let mut discarded = false;
+        self.modify(name, kinds::VAULT_MFA_DISCARD, |s| {
+            discarded = s.pending_totp.as_ref().is_some_and(|(p, _)| same(p, seed));
+            if discarded {
+                s.pending_totp = None;
             }
             Ok(discarded)
         })

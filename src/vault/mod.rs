@@ -22,7 +22,7 @@ use serde::Deserialize;
 pub use entries::{EntryInfo, Vault, kinds};
 pub use keys::{ENV_KEY, ENV_KEY_FILE, ENV_NEW_KEY, Keyring, VaultKey};
 pub use password::{PASSWORD_LEN, generate_password};
-pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker};
+pub use totp::{TOTP_MIN_REMAINING_SECS, TotpAlgorithm, TotpSpec, TotpTracker, otpauth_from_png};
 
 /// Errors of the vault. Never carry a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,10 @@ pub struct Secret {
     pub pending_password: Option<SecretString>,
     /// The TOTP seed or URI as given (templates pass it to `totp()`), parsed.
     pub totp: Option<(SecretString, TotpSpec)>,
+    /// A TOTP seed an MFA enrolment captured from the app and stored before confirming
+    /// it there. Until the enrolment is confirmed the app may or may not ask for codes;
+    /// a login tries the current secret first, then this one (see `engine::enable_mfa`).
+    pub pending_totp: Option<(SecretString, TotpSpec)>,
     pub extra: BTreeMap<String, SecretString>,
 }
 
@@ -94,6 +98,7 @@ impl fmt::Debug for Secret {
                 &self.pending_password.as_ref().map(|_| "[REDACTED]"),
             )
             .field("totp", &self.totp.as_ref().map(|(_, s)| s))
+            .field("pending_totp", &self.pending_totp.as_ref().map(|(_, s)| s))
             .field("extra", &self.extra.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -106,25 +111,19 @@ impl Secret {
         password: impl Into<String>,
         totp: Option<&str>,
     ) -> Result<Secret, VaultError> {
-        let totp = match totp.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) => Some((SecretString::from(t.to_owned()), TotpSpec::parse(t)?)),
-            None => None,
-        };
         Ok(Secret {
             username: SecretString::from(username.into()),
             password: SecretString::from(password.into()),
             pending_password: None,
-            totp,
+            totp: parse_totp(totp)?,
+            pending_totp: None,
             extra: BTreeMap::new(),
         })
     }
 
     /// Sets the TOTP seed or `otpauth://` URI (checked); `None` or blank removes it.
     pub fn set_totp(&mut self, totp: Option<&str>) -> Result<(), VaultError> {
-        self.totp = match totp.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(t) => Some((SecretString::from(t.to_owned()), TotpSpec::parse(t)?)),
-            None => None,
-        };
+        self.totp = parse_totp(totp)?;
         Ok(())
     }
 
@@ -147,16 +146,26 @@ impl Secret {
         if self.totp.is_some() {
             v.push("totp".into());
         }
+        if self.pending_totp.is_some() {
+            v.push("pending_totp".into());
+        }
         v.extend(self.extra.keys().map(|k| format!("extra.{k}")));
         v
     }
 
-    /// This secret with its pending password as the password (a rotation the app took).
+    /// This secret with its pending password as the password and its pending TOTP as
+    /// the TOTP (a rotation or enrolment the app took); `None` when nothing is pending.
     pub fn promoted(&self) -> Option<Secret> {
-        let pending = self.pending_password.clone()?;
+        if self.pending_password.is_none() && self.pending_totp.is_none() {
+            return None;
+        }
         let mut s = self.clone();
-        s.password = pending;
-        s.pending_password = None;
+        if let Some(p) = s.pending_password.take() {
+            s.password = p;
+        }
+        if let Some(t) = s.pending_totp.take() {
+            s.totp = Some(t);
+        }
         Some(s)
     }
 
@@ -178,6 +187,9 @@ impl Secret {
             v.push(p.expose_secret());
         }
         if let Some((src, _)) = &self.totp {
+            v.push(src.expose_secret());
+        }
+        if let Some((src, _)) = &self.pending_totp {
             v.push(src.expose_secret());
         }
         v.extend(self.extra.values().map(|s| s.expose_secret()));
@@ -228,16 +240,32 @@ impl SecretsFile {
 }
 
 /// Extra field names become `secret.NAME` in templates and `extra.NAME` in listings.
+/// A TOTP seed or `otpauth://` URI (checked); `None` or blank is none.
+pub(crate) fn parse_totp(
+    totp: Option<&str>,
+) -> Result<Option<(SecretString, TotpSpec)>, VaultError> {
+    match totp.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => Ok(Some((
+            SecretString::from(t.to_owned()),
+            TotpSpec::parse(t)?,
+        ))),
+        None => Ok(None),
+    }
+}
+
 pub fn check_extra_name(name: &str) -> Result<(), VaultError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && !matches!(name, "username" | "password" | "pending_password" | "totp");
+        && !matches!(
+            name,
+            "username" | "password" | "pending_password" | "totp" | "pending_totp"
+        );
     if ok {
         Ok(())
     } else {
         Err(VaultError::Invalid(format!(
-            "extra field name `{name}` must be 1-64 letters, digits or `_`, and not username, password, pending_password or totp"
+            "extra field name `{name}` must be 1-64 letters, digits or `_`, and not username, password, pending_password, totp or pending_totp"
         )))
     }
 }

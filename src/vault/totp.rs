@@ -137,6 +137,67 @@ impl TotpSpec {
     }
 }
 
+/// The `otpauth://` URI of the one QR code in a PNG image (a screenshot of an MFA
+/// enrolment page). Errors never quote what a code holds.
+pub fn otpauth_from_png(png: &[u8]) -> Result<String, VaultError> {
+    let bad = |what: &str| VaultError::Totp(format!("the screenshot could not be read: {what}"));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(png));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().map_err(|_| bad("not a PNG"))?;
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| bad("too large"))?;
+    let mut buf = vec![0u8; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .map_err(|_| bad("corrupt PNG"))?;
+    let (w, h) = (info.width as usize, info.height as usize);
+    let channels = info.color_type.samples();
+    let line = info.line_size;
+    let luma = |x: usize, y: usize| -> u8 {
+        let i = y * line + x * channels;
+        match (channels, buf.get(i..i + channels)) {
+            (3 | 4, Some(p)) => {
+                let l =
+                    (u32::from(p[0]) * 299 + u32::from(p[1]) * 587 + u32::from(p[2]) * 114) / 1000;
+                u8::try_from(l).unwrap_or(u8::MAX)
+            }
+            (_, Some(p)) => p[0],
+            (_, None) => u8::MAX,
+        }
+    };
+    let mut img = rqrr::PreparedImage::prepare_from_greyscale(w, h, luma);
+    let mut found: Vec<String> = Vec::new();
+    let mut unreadable = 0usize;
+    for grid in img.detect_grids() {
+        match grid.decode() {
+            Ok((_, content))
+                if content
+                    .get(..10)
+                    .is_some_and(|p| p.eq_ignore_ascii_case("otpauth://")) =>
+            {
+                if !found.contains(&content) {
+                    found.push(content);
+                }
+            }
+            Ok(_) => {}
+            Err(_) => unreadable += 1,
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 if unreadable > 0 => Err(VaultError::Totp(format!(
+            "{unreadable} QR code(s) in view could not be decoded"
+        ))),
+        0 => Err(VaultError::Totp(
+            "no QR code of an otpauth:// URI in view".into(),
+        )),
+        n => Err(VaultError::Totp(format!(
+            "{n} different otpauth:// QR codes in view; the locator must show one"
+        ))),
+    }
+}
+
 fn unix_now(clock: &dyn Clock) -> u64 {
     u64::try_from(clock.now().timestamp()).unwrap_or(0)
 }
@@ -320,6 +381,73 @@ fn to_u64(v: i64) -> u64 {
 mod tests {
     use super::*;
     use chrono::{DateTime, TimeZone, Utc};
+
+    /// A PNG like a screenshot: a page-coloured canvas with QR codes drawn on it
+    /// (4 pixels a module, with the quiet zone), in RGBA as Chromium captures.
+    fn screenshot_with(codes: &[&str]) -> Vec<u8> {
+        let (w, h) = (400usize, 240usize);
+        let mut px = vec![250u8; w * h * 4];
+        for (n, text) in codes.iter().enumerate() {
+            let code = qrcode::QrCode::new(text.as_bytes()).expect("qr");
+            let width = code.width();
+            let colors = code.to_colors();
+            let (ox, oy) = (20 + n * 200, 20);
+            for y in 0..width + 8 {
+                for x in 0..width + 8 {
+                    let dark = x >= 4
+                        && y >= 4
+                        && x < width + 4
+                        && y < width + 4
+                        && colors[(y - 4) * width + (x - 4)] == qrcode::Color::Dark;
+                    let v = if dark { 20 } else { 255 };
+                    for dy in 0..4 {
+                        for dx in 0..4 {
+                            let i = ((oy + y * 4 + dy) * w + ox + x * 4 + dx) * 4;
+                            px[i..i + 3].copy_from_slice(&[v, v, v]);
+                            px[i + 3] = 255;
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        {
+            let mut enc = png::Encoder::new(&mut out, w as u32, h as u32);
+            enc.set_color(png::ColorType::Rgba);
+            enc.set_depth(png::BitDepth::Eight);
+            let mut wr = enc.write_header().expect("header");
+            wr.write_image_data(&px).expect("data");
+        }
+        out
+    }
+
+    #[test]
+    fn the_otpauth_uri_of_a_qr_code_is_read_from_a_screenshot() {
+        let uri = "otpauth://totp/Acme:admin%40acme.example?secret=KRSXG5CTMVRXEZLUKN2XAZLSKNSWG4TFOQ&issuer=Acme";
+        let got = otpauth_from_png(&screenshot_with(&[uri])).expect("decoded");
+        assert_eq!(got, uri);
+        assert!(TotpSpec::parse(&got).is_ok());
+    }
+
+    #[test]
+    fn no_code_another_payload_or_two_codes_are_errors_that_quote_nothing() {
+        let e = otpauth_from_png(&screenshot_with(&[])).expect_err("blank");
+        assert!(e.to_string().contains("no QR code"), "{e}");
+        let e = otpauth_from_png(&screenshot_with(&["https://example.test/secret-link"]))
+            .expect_err("not otpauth");
+        assert!(!e.to_string().contains("secret-link"), "{e}");
+        let a = "otpauth://totp/A?secret=JBSWY3DPEHPK3PXP";
+        let b = "otpauth://totp/B?secret=KRSXG5CTMVRXEZLU";
+        let e = otpauth_from_png(&screenshot_with(&[a, b])).expect_err("two");
+        let msg = e.to_string();
+        assert!(msg.contains("2 different"), "{msg}");
+        assert!(
+            !msg.contains("JBSWY3DP") && !msg.contains("KRSXG5CT"),
+            "{msg}"
+        );
+        let e = otpauth_from_png(b"not a png").expect_err("garbage");
+        assert!(e.to_string().contains("not a PNG"), "{e}");
+    }
 
     struct At(i64);
     impl Clock for At {
