@@ -17,6 +17,7 @@ pub mod ops;
 pub mod playbook;
 pub mod scim;
 pub mod server;
+pub mod sso;
 pub mod store;
 pub mod vault;
 pub mod web;

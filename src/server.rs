@@ -105,6 +105,7 @@ pub fn app(
     public_url: &str,
     ops: Ops,
     playbooks: crate::web::Playbooks,
+    sso: Option<crate::sso::SsoState>,
 ) -> Router {
     let gateways = config
         .integrations
@@ -120,14 +121,23 @@ pub fn app(
         Some(on_staged),
     );
     let request_id = HeaderName::from_static("x-request-id");
-    Router::new()
+    let router = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(crate::ops::router(
             ops.clone(),
             config.metrics_listen.is_none(),
         ))
         .merge(scim::router(scim_state))
-        .merge(crate::web::router(config, store, public_url, playbooks))
+        .merge(crate::web::router(config, store, public_url, playbooks));
+    // Requests for an SSO host never reach the routes above.
+    let router = match sso {
+        Some(s) => router.layer(axum::middleware::from_fn_with_state(
+            s,
+            crate::sso::dispatch,
+        )),
+        None => router,
+    };
+    router
         .layer(
             tower::ServiceBuilder::new()
                 // Honours the caller's `x-request-id`, else makes one; sent back.
@@ -188,6 +198,15 @@ impl Edge {
     }
 
     fn apply<B>(&self, mut req: Request<B>) -> Request<B> {
+        // Single sign-on routes by the host the client named (docs/sso.md).
+        if let Some(host) = req
+            .headers()
+            .get(axum::http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| crate::sso::RequestHost(h.to_owned()))
+        {
+            req.extensions_mut().insert(host);
+        }
         let h = req.headers_mut();
         for name in ["forwarded", "x-forwarded-host", "x-forwarded-for"] {
             h.remove(name);
@@ -305,6 +324,13 @@ pub async fn start_with(
         .as_ref()
         .map(|(_, playbooks)| playbooks.clone())
         .unwrap_or_default();
+    let sso_vault = match &engine_parts {
+        Some((setup, _)) => match &setup.secrets {
+            Secrets::Vault(v) => Some(v.clone()),
+            Secrets::Fixed(_) => None,
+        },
+        None => None,
+    };
     let engine = match engine_parts {
         Some((setup, playbooks)) => Some(
             Engine::start(EngineParams {
@@ -326,12 +352,24 @@ pub async fn start_with(
         engine.as_ref().map(Engine::probe),
         config.integrations.iter().map(|i| i.id.clone()),
     )?;
+    let sso = match (&engine, sso_vault) {
+        (Some(e), Some(vault)) => crate::sso::SsoState::new(
+            config,
+            &playbooks_for_web,
+            store.clone(),
+            vault,
+            e.sso_login(),
+            public_url.starts_with("https://"),
+        ),
+        _ => None,
+    };
     let router = app(
         config,
         store.clone(),
         &public_url,
         ops.clone(),
         playbooks_for_web,
+        sso,
     );
     // Applied outside the router, so that the rewritten path is the one routed.
     let edge = Edge::new(config.public_url.as_deref(), tls.is_some());

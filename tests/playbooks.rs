@@ -443,7 +443,11 @@ async fn a_run_of_form_inputs_is_evidenced_once_filled() {
             .collect()
     };
     assert_eq!(taken("goto"), vec![false], "{shots:#?}");
-    assert_eq!(taken("fill"), vec![false, false, false], "{shots:#?}");
+    assert_eq!(
+        taken("fill"),
+        vec![false, false, false, false],
+        "{shots:#?}"
+    );
     assert_eq!(taken("select"), vec![true], "{shots:#?}");
     assert_eq!(taken("click"), vec![true], "{shots:#?}");
     // The read-back's goto is followed by no input: it keeps its screenshot.

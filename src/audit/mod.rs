@@ -20,6 +20,9 @@ pub enum Actor {
     Admin(String),
     /// Usher itself (workers, schedulers).
     System,
+    /// A person signing in to an app through Usher's single sign-on (as the OpenID
+    /// provider named them).
+    Person(String),
 }
 
 impl std::fmt::Display for Actor {
@@ -28,6 +31,7 @@ impl std::fmt::Display for Actor {
             Actor::Idp { integration_id } => write!(f, "idp:{integration_id}"),
             Actor::Admin(name) => write!(f, "admin:{name}"),
             Actor::System => f.write_str("system"),
+            Actor::Person(who) => write!(f, "person:{who}"),
         }
     }
 }
@@ -103,6 +107,16 @@ pub mod kinds {
     pub const INTEGRATION_UI_CHANGED: &str = "integration.ui_changed";
     /// The canary passes again.
     pub const INTEGRATION_UI_RESTORED: &str = "integration.ui_restored";
+    /// A person signed in to an app's SSO host through the OpenID provider.
+    pub const SSO_SIGN_IN: &str = "sso.sign_in";
+    /// A person was refused at an SSO host (not a user of the integration, deactivated…).
+    pub const SSO_REFUSED: &str = "sso.refused";
+    /// Usher signed a person in to the app with the credentials it holds for them.
+    pub const SSO_APP_LOGIN: &str = "sso.app_login";
+    /// A person signed out (the app's sign-out ends the SSO session too).
+    pub const SSO_SIGN_OUT: &str = "sso.sign_out";
+    /// Usher ended a person's SSO sessions (a leaver).
+    pub const SSO_FORCED_SIGN_OUT: &str = "sso.forced_sign_out";
 }
 
 /// JSON with object keys sorted at every level, so that the same value always hashes the same.

@@ -517,6 +517,43 @@ pub struct IntegrationConfig {
     /// Whether the service account must sign in with a TOTP code (docs/posture.md).
     #[serde(default)]
     pub mfa: MfaPolicy,
+    /// Single sign-on into the app through Usher (docs/sso.md).
+    #[serde(default)]
+    pub sso: Option<SsoSettings>,
+}
+
+/// `sso:` of an integration: people reach the app through Usher at `host`, signed in
+/// by the company's OpenID provider (`console.oidc`), and Usher signs them in to the
+/// app with the password it set for them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// The host name (and port, if not the default) people open; requests are routed
+    /// to the integration by their `Host` header.
+    #[serde(deserialize_with = "de_expanded")]
+    pub host: String,
+    /// The ID token claim that names the person: `email` (default) or
+    /// `preferred_username`, matched to the SCIM user's email or userName.
+    #[serde(default)]
+    pub claim: SsoClaim,
+    /// How long an SSO session lasts without a request (default 8h).
+    #[serde(default = "default_sso_idle", deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+fn default_sso_idle() -> Duration {
+    Duration::from_secs(8 * 3600)
+}
+
+/// Which claim of the ID token names the person for SSO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SsoClaim {
+    /// Matched (case-insensitively) to the SCIM user's emails.
+    #[default]
+    Email,
+    /// Matched (case-insensitively) to the SCIM user's userName.
+    PreferredUsername,
 }
 
 /// Whether an integration's service account must use MFA.
@@ -995,6 +1032,7 @@ impl Config {
             ));
         }
         let mut seen = std::collections::BTreeMap::new();
+        let mut sso_hosts = std::collections::BTreeMap::new();
         for (n, i) in self.integrations.iter().enumerate() {
             let at = self.positions.of(n);
             if let Some(first) = seen.insert(i.id.as_str(), at.id) {
@@ -1040,6 +1078,39 @@ impl Config {
                         file,
                         at.item,
                         format!("integration `{}`: {key}.every must be at least {why}", i.id),
+                    ));
+                }
+            }
+            if let Some(sso) = &i.sso {
+                let host = sso.host.trim().to_ascii_lowercase();
+                if host.is_empty() || host.contains('/') || host.contains(char::is_whitespace) {
+                    out.push(located(
+                        file,
+                        at.item,
+                        format!(
+                            "integration `{}`: sso.host must be a host name (and port), like acme.sso.example.com",
+                            i.id
+                        ),
+                    ));
+                }
+                if self.console.oidc.is_none() {
+                    out.push(located(
+                        file,
+                        at.item,
+                        format!(
+                            "integration `{}`: sso needs console.oidc, the OpenID provider people sign in with",
+                            i.id
+                        ),
+                    ));
+                }
+                if let Some(first) = sso_hosts.insert(host.clone(), i.id.as_str()) {
+                    out.push(located(
+                        file,
+                        at.item,
+                        format!(
+                            "integration `{}`: sso.host `{host}` is also integration `{first}`'s",
+                            i.id
+                        ),
                     ));
                 }
             }
@@ -1315,6 +1386,49 @@ integrations:
         // Unknown keys and values are errors, not silently ignored.
         let bad = format!("{base}    reconcile: {{ drift: fix }}\n");
         assert!(Config::parse("c.yaml", &bad).is_err());
+    }
+
+    #[test]
+    fn sso_needs_the_console_provider_and_a_host_of_its_own() {
+        let integ = |id: &str, host: &str| {
+            format!(
+                "  - id: {id}\n    name: A\n    app: A\n    playbook: p.yaml\n    base_url: https://admin.example\n    service_account: s\n    scim_token_sha256: '0000000000000000000000000000000000000000000000000000000000000000'\n    sso: {{ host: {host} }}\n"
+            )
+        };
+        let two = format!(
+            "integrations:\n{}{}",
+            integ("a", "Acme.SSO.example"),
+            integ("b", "acme.sso.example")
+        );
+        let e = Config::parse("c.yaml", &two).unwrap_err();
+        let lines: Vec<String> = e.into_list().iter().map(ToString::to_string).collect();
+        assert!(
+            lines
+                .iter()
+                .filter(|l| l.contains("sso needs console.oidc"))
+                .count()
+                == 2,
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.contains(
+                "integration `b`: sso.host `acme.sso.example` is also integration `a`'s"
+            )),
+            "{lines:?}"
+        );
+        let console = "console:\n  oidc: { issuer: https://idp.example, client_id: usher, role_map: { admins: admin } }\n";
+        let ok = format!(
+            "{console}integrations:\n{}",
+            integ("a", "acme.sso.example:8443")
+        );
+        let c = Config::parse("c.yaml", &ok).expect("loads");
+        let sso = c.integrations[0].sso.as_ref().expect("sso");
+        assert_eq!(sso.host, "acme.sso.example:8443");
+        assert_eq!(sso.claim, SsoClaim::Email);
+        assert_eq!(sso.idle_timeout, Duration::from_secs(8 * 3600));
+        let bad = format!("{console}integrations:\n{}", integ("a", "'https://acme/x'"));
+        let e = Config::parse("c.yaml", &bad).unwrap_err().to_string();
+        assert!(e.contains("sso.host must be a host name"), "{e}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod plan;
 mod posture;
 mod reconcile;
 mod rotate;
+mod sso;
 mod user;
 mod webhook;
 mod worker;
@@ -35,6 +36,7 @@ pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};
 pub use rotate::{
     RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
 };
+pub use sso::{SsoLogin, SsoLoginError, user_entry};
 pub use user::user_context;
 pub use webhook::{SIGNATURE_HEADER, envelope as webhook_envelope, sign, wants as webhook_wants};
 
@@ -471,6 +473,13 @@ impl Engine {
     }
 
     /// What `/readyz` asks of the engine.
+    /// Signs people in to apps for single sign-on (docs/sso.md).
+    pub fn sso_login(&self) -> SsoLogin {
+        SsoLogin {
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn probe(&self) -> EngineProbe {
         EngineProbe {
             shared: self.shared.clone(),

@@ -978,10 +978,21 @@ impl Shared {
         action: ActionName,
         user: UserContext,
     ) -> Result<ActionOutcome, DriverError> {
-        let result = self
-            .driver
-            .run(&integ.target, action, user, &self.run_options)
-            .await;
+        let result = match self.sso_password(integ, job, action, &user).await {
+            Ok(Some(password)) => {
+                self.driver
+                    .run_create_user(&integ.target, user, &password, &self.run_options)
+                    .await
+            }
+            Ok(None) => {
+                self.driver
+                    .run(&integ.target, action, user, &self.run_options)
+                    .await
+            }
+            Err(e) => Err(DriverError::Gate(format!(
+                "the person's single sign-on password could not be kept in the vault: {e}"
+            ))),
+        };
         let (steps, error) = match &result {
             Ok(out) => (out.steps.as_slice(), None),
             Err(e) => (
@@ -1004,6 +1015,31 @@ impl Shared {
             tracing::warn!(job = job.id, error = %e, "keeping the job's trace failed");
         }
         result
+    }
+
+    /// With single sign-on (`sso:`), the password create_user sets for the person:
+    /// kept in the vault first (docs/sso.md).
+    async fn sso_password(
+        &self,
+        integ: &RunningIntegration,
+        job: &crate::store::JobRow,
+        action: ActionName,
+        user: &UserContext,
+    ) -> Result<Option<secrecy::SecretString>, crate::vault::VaultError> {
+        if action != ActionName::CreateUser || integ.config.sso.is_none() {
+            return Ok(None);
+        }
+        let Secrets::Vault(vault) = &self.secrets else {
+            return Ok(None);
+        };
+        let login = user
+            .user_name
+            .clone()
+            .or_else(|| user.email.clone())
+            .unwrap_or_default();
+        super::sso::user_password(vault, &job.integration_id, &job.resource_id, &login)
+            .await
+            .map(Some)
     }
 
     async fn record(

@@ -52,6 +52,9 @@ pub enum DriverError {
     Playbook(#[from] RenderError),
     #[error("driver is shut down")]
     ShutDown,
+    /// The playbook has no `user_login` section (single sign-on needs one).
+    #[error("the playbook has no `user_login` section")]
+    NoUserLogin,
 }
 
 impl DriverError {
@@ -329,6 +332,27 @@ impl Driver {
         self.run_with(integ, action, &user, None, opts, true).await
     }
 
+    /// Runs the playbook's `create_user` action with `password` as the template
+    /// variable `generated_password` (single sign-on: the password Usher keeps for the
+    /// person), instead of a fresh one.
+    pub async fn run_create_user(
+        &self,
+        integ: &AppTarget,
+        user: UserContext,
+        password: &SecretString,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        self.run_with(
+            integ,
+            ActionName::CreateUser,
+            &user,
+            Some(password),
+            opts,
+            false,
+        )
+        .await
+    }
+
     /// Runs the playbook's `rotate_password` action with `new_password` as the
     /// template variable `new_password` (redacted like every secret). Only changes the
     /// app: `engine::rotate_password` is what keeps the vault in step.
@@ -369,6 +393,49 @@ impl Driver {
         // Apps often end the account's other sessions when its sign-in changes.
         self.pools.distrust(&integ.key, Instant::now());
         result
+    }
+
+    /// Signs one person in to the app with their own credentials (the playbook's
+    /// `user_login`, with `user` and `secret` theirs) in a browser context of its own,
+    /// never one of the service account's sessions, and returns the app's cookies.
+    pub async fn user_login(
+        &self,
+        integ: &AppTarget,
+        user: &UserContext,
+        secret: &Secret,
+        opts: &RunOptions,
+    ) -> Result<(SessionState, Vec<StepRecord>), DriverError> {
+        let pb = integ.playbook.as_ref();
+        let Some(ul) = pb.user_login.as_ref() else {
+            return Err(DriverError::NoUserLogin);
+        };
+        let _slot = self
+            .slots
+            .acquire()
+            .await
+            .map_err(|_| DriverError::ShutDown)?;
+        let warm = self.new_context().await?;
+        let mut ctx = base_context(integ, user);
+        ctx.secret = secret.template_values();
+        let result = run::run_phase(
+            pb,
+            &integ.env,
+            warm.ctx.page(),
+            Phase::UserLogin,
+            &ul.steps,
+            &mut ctx,
+            opts,
+        )
+        .await;
+        let out = match result {
+            Ok(steps) => match warm.ctx.cookies().await {
+                Ok(jar) => Ok((jar, steps)),
+                Err(e) => Err(e.into()),
+            },
+            Err(e) => Err(DriverError::Run(Box::new(e))),
+        };
+        close_contexts(vec![warm]).await;
+        out
     }
 
     /// Forgets the integration's sessions and logs in afresh in a new one (current
@@ -677,7 +744,13 @@ impl Driver {
         } = *attempt;
         let pb = integ.playbook.as_ref();
         let mut ctx = base_context(integ, user);
-        ctx.new_password = new_password.cloned();
+        // The credential the action sets: the person's password in create_user, the
+        // service account's new one in rotate_password.
+        if action == ActionName::CreateUser {
+            ctx.generated_password = new_password.cloned();
+        } else {
+            ctx.new_password = new_password.cloned();
+        }
 
         // A session that proved itself a moment ago is used without a check. Rotation
         // always checks first: it must not run on a session that may have ended.

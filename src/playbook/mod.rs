@@ -37,7 +37,7 @@ pub use locator_check::{ARIA_ROLES, validate_locator};
 pub use model::{
     AccountsPolicy, Action, ActionName, Condition, DEFAULT_TIMEOUT, Defaults, Expectation,
     ExtractFrom, Extraction, LocatorTpl, Pattern, Playbook, RoleMapping, STEP_NAMES,
-    ScreenshotPolicy, Step, StepKind, Template, TotpSource, WaitState,
+    ScreenshotPolicy, Step, StepKind, Template, TotpSource, UserLogin, WaitState,
 };
 pub use redact::{REDACTED, Redactor};
 pub use run::{

@@ -34,8 +34,26 @@ pub struct Playbook {
     /// How the app shows an account's roles in `list_users` (`accounts`), for
     /// reconciliation's drift check.
     pub accounts: AccountsPolicy,
+    /// How a person is signed in to the app with their own credentials, for single
+    /// sign-on through Usher (`user_login`).
+    pub user_login: Option<UserLogin>,
     /// The file name given to the loader, used in every position.
     pub source_file: String,
+}
+
+/// `user_login`: signs one person in (templates see the person as `user` and their
+/// own credentials as `secret.username`/`secret.password`).
+#[derive(Debug, Clone)]
+pub struct UserLogin {
+    pub steps: Vec<Step>,
+    /// An app response that redirects to a URL matching this means the person's app
+    /// session has ended: Usher signs them in again.
+    pub signed_out: Pattern,
+    /// A request whose path matches this is the app's sign-out: it ends the person's
+    /// Usher SSO session for the app too.
+    pub logout: Option<Pattern>,
+    pub line: usize,
+    pub col: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -545,6 +563,9 @@ impl Playbook {
         let mut out = Vec::new();
         walk(&self.login, &mut out);
         walk(&self.session_check, &mut out);
+        if let Some(u) = &self.user_login {
+            walk(&u.steps, &mut out);
+        }
         for steps in self.subroutines.values() {
             walk(steps, &mut out);
         }

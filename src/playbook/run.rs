@@ -108,6 +108,8 @@ pub enum Phase {
     Verify,
     /// An action's read-only `probe` (the UI-change canary).
     Probe,
+    /// A person's own sign-in to the app (`user_login`, single sign-on).
+    UserLogin,
 }
 
 impl Phase {

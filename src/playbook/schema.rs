@@ -43,6 +43,23 @@ struct PlaybookDoc {
     /// exactly when true.
     case_sensitive_names: Option<bool>,
     accounts: Option<AccountsDoc>,
+    user_login: Option<UserLoginDoc>,
+}
+
+/// Single sign-on through Usher (docs/sso.md): how one person is signed in to the app
+/// with the credentials Usher holds for them (`secret.username`, `secret.password`;
+/// the person is `user`).
+#[derive(JsonSchema)]
+#[serde(deny_unknown_fields)]
+struct UserLoginDoc {
+    #[schemars(length(min = 1))]
+    steps: Vec<StepDoc>,
+    /// A regular expression: an app response that redirects to a matching URL means
+    /// the person's app session ended (Usher signs them in again).
+    signed_out: String,
+    /// A regular expression: a request to a matching path is the app's sign-out, and
+    /// ends the person's SSO session for the app too.
+    logout: Option<String>,
 }
 
 /// How the app holds and shows an account's roles in `list_users`, for

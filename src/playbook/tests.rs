@@ -1066,3 +1066,25 @@ fn probes_load_and_may_only_look() {
         "`press` is not allowed",
     );
 }
+
+#[test]
+fn user_login_needs_steps_and_signed_out_and_takes_a_logout_pattern() {
+    let base = with_steps("      - goto: x\n");
+    let pb = loads(&format!(
+        "{base}user_login:\n  signed_out: \"/login\"\n  logout: \"^/logout$\"\n  steps:\n    - goto: \"{{{{ base_url }}}}/login\"\n    - fill: {{ into: \"#p\", value: \"{{{{ secret.password }}}}\" }}\n"
+    ));
+    let ul = pb.user_login.expect("user_login");
+    assert_eq!(ul.steps.len(), 2);
+    assert!(ul.signed_out.regex.is_match("http://app/login?next=%2F"));
+    assert!(ul.logout.expect("logout").regex.is_match("/logout"));
+    assert_error(
+        &format!("{base}user_login:\n  steps: [ {{ goto: x }} ]\n"),
+        "12:3",
+        "`signed_out`",
+    );
+    assert_error(
+        &format!("{base}user_login:\n  signed_out: \"(\"\n  steps: [ {{ goto: x }} ]\n"),
+        "12:15",
+        "`user_login.signed_out`",
+    );
+}

@@ -9,7 +9,7 @@ use super::locator_check::{starts_with_row, validate_locator};
 use super::model::{
     AccountsPolicy, Action, ActionName, Condition, Defaults, Expectation, ExtractFrom, Extraction,
     LocatorTpl, MAX_SESSIONS, Pattern, Playbook, STEP_NAMES, ScreenshotPolicy, SessionPolicy, Step,
-    StepKind, Template, TotpSource, WaitState,
+    StepKind, Template, TotpSource, UserLogin, WaitState,
 };
 use super::node::{self, Node, Value};
 use super::suggest::hint;
@@ -27,12 +27,14 @@ const TOP_KEYS: &[&str] = &[
     "roles",
     "case_sensitive_names",
     "accounts",
+    "user_login",
 ];
 const DEFAULTS_KEYS: &[&str] = &["timeout", "screenshots"];
 const SESSIONS_KEYS: &[&str] = &["max", "trust"];
 const ACCOUNTS_KEYS: &[&str] = &["roles", "no_role"];
 const ACTION_KEYS: &[&str] = &["precondition", "steps", "verify", "probe"];
 const LOGIN_KEYS: &[&str] = &["steps", "refused"];
+const USER_LOGIN_KEYS: &[&str] = &["steps", "signed_out", "logout"];
 const COMMON_KEYS: &[&str] = &["name", "screenshot", "timeout"];
 const CONDITION_KEYS: &[&str] = &["exists", "not_exists", "visible", "hidden", "value"];
 const IF_KEYS: &[&str] = &["then", "else", "name", "screenshot", "timeout"];
@@ -622,6 +624,10 @@ impl Loader {
             Some(n) => self.accounts(n),
             None => AccountsPolicy::default(),
         };
+        let user_login = match f.get("user_login") {
+            Some(n) => Some(self.user_login(n)?),
+            None => None,
+        };
         let (login, login_refused) = login?;
         Some(Playbook {
             app: app?,
@@ -636,7 +642,36 @@ impl Loader {
             roles,
             case_sensitive_names: case_sensitive_names?,
             accounts,
+            user_login,
             source_file: self.file.clone(),
+        })
+    }
+
+    /// `user_login: { steps, signed_out, logout? }`.
+    fn user_login(&mut self, n: &Node) -> Option<UserLogin> {
+        let f = self.fields(n, "`user_login`", USER_LOGIN_KEYS)?;
+        let scope = Scope {
+            emit_ok: false,
+            in_row: false,
+            sub: None,
+            capture_ok: false,
+        };
+        let steps = self
+            .required(&f, "steps", "`user_login`")
+            .map(|s| self.steps(s, "`user_login.steps`", scope));
+        let signed_out = self
+            .required(&f, "signed_out", "`user_login`")
+            .and_then(|p| self.pattern(p, "`user_login.signed_out`"));
+        let logout = match f.get("logout") {
+            Some(p) => Some(self.pattern(p, "`user_login.logout`")?),
+            None => None,
+        };
+        Some(UserLogin {
+            steps: steps?,
+            signed_out: signed_out?,
+            logout,
+            line: n.line,
+            col: n.col,
         })
     }
 

@@ -75,7 +75,7 @@ pub struct AuditFilter<'a> {
 }
 
 impl Store {
-    fn ago(&self, d: Duration) -> String {
+    pub(super) fn ago(&self, d: Duration) -> String {
         let now = self.clock.now();
         let then = chrono::Duration::from_std(d)
             .ok()

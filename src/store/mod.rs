@@ -1041,6 +1041,7 @@ mod jobs;
 mod ops;
 mod processes;
 mod reconcile;
+mod sso;
 mod totp;
 mod traces;
 mod vault;
@@ -1052,5 +1053,6 @@ pub use jobs::{
 };
 pub use ops::QueueStats;
 pub use reconcile::{DISCOVERED_PREFIX, DiscoveredAccount, HealthRow, ReconcileWrite, ScheduleRow};
+pub use sso::SsoSessionRow;
 pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};

@@ -7,6 +7,7 @@
 //! a rotation (which the engine drives: `engine::rotate_password`). A YAML secrets
 //! file still feeds `usher playbook run --secrets @file`.
 
+mod blob;
 mod entries;
 mod keys;
 mod password;

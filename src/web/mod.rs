@@ -7,7 +7,7 @@
 
 mod api;
 mod claim;
-mod oidc;
+pub(crate) mod oidc;
 mod pages;
 pub mod queries;
 mod session;
@@ -22,6 +22,7 @@ use crate::config::{Config, ConsoleSettings};
 use crate::store::{Store, StoreError};
 
 pub use api::ApiDoc;
+pub(crate) use session::random_token;
 pub use session::{LOCAL_ACCOUNT, Signed, hash_password};
 
 #[derive(Debug, thiserror::Error)]

@@ -102,6 +102,74 @@ impl Oidc {
         }
     }
 
+    /// The same provider and client, with another redirect URL (an SSO host's).
+    pub fn with_redirect(settings: OidcSettings, redirect: String) -> Oidc {
+        let mut o = Oidc::new(settings, "");
+        o.redirect = redirect;
+        o
+    }
+
+    /// Where to send the browser: (URL, state, PKCE verifier, nonce).
+    pub async fn authorize(&self) -> Result<(String, String, String, String), WebError> {
+        let client = self.client().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = client
+            .authorize_url(
+                AuthenticationFlow::<CoreResponseType>::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .set_pkce_challenge(challenge);
+        for scope in &self.settings.scopes {
+            if scope != "openid" {
+                request = request.add_scope(Scope::new(scope.clone()));
+            }
+        }
+        let (url, csrf, nonce) = request.url();
+        Ok((
+            url.to_string(),
+            csrf.secret().clone(),
+            verifier.secret().clone(),
+            nonce.secret().clone(),
+        ))
+    }
+
+    /// Exchanges the code and checks the ID token: its claims (`sub`, `email`,
+    /// `preferred_username`, `name`) as a JSON object. `Err`: why, in words.
+    pub async fn finish(
+        &self,
+        code: String,
+        verifier: String,
+        nonce: String,
+    ) -> Result<serde_json::Map<String, Value>, String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let tokens = client
+            .exchange_code(AuthorizationCode::new(code))
+            .map_err(|e| format!("token endpoint: {e}"))?
+            .set_pkce_verifier(PkceCodeVerifier::new(verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| format!("the code exchange failed: {}", with_causes(&e)))?;
+        let id_token = tokens
+            .id_token()
+            .ok_or_else(|| "the provider sent no ID token".to_owned())?;
+        let claims = id_token
+            .claims(&client.id_token_verifier(), &Nonce::new(nonce))
+            .map_err(|e| format!("the ID token is not valid: {e}"))?;
+        let mut out = serde_json::Map::new();
+        out.insert("sub".into(), json!(claims.subject().as_str()));
+        if let Some(e) = claims.email() {
+            out.insert("email".into(), json!(e.as_str()));
+        }
+        if let Some(u) = claims.preferred_username() {
+            out.insert("preferred_username".into(), json!(u.as_str()));
+        }
+        if let Some(n) = claims.name().and_then(|n| n.get(None)) {
+            out.insert("name".into(), json!(n.as_str()));
+        }
+        Ok(out)
+    }
+
     async fn metadata(&self) -> Result<Arc<CoreProviderMetadata>, WebError> {
         let mut cached = self.discovered.lock().await;
         if let Some((at, m)) = cached.as_ref()

@@ -1,6 +1,6 @@
 // A real OpenID provider for the console tests: `oidc-provider` (OpenID Certified) on
 // a loopback port, with one confidential test client and users carrying `groups`.
-// Usage: node provider.mjs PORT REDIRECT_URI CLIENT_SECRET
+// Usage: node provider.mjs PORT REDIRECT_URI[,REDIRECT_URI…] CLIENT_SECRET
 // Prints `ready <issuer>` once it listens. Any password is accepted (the provider's
 // development login page); the login names the account.
 import http from 'node:http';
@@ -20,7 +20,7 @@ const provider = new Provider(issuer, {
   clients: [{
     client_id: 'usher-console',
     client_secret: clientSecret,
-    redirect_uris: [redirectUri],
+    redirect_uris: redirectUri.split(','),
     grant_types: ['authorization_code'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
