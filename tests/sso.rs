@@ -341,6 +341,52 @@ async fn sso_end_to_end(db: Db) {
         "Alice Liddell"
     );
 
+    // Rotation: the person's password changes in the app and in the vault, and SSO
+    // keeps working with the new one.
+    let engine = s.running.as_ref().unwrap().engine.as_ref().unwrap();
+    let rotation = engine
+        .sso_login()
+        .rotate_password("acme", &alice)
+        .await
+        .unwrap();
+    assert!(rotation.recovered_from.is_none());
+    let rotated = s.vault.get(&entry).await.unwrap();
+    let rotated_pw = rotated.password.expose_secret().to_owned();
+    assert_ne!(rotated_pw, password);
+    assert!(rotated.pending_password.is_none());
+    assert_eq!(
+        s.app.user_password("alice@example.test").as_deref(),
+        Some(rotated_pw.as_str())
+    );
+    assert!(s.app.end_user_sessions("alice@example.test") >= 1);
+    page.goto(&format!("{}/me", s.sso), T).await.unwrap();
+    page.expect_url("/me$", T).await.unwrap();
+    assert_eq!(
+        page.text(&loc("#me-name"), T).await.unwrap(),
+        "Alice Liddell"
+    );
+
+    // A crash between the app's change and the vault record: the vault has the new
+    // password as pending only; the next sign-in finds it is the app's and records it.
+    let crashed = usher::engine::generate_password();
+    s.vault.begin_rotation(&entry, &crashed).await.unwrap();
+    assert!(
+        s.app
+            .set_user_password("alice@example.test", crashed.expose_secret())
+    );
+    assert!(s.app.end_user_sessions("alice@example.test") >= 1);
+    // The old password is tried first and refused (the sign-in step waits for it).
+    let slow = Duration::from_secs(60);
+    page.goto(&format!("{}/me", s.sso), slow).await.unwrap();
+    page.expect_url("/me$", T).await.unwrap();
+    assert_eq!(
+        page.text(&loc("#me-name"), T).await.unwrap(),
+        "Alice Liddell"
+    );
+    let settled = s.vault.get(&entry).await.unwrap();
+    assert_eq!(settled.password.expose_secret(), crashed.expose_secret());
+    assert!(settled.pending_password.is_none());
+
     let before_eve = s.app.member_logins();
 
     // Someone who is not a user of the integration is refused, with the reason.
@@ -361,6 +407,25 @@ async fn sso_end_to_end(db: Db) {
         before_eve,
         "Eve never reached the app"
     );
+
+    // An account created before single sign-on (Usher holds no password for it):
+    // the first sign-in has the admin set one in the app, then signs in with it.
+    let olivia = s.joiner("olivia@example.test", "Olivia", "Owner").await;
+    let olivia_entry = usher::engine::user_entry("acme", &olivia);
+    assert!(s.vault.remove(&olivia_entry).await.unwrap());
+    let before = s.app.user_password("olivia@example.test");
+    let olivia_ctx = browser.new_context().await.unwrap();
+    let o = olivia_ctx.page();
+    o.goto(&format!("{}/me", s.sso), T).await.unwrap();
+    provider_sign_in(o, "olivia").await;
+    o.expect_url("/me$", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(o.text(&loc("#me-name"), T).await.unwrap(), "Olivia Owner");
+    let given = s.vault.get(&olivia_entry).await.unwrap();
+    assert_eq!(
+        s.app.user_password("olivia@example.test").as_deref(),
+        Some(given.password.expose_secret())
+    );
+    assert_ne!(before.as_deref(), Some(given.password.expose_secret()));
 
     // A leaver: after the SCIM deactivation, her very next request is refused.
     let r = s
@@ -384,27 +449,31 @@ async fn sso_end_to_end(db: Db) {
     // The audit trail tells it, with the person as actor, and never the password.
     let events = s.store().audit_events(Some("acme"), 500).await.unwrap();
     let of = |kind: &str| events.iter().filter(|e| e.event_type == kind).count();
-    assert_eq!(of("sso.sign_in"), 2);
+    assert_eq!(of("sso.sign_in"), 3);
     assert_eq!(of("sso.sign_out"), 1);
     assert_eq!(
         of("sso.app_login") as u64,
         s.app.member_logins(),
         "each app sign-in audited"
     );
-    assert_eq!(of("sso.app_login"), 3);
+    assert_eq!(of("sso.app_login"), 6);
+    assert_eq!(of("sso.password_rotated"), 2);
     assert_eq!(of("sso.refused"), 1, "Eve");
     assert_eq!(of("sso.forced_sign_out"), 1, "Alice, the leaver");
     assert!(
         events
             .iter()
-            .filter(|e| e.event_type.starts_with("sso."))
+            .filter(|e| e.event_type.starts_with("sso.") && e.event_type != "sso.password_rotated")
             .all(|e| e.actor.starts_with("person:"))
     );
     let all = serde_json::to_string(&events.iter().map(|e| &e.detail).collect::<Vec<_>>()).unwrap();
-    assert!(!all.contains(&password));
+    for pw in [&password, &rotated_pw, &crashed.expose_secret().to_owned()] {
+        assert!(!all.contains(pw.as_str()));
+    }
 
     drop(ctx);
     drop(eve_ctx);
+    drop(olivia_ctx);
     browser.close().await.unwrap();
     s.stop().await;
 }

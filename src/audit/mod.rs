@@ -115,6 +115,8 @@ pub mod kinds {
     pub const SSO_APP_LOGIN: &str = "sso.app_login";
     /// A person signed out (the app's sign-out ends the SSO session too).
     pub const SSO_SIGN_OUT: &str = "sso.sign_out";
+    /// A person's own app password (single sign-on) was rotated, or a rotation failed.
+    pub const SSO_PASSWORD_ROTATED: &str = "sso.password_rotated";
     /// Usher ended a person's SSO sessions (a leaver).
     pub const SSO_FORCED_SIGN_OUT: &str = "sso.forced_sign_out";
 }

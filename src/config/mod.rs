@@ -539,6 +539,10 @@ pub struct SsoSettings {
     /// How long an SSO session lasts without a request (default 8h).
     #[serde(default = "default_sso_idle", deserialize_with = "de_duration")]
     pub idle_timeout: Duration,
+    /// Each person's own app password is rotated once it is this old (at least 1h;
+    /// the playbook needs `set_user_password`); none: never.
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub rotate_every: Option<Duration>,
 }
 
 fn default_sso_idle() -> Duration {
@@ -1064,10 +1068,16 @@ impl Config {
             }
             // Schedules: each run signs in and reads the app; rotations change it.
             for (key, every, least, why) in [
-                ("rotate_password", i.rotate_password.every, 3600, "1h"),
-                ("canary", i.canary.every, 60, "1m"),
+                ("rotate_password.every", i.rotate_password.every, 3600, "1h"),
                 (
-                    "reconcile",
+                    "sso.rotate_every",
+                    i.sso.as_ref().and_then(|s| s.rotate_every),
+                    3600,
+                    "1h",
+                ),
+                ("canary.every", i.canary.every, 60, "1m"),
+                (
+                    "reconcile.every",
                     i.reconcile.every,
                     60,
                     "1m (each run lists every account of the app)",
@@ -1077,7 +1087,7 @@ impl Config {
                     out.push(located(
                         file,
                         at.item,
-                        format!("integration `{}`: {key}.every must be at least {why}", i.id),
+                        format!("integration `{}`: {key} must be at least {why}", i.id),
                     ));
                 }
             }
@@ -1426,6 +1436,15 @@ integrations:
         assert_eq!(sso.host, "acme.sso.example:8443");
         assert_eq!(sso.claim, SsoClaim::Email);
         assert_eq!(sso.idle_timeout, Duration::from_secs(8 * 3600));
+        let fast = ok.replace(
+            "acme.sso.example:8443 }",
+            "acme.sso.example:8443, rotate_every: 10m }",
+        );
+        let e = Config::parse("c.yaml", &fast).unwrap_err().to_string();
+        assert!(
+            e.contains("integration `a`: sso.rotate_every must be at least 1h"),
+            "{e}"
+        );
         let bad = format!("{console}integrations:\n{}", integ("a", "'https://acme/x'"));
         let e = Config::parse("c.yaml", &bad).unwrap_err().to_string();
         assert!(e.contains("sso.host must be a host name"), "{e}");

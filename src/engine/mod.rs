@@ -36,7 +36,7 @@ pub use reconcile::{AppAccount, Finding, ReconcileError, ReconcileReport};
 pub use rotate::{
     RotateError, Rotation, generate_password, reconcile, recover_login, rotate_password,
 };
-pub use sso::{SsoLogin, SsoLoginError, user_entry};
+pub use sso::{SsoLogin, SsoLoginError, UserRotation, user_entry};
 pub use user::user_context;
 pub use webhook::{SIGNATURE_HEADER, envelope as webhook_envelope, sign, wants as webhook_wants};
 

@@ -195,7 +195,7 @@ pub fn after(
         DeactivateUser => s.active = false,
         ReactivateUser => s.active = true,
         DeleteUser => return None,
-        ListUsers | RotatePassword | EnableMfa => {}
+        ListUsers | RotatePassword | EnableMfa | SetUserPassword => {}
     }
     Some(s)
 }

@@ -739,6 +739,9 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
         if let Some(every) = i.config.rotate_password.every {
             scheduled.push((i.config.id.clone(), SCHEDULE_ROTATE, every));
         }
+        if let Some(every) = i.config.sso.as_ref().and_then(|s| s.rotate_every) {
+            scheduled.push((i.config.id.clone(), SCHEDULE_SSO_ROTATE, every));
+        }
     }
     if scheduled.is_empty() {
         return;
@@ -781,7 +784,7 @@ pub(crate) async fn schedule_loop(shared: Arc<Shared>) {
 
 /// One scheduled run: its result as the schedule keeps it, and when it is due again.
 async fn run_scheduled(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     id: &str,
     kind: &str,
     every: Duration,
@@ -799,6 +802,12 @@ async fn run_scheduled(
     }
     if kind == SCHEDULE_ROTATE {
         return rotate_scheduled(shared, id, every).await;
+    }
+    if kind == SCHEDULE_SSO_ROTATE {
+        let login = super::SsoLogin {
+            shared: shared.clone(),
+        };
+        return login.rotate_due(id, every).await;
     }
     let result = match shared.reconcile_configured(id, false, Actor::System).await {
         Ok(r) => json!({
@@ -891,6 +900,8 @@ fn rotation_wait(
 pub const SCHEDULE_RECONCILE: &str = "reconcile";
 /// The schedule kind of canary runs.
 pub const SCHEDULE_CANARY: &str = "canary";
+/// The schedule kind of the rotations of people's own app passwords (single sign-on).
+pub const SCHEDULE_SSO_ROTATE: &str = "rotate_user_passwords";
 /// The schedule kind of password rotations.
 pub const SCHEDULE_ROTATE: &str = "rotate_password";
 /// How long a node holds a schedule it runs before another may take it (a run that

@@ -353,6 +353,26 @@ impl Driver {
         .await
     }
 
+    /// Runs the playbook's `set_user_password` action for `user` with `password` as
+    /// the template variable `new_password` (single sign-on: the person's own password).
+    pub async fn run_set_user_password(
+        &self,
+        integ: &AppTarget,
+        user: UserContext,
+        password: &SecretString,
+        opts: &RunOptions,
+    ) -> Result<ActionOutcome, DriverError> {
+        self.run_with(
+            integ,
+            ActionName::SetUserPassword,
+            &user,
+            Some(password),
+            opts,
+            false,
+        )
+        .await
+    }
+
     /// Runs the playbook's `rotate_password` action with `new_password` as the
     /// template variable `new_password` (redacted like every secret). Only changes the
     /// app: `engine::rotate_password` is what keeps the vault in step.

@@ -149,10 +149,11 @@ pub enum ActionName {
     ListUsers,
     RotatePassword,
     EnableMfa,
+    SetUserPassword,
 }
 
 impl ActionName {
-    pub const ALL: [ActionName; 9] = [
+    pub const ALL: [ActionName; 10] = [
         Self::CreateUser,
         Self::UpdateUser,
         Self::DeactivateUser,
@@ -162,6 +163,7 @@ impl ActionName {
         Self::ListUsers,
         Self::RotatePassword,
         Self::EnableMfa,
+        Self::SetUserPassword,
     ];
     pub const NAMES: &'static [&'static str] = &[
         "create_user",
@@ -173,6 +175,7 @@ impl ActionName {
         "list_users",
         "rotate_password",
         "enable_mfa",
+        "set_user_password",
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -186,6 +189,7 @@ impl ActionName {
             Self::ListUsers => "list_users",
             Self::RotatePassword => "rotate_password",
             Self::EnableMfa => "enable_mfa",
+            Self::SetUserPassword => "set_user_password",
         }
     }
 

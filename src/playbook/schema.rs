@@ -159,6 +159,10 @@ struct ActionsDoc {
     /// the app shows, then confirm it with `{{ totp(new_totp) }}`. No screenshots are
     /// taken (the page shows the secret).
     enable_mfa: Option<ActionDoc>,
+    /// Single sign-on (docs/sso.md): an admin sets a person's own password in the app
+    /// (`user` is the person, `new_password` the password). Rotates it, and gives one
+    /// to an account created before single sign-on was enabled.
+    set_user_password: Option<ActionDoc>,
 }
 
 #[derive(JsonSchema)]

@@ -388,7 +388,7 @@ fn unknown_action_lists_known_ones() {
     assert_error(
         &src,
         "11:3",
-        "unknown action `delete_usr` (did you mean `delete_user`?); known: create_user, update_user, deactivate_user, reactivate_user, delete_user, set_roles, list_users, rotate_password, enable_mfa",
+        "unknown action `delete_usr` (did you mean `delete_user`?); known: create_user, update_user, deactivate_user, reactivate_user, delete_user, set_roles, list_users, rotate_password, enable_mfa, set_user_password",
     );
 }
 
