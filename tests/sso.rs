@@ -79,8 +79,18 @@ impl Drop for Provider {
     }
 }
 
+/// The app behind the SSO host: its integration id, playbook, base URL and service
+/// account.
+struct Target {
+    id: &'static str,
+    playbook: &'static str,
+    base_url: String,
+    service_account: Secret,
+}
+
 struct Sso {
-    app: RunningApp,
+    id: &'static str,
+    app: Option<RunningApp>,
     running: Option<usher::server::Running>,
     vault: Vault,
     _db: TestDb,
@@ -98,19 +108,34 @@ impl Sso {
         let app = RunningApp::start(AppKind::Classic, opts.clone())
             .await
             .unwrap();
-        let db = TestDb::new(db).await;
-        let store = open_store(&db.url).await;
-        let vault = Vault::new(store, Keyring::new(VaultKey::generate()));
         let secret = Secret::new(
             opts.admin_username.clone(),
             opts.admin_password.clone(),
             Some(&opts.totp_seed),
         )
         .unwrap();
-        vault.set("acme-admin", &secret).await.unwrap();
+        let target = Target {
+            id: "acme",
+            playbook: "playbooks/classic.yaml",
+            base_url: app.base_url().to_owned(),
+            service_account: secret,
+        };
+        let mut s = Sso::start_for(db, target).await;
+        s.app = Some(app);
+        s
+    }
+
+    async fn start_for(db: Db, target: Target) -> Sso {
+        let db = TestDb::new(db).await;
+        let store = open_store(&db.url).await;
+        let vault = Vault::new(store, Keyring::new(VaultKey::generate()));
+        vault
+            .set("svc-admin", &target.service_account)
+            .await
+            .unwrap();
 
         let (port, provider_port) = (free_port(), free_port());
-        let sso = format!("http://acme.localhost:{port}");
+        let sso = format!("http://{}.localhost:{port}", target.id);
         let provider = Provider::start(provider_port, &[format!("{sso}/.usher/sso/callback")]);
         // Every test sets the same value: the process environment is shared.
         unsafe { std::env::set_var(OIDC_SECRET_ENV, OIDC_SECRET) };
@@ -119,10 +144,12 @@ impl Sso {
         let text = format!(
             "listen: 127.0.0.1:{port}\ndatabase: {db}\nengine:\n  workers: 2\n  lease: 10s\n  max_attempts: 2\n  backoff_base: 200ms\n  backoff_max: 1s\n  poll: 200ms\n  evidence_dir: {ev}\n\
 console:\n  oidc:\n    issuer: http://127.0.0.1:{provider_port}\n    client_id: usher-console\n    client_secret_env: {OIDC_SECRET_ENV}\n    scopes: [openid, email, profile]\n    roles_claim: groups\n    role_map:\n      usher-admins: admin\n\
-integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: playbooks/classic.yaml\n    base_url: {base}\n    service_account: acme-admin\n    scim_token_sha256: {hash}\n    sso:\n      host: acme.localhost:{port}\n",
+integrations:\n  - id: {id}\n    name: Acme\n    app: Acme Admin\n    playbook: {playbook}\n    base_url: {base}\n    service_account: svc-admin\n    scim_token_sha256: {hash}\n    sso:\n      host: {id}.localhost:{port}\n",
             db = db.url,
             ev = evidence.path().display(),
-            base = app.base_url(),
+            id = target.id,
+            playbook = target.playbook,
+            base = target.base_url,
             hash = hex::encode(usher::config::hash_token(&token)),
         );
         let config = usher::config::Config::parse("sso-test.yaml", &text).unwrap();
@@ -138,8 +165,9 @@ integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: 
         .await
         .unwrap();
         Sso {
+            id: target.id,
             base: format!("http://{}", running.addr),
-            app,
+            app: None,
             running: Some(running),
             vault,
             _db: db,
@@ -148,6 +176,10 @@ integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: 
             token,
             sso,
         }
+    }
+
+    fn app(&self) -> &RunningApp {
+        self.app.as_ref().unwrap()
     }
 
     fn store(&self) -> &Store {
@@ -161,7 +193,7 @@ integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: 
         body: serde_json::Value,
     ) -> reqwest::Response {
         reqwest::Client::new()
-            .request(method, format!("{}/scim/v2/acme{path}", self.base))
+            .request(method, format!("{}/scim/v2/{}{path}", self.base, self.id))
             .bearer_auth(&self.token)
             .header("content-type", "application/scim+json")
             .body(body.to_string())
@@ -201,7 +233,7 @@ integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: 
             if !jobs.is_empty() && jobs.iter().all(|j| j.is_terminal()) {
                 let u = self
                     .store()
-                    .get_resource("acme", usher::store::ResourceType::User, &id)
+                    .get_resource(self.id, usher::store::ResourceType::User, &id)
                     .await
                     .unwrap()
                     .unwrap();
@@ -217,7 +249,9 @@ integrations:\n  - id: acme\n    name: Acme\n    app: Acme Admin\n    playbook: 
         if let Some(r) = self.running.take() {
             r.shutdown().await.unwrap();
         }
-        self.app.shutdown().await;
+        if let Some(app) = self.app.take() {
+            app.shutdown().await;
+        }
     }
 }
 
@@ -251,7 +285,7 @@ async fn sso_end_to_end(db: Db) {
     let password = kept.password.expose_secret().to_owned();
     assert!(password.chars().count() >= 24);
     assert_eq!(
-        s.app.user_password("alice@example.test").as_deref(),
+        s.app().user_password("alice@example.test").as_deref(),
         Some(password.as_str())
     );
 
@@ -269,7 +303,7 @@ async fn sso_end_to_end(db: Db) {
         page.text(&loc("#me-name"), T).await.unwrap(),
         "Alice Liddell"
     );
-    assert_eq!(s.app.member_logins(), 1);
+    assert_eq!(s.app().member_logins(), 1);
 
     // She uses it: a form goes through to the app.
     page.fill(&loc("#note"), "lunch at noon", T).await.unwrap();
@@ -278,7 +312,7 @@ async fn sso_end_to_end(db: Db) {
         .unwrap();
     page.expect_text(None, "Note saved", T).await.unwrap();
     assert_eq!(
-        s.app.user_notes("alice@example.test"),
+        s.app().user_notes("alice@example.test"),
         vec!["lunch at noon".to_string()]
     );
 
@@ -297,15 +331,15 @@ async fn sso_end_to_end(db: Db) {
     assert!(!html_of(page).await.contains(&password));
 
     // The app ends her session: the next request signs her in again, unseen.
-    assert!(s.app.end_user_sessions("alice@example.test") >= 1);
+    assert!(s.app().end_user_sessions("alice@example.test") >= 1);
     page.goto(&format!("{}/me", s.sso), T).await.unwrap();
     page.expect_url("/me$", T).await.unwrap();
     assert_eq!(
         page.text(&loc("#me-name"), T).await.unwrap(),
         "Alice Liddell"
     );
-    assert_eq!(s.app.member_logins(), 2);
-    assert_eq!(s.app.user_notes("alice@example.test").len(), 1);
+    assert_eq!(s.app().member_logins(), 2);
+    assert_eq!(s.app().user_notes("alice@example.test").len(), 1);
 
     // Signing out of the app ends the SSO session too; coming back signs in afresh.
     page.click(&loc("role=button[name='Sign out']"), T)
@@ -355,10 +389,10 @@ async fn sso_end_to_end(db: Db) {
     assert_ne!(rotated_pw, password);
     assert!(rotated.pending_password.is_none());
     assert_eq!(
-        s.app.user_password("alice@example.test").as_deref(),
+        s.app().user_password("alice@example.test").as_deref(),
         Some(rotated_pw.as_str())
     );
-    assert!(s.app.end_user_sessions("alice@example.test") >= 1);
+    assert!(s.app().end_user_sessions("alice@example.test") >= 1);
     page.goto(&format!("{}/me", s.sso), T).await.unwrap();
     page.expect_url("/me$", T).await.unwrap();
     assert_eq!(
@@ -371,10 +405,10 @@ async fn sso_end_to_end(db: Db) {
     let crashed = usher::engine::generate_password();
     s.vault.begin_rotation(&entry, &crashed).await.unwrap();
     assert!(
-        s.app
+        s.app()
             .set_user_password("alice@example.test", crashed.expose_secret())
     );
-    assert!(s.app.end_user_sessions("alice@example.test") >= 1);
+    assert!(s.app().end_user_sessions("alice@example.test") >= 1);
     // The old password is tried first and refused (the sign-in step waits for it).
     let slow = Duration::from_secs(60);
     page.goto(&format!("{}/me", s.sso), slow).await.unwrap();
@@ -387,7 +421,7 @@ async fn sso_end_to_end(db: Db) {
     assert_eq!(settled.password.expose_secret(), crashed.expose_secret());
     assert!(settled.pending_password.is_none());
 
-    let before_eve = s.app.member_logins();
+    let before_eve = s.app().member_logins();
 
     // Someone who is not a user of the integration is refused, with the reason.
     let eve_ctx = browser.new_context().await.unwrap();
@@ -403,7 +437,7 @@ async fn sso_end_to_end(db: Db) {
         "{why}"
     );
     assert_eq!(
-        s.app.member_logins(),
+        s.app().member_logins(),
         before_eve,
         "Eve never reached the app"
     );
@@ -413,7 +447,7 @@ async fn sso_end_to_end(db: Db) {
     let olivia = s.joiner("olivia@example.test", "Olivia", "Owner").await;
     let olivia_entry = usher::engine::user_entry("acme", &olivia);
     assert!(s.vault.remove(&olivia_entry).await.unwrap());
-    let before = s.app.user_password("olivia@example.test");
+    let before = s.app().user_password("olivia@example.test");
     let olivia_ctx = browser.new_context().await.unwrap();
     let o = olivia_ctx.page();
     o.goto(&format!("{}/me", s.sso), T).await.unwrap();
@@ -422,7 +456,7 @@ async fn sso_end_to_end(db: Db) {
     assert_eq!(o.text(&loc("#me-name"), T).await.unwrap(), "Olivia Owner");
     let given = s.vault.get(&olivia_entry).await.unwrap();
     assert_eq!(
-        s.app.user_password("olivia@example.test").as_deref(),
+        s.app().user_password("olivia@example.test").as_deref(),
         Some(given.password.expose_secret())
     );
     assert_ne!(before.as_deref(), Some(given.password.expose_secret()));
@@ -453,7 +487,7 @@ async fn sso_end_to_end(db: Db) {
     assert_eq!(of("sso.sign_out"), 1);
     assert_eq!(
         of("sso.app_login") as u64,
-        s.app.member_logins(),
+        s.app().member_logins(),
         "each app sign-in audited"
     );
     assert_eq!(of("sso.app_login"), 6);

@@ -103,7 +103,12 @@ impl SsoLogin {
             .get_resource(integration_id, ResourceType::User, user_id)
             .await?
             .ok_or_else(|| SsoLoginError::NoUser(user_id.to_owned()))?;
-        let user = super::user::user_context(&res.data);
+        let mut user = super::user::user_context(&res.data);
+        user.app_id = shared
+            .store
+            .app_account(integration_id, user_id)
+            .await?
+            .and_then(|(id, _)| id);
         let entry = user_entry(integration_id, user_id);
         let secret = match vault.get(&entry).await {
             Ok(s) => s,

@@ -437,6 +437,7 @@ impl Driver {
         let warm = self.new_context().await?;
         let mut ctx = base_context(integ, user);
         ctx.secret = secret.template_values();
+        run::add_app_roles(pb, &mut ctx);
         let result = run::run_phase(
             pb,
             &integ.env,

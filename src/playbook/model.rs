@@ -49,8 +49,8 @@ pub struct UserLogin {
     /// An app response that redirects to a URL matching this means the person's app
     /// session has ended: Usher signs them in again.
     pub signed_out: Pattern,
-    /// A request whose path matches this is the app's sign-out: it ends the person's
-    /// Usher SSO session for the app too.
+    /// A request whose path (with its query) matches this is the app's sign-out: it
+    /// ends the person's Usher SSO session for the app too.
     pub logout: Option<Pattern>,
     pub line: usize,
     pub col: usize,

@@ -57,7 +57,7 @@ struct UserLoginDoc {
     /// A regular expression: an app response that redirects to a matching URL means
     /// the person's app session ended (Usher signs them in again).
     signed_out: String,
-    /// A regular expression: a request to a matching path is the app's sign-out, and
+    /// A regular expression: a request whose path and query match is the app's sign-out, and
     /// ends the person's SSO session for the app too.
     logout: Option<String>,
 }

@@ -512,10 +512,7 @@ async fn proxy(state: &SsoState, app: &SsoApp, req: Request) -> Result<Response,
         None => app_sign_in(state, app, &hash, &session.user_id, &who).await?,
     };
     let mut signed_in_now = session.jar.is_none();
-    let signing_out = app
-        .logout
-        .as_ref()
-        .is_some_and(|l| l.is_match(parts.uri.path()));
+    let signing_out = app.logout.as_ref().is_some_and(|l| l.is_match(&path_q));
     let resp = loop {
         let resp = forward(state, app, &parts, &path_q, body.clone(), &cookies).await?;
         // The app's sign-out sends to its sign-in page too: that is no expired session.
