@@ -521,3 +521,105 @@ async fn sso_signs_people_in_with_credentials_usher_holds_sqlite() {
 async fn sso_signs_people_in_with_credentials_usher_holds_postgres() {
     sso_end_to_end(Db::Postgres).await;
 }
+
+#[path = "support/dokuwiki.rs"]
+mod dokuwiki;
+
+/// The same flow against the real DokuWiki the other tests run. Its accounts are
+/// created with a password DokuWiki mails (the playbook's create_user sets none), so the
+/// first SSO sign-in has the admin set one (`set_user_password`); the person then reads
+/// and edits a page as themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sso_signs_people_in_to_a_real_dokuwiki() {
+    let wiki = dokuwiki::DokuWiki::start().await.expect("DokuWiki starts");
+    let s = Sso::start_for(
+        Db::Sqlite,
+        Target {
+            id: "wiki",
+            playbook: "playbooks/dokuwiki.yaml",
+            base_url: wiki.base_url.clone(),
+            service_account: Secret::new(
+                wiki.admin_user.clone(),
+                wiki.admin_password.clone(),
+                None,
+            )
+            .unwrap(),
+        },
+    )
+    .await;
+    let alice = s.joiner("alice@example.test", "Alice", "Liddell").await;
+    assert!(wiki.users().unwrap().iter().any(|u| u.login == "alice"));
+    let entry = usher::engine::user_entry("wiki", &alice);
+    assert!(
+        s.vault.get(&entry).await.is_err(),
+        "no password kept: DokuWiki mailed its own"
+    );
+
+    let browser = Browser::launch(BrowserConfig::default()).await.unwrap();
+    let ctx = browser.new_context().await.unwrap();
+    let page = ctx.page();
+    page.goto(&format!("{}/doku.php?id=start", s.sso), T)
+        .await
+        .unwrap();
+    provider_sign_in(page, "alice").await;
+    page.expect_url(
+        "^http://wiki\\.localhost:\\d+/doku\\.php\\?id=start$",
+        Duration::from_secs(90),
+    )
+    .await
+    .unwrap();
+    // Signed in as herself: DokuWiki names her and offers to log out.
+    page.expect_visible(&loc("li.action.logout"), T)
+        .await
+        .unwrap();
+    page.expect_text(Some(&loc(".user")), "Alice Liddell", T)
+        .await
+        .unwrap();
+    let password = s
+        .vault
+        .get(&entry)
+        .await
+        .unwrap()
+        .password
+        .expose_secret()
+        .to_owned();
+
+    // She edits a page: the form goes through DokuWiki's own checks (its security token).
+    page.goto(&format!("{}/doku.php?id=playground:sso&do=edit", s.sso), T)
+        .await
+        .unwrap();
+    page.fill(
+        &loc("#wiki__text"),
+        "Written through Usher single sign-on.",
+        T,
+    )
+    .await
+    .unwrap();
+    page.click(&loc("button[name='do[save]']"), T)
+        .await
+        .unwrap();
+    page.expect_text(None, "Written through Usher single sign-on.", T)
+        .await
+        .unwrap();
+    let jar = ctx.cookies().await.unwrap();
+    // (The provider's own cookies are on its host.) None of DokuWiki's.
+    let names: Vec<&str> = jar.cookies.iter().map(|c| c.name.as_str()).collect();
+    assert!(
+        jar.cookies
+            .iter()
+            .filter(|c| c.domain == "wiki.localhost")
+            .all(|c| c.name == "usher_sso"),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|n| !n.starts_with("DokuWiki") && !n.starts_with("DW")),
+        "{names:?}"
+    );
+    assert!(!html_of(page).await.contains(&password));
+
+    drop(ctx);
+    browser.close().await.unwrap();
+    s.stop().await;
+}

@@ -1026,7 +1026,14 @@ impl Shared {
         action: ActionName,
         user: &UserContext,
     ) -> Result<Option<secrecy::SecretString>, crate::vault::VaultError> {
-        if action != ActionName::CreateUser || integ.config.sso.is_none() {
+        // Only a create that sets the password: otherwise (an app that mails its own)
+        // the first SSO sign-in has the admin set one (`set_user_password`).
+        if action != ActionName::CreateUser
+            || integ.config.sso.is_none()
+            || !integ
+                .playbook
+                .action_uses(ActionName::CreateUser, "generated_password")
+        {
             return Ok(None);
         }
         let Secrets::Vault(vault) = &self.secrets else {

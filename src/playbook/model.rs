@@ -513,6 +513,38 @@ impl Playbook {
         self.actions.get(&name)
     }
 
+    /// Whether a template of the action (its steps and the subroutines they call)
+    /// uses the variable `var` (`generated_password`: whether create_user sets the
+    /// password Usher keeps for single sign-on).
+    pub fn action_uses(&self, name: ActionName, var: &str) -> bool {
+        fn walk(pb: &Playbook, steps: &[Step], var: &str, seen: &mut Vec<String>) -> bool {
+            steps.iter().any(|s| {
+                let mut ts = Vec::new();
+                super::template::step_templates(s, &mut ts);
+                if ts.iter().any(|t| t.source.contains(var)) {
+                    return true;
+                }
+                match &s.kind {
+                    StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
+                        walk(pb, then, var, seen) || walk(pb, else_, var, seen)
+                    }
+                    StepKind::ForEach { steps, .. } | StepKind::Paginate { steps, .. } => {
+                        walk(pb, steps, var, seen)
+                    }
+                    StepKind::Call { name } if !seen.contains(name) => {
+                        seen.push(name.clone());
+                        pb.subroutines
+                            .get(name)
+                            .is_some_and(|sub| walk(pb, sub, var, seen))
+                    }
+                    _ => false,
+                }
+            })
+        }
+        self.action(name)
+            .is_some_and(|a| walk(self, &a.steps, var, &mut Vec::new()))
+    }
+
     /// SCIM roles and group names → app roles through `roles`.
     /// Names match exactly, else case-insensitively. Unmapped names are
     /// dropped (see [`Self::map_roles_detailed`] to log them).

@@ -514,7 +514,7 @@ fn single_expression(src: &str) -> Option<&str> {
 }
 
 /// The templates a step holds directly (not those of nested steps).
-fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
+pub(super) fn step_templates<'a>(step: &'a Step, out: &mut Vec<&'a Template>) {
     match &step.kind {
         StepKind::Goto { url, .. } => out.push(url),
         StepKind::Fill { into, value, .. } => out.extend([&into.0, value]),

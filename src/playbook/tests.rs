@@ -1088,3 +1088,20 @@ fn user_login_needs_steps_and_signed_out_and_takes_a_logout_pattern() {
         "`user_login.signed_out`",
     );
 }
+
+#[test]
+fn action_uses_finds_a_variable_in_steps_branches_and_called_subroutines() {
+    let pb = loads(EXAMPLE);
+    assert!(!pb.action_uses(ActionName::CreateUser, "generated_password"));
+    assert!(pb.action_uses(ActionName::CreateUser, "user.email"));
+    let direct = loads(&with_steps(
+        "      - fill: { into: \"#pw\", value: \"{{ generated_password }}\" }\n",
+    ));
+    assert!(direct.action_uses(ActionName::CreateUser, "generated_password"));
+    assert!(!direct.action_uses(ActionName::DeleteUser, "generated_password"));
+    let called = loads(&format!(
+        "{}subroutines:\n  pw:\n    - if: {{ value: \"{{{{ user.active }}}}\" }}\n      then: [ {{ fill: {{ into: \"#pw\", value: \"{{{{ generated_password }}}}\" }} }} ]\n",
+        with_steps("      - call: pw\n")
+    ));
+    assert!(called.action_uses(ActionName::CreateUser, "generated_password"));
+}
