@@ -316,6 +316,16 @@ async fn sso_end_to_end(db: Db) {
         vec!["lunch at noon".to_string()]
     );
 
+    // A WebSocket passes through to the app, signed in as her.
+    let echo = page
+        .evaluate(
+            "new Promise((res, rej) => { const ws = new WebSocket(location.origin.replace(/^http/, 'ws') + '/me/echo'); ws.onopen = () => ws.send('hi'); ws.onmessage = e => { res(e.data); ws.close(); }; ws.onerror = () => rej('WebSocket error'); setTimeout(() => rej('timeout'), 10000); })",
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(echo, serde_json::json!("Alice: hi"));
+
     // The browser holds Usher's SSO cookie only, never the app's; no page shows the password.
     let jar = ctx.cookies().await.unwrap();
     let names: Vec<&str> = jar.cookies.iter().map(|c| c.name.as_str()).collect();

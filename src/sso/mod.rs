@@ -503,6 +503,9 @@ async fn proxy(state: &SsoState, app: &SsoApp, req: Request) -> Result<Response,
             .into_response());
     }
 
+    if is_websocket(req.headers()) {
+        return websocket(state, app, req, &hash, &session.user_id, &session.jar, &who).await;
+    }
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, MAX_BODY)
         .await
@@ -613,6 +616,145 @@ async fn proxy(state: &SsoState, app: &SsoApp, req: Request) -> Result<Response,
             .into_response());
     }
     Ok(response)
+}
+
+fn is_websocket(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// A WebSocket: accepted from the browser, opened to the app with the person's
+/// cookies, and the messages pumped both ways (each at most `MAX_BODY` bytes).
+async fn websocket(
+    state: &SsoState,
+    app: &SsoApp,
+    req: Request,
+    hash: &str,
+    user_id: &str,
+    jar: &Option<String>,
+    who: &str,
+) -> Result<Response, SsoError> {
+    use axum::extract::FromRequestParts;
+    use axum::extract::ws::WebSocketUpgrade;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let path_q = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "/".into());
+    let cookies = match jar {
+        Some(sealed) => open_jar(state, hash, sealed)?,
+        None => app_sign_in(state, app, hash, user_id, who).await?,
+    };
+    let (mut parts, _) = req.into_parts();
+    let Ok(upgrade) = WebSocketUpgrade::from_request_parts(&mut parts, &()).await else {
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            &app.name,
+            "Bad request",
+            "This WebSocket request could not be accepted.",
+        ));
+    };
+    let ws_base = if let Some(rest) = app.base_url.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        format!(
+            "ws://{}",
+            app.base_url
+                .strip_prefix("http://")
+                .unwrap_or(&app.base_url)
+        )
+    };
+    let mut to_app = format!("{ws_base}{path_q}")
+        .into_client_request()
+        .map_err(|e| SsoError::App(format!("WebSocket request: {e}")))?;
+    let path = parts.uri.path().to_owned();
+    let cookie_header: Vec<String> = cookies
+        .iter()
+        .filter(|c| path.starts_with(if c.path.is_empty() { "/" } else { &c.path }))
+        .map(|c| format!("{}={}", c.name, c.value))
+        .collect();
+    if !cookie_header.is_empty()
+        && let Ok(v) = HeaderValue::from_str(&cookie_header.join("; "))
+    {
+        to_app.headers_mut().insert(header::COOKIE, v);
+    }
+    if let Some(o) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| rewrite_location(v, &app.origin, &app.base_url))
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        to_app.headers_mut().insert(header::ORIGIN, o);
+    }
+    let (app_ws, _) = tokio_tungstenite::connect_async(to_app)
+        .await
+        .map_err(|e| SsoError::App(format!("WebSocket to {}: {e}", app.base_url)))?;
+    Ok(upgrade
+        .max_message_size(MAX_BODY)
+        .on_upgrade(move |browser_ws| pump(browser_ws, app_ws))
+        .into_response())
+}
+
+/// Copies messages between the browser's WebSocket and the app's until one closes.
+async fn pump(
+    browser: axum::extract::ws::WebSocket,
+    app: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) {
+    use axum::extract::ws::{CloseFrame as ACloseFrame, Message as A};
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as T;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame as TCloseFrame;
+
+    let (mut b_tx, mut b_rx) = browser.split();
+    let (mut a_tx, mut a_rx) = app.split();
+    let up = async {
+        while let Some(Ok(m)) = b_rx.next().await {
+            let out = match m {
+                A::Text(t) => T::Text(t.to_string().into()),
+                A::Binary(b) => T::Binary(b),
+                A::Ping(b) => T::Ping(b),
+                A::Pong(b) => T::Pong(b),
+                A::Close(f) => T::Close(f.map(|f| TCloseFrame {
+                    code: f.code.into(),
+                    reason: f.reason.to_string().into(),
+                })),
+            };
+            if a_tx.send(out).await.is_err() {
+                break;
+            }
+        }
+        let _ = a_tx.close().await;
+    };
+    let down = async {
+        while let Some(Ok(m)) = a_rx.next().await {
+            let out = match m {
+                T::Text(t) => A::Text(t.to_string().into()),
+                T::Binary(b) => A::Binary(b),
+                T::Ping(b) => A::Ping(b),
+                T::Pong(b) => A::Pong(b),
+                T::Close(f) => A::Close(f.map(|f| ACloseFrame {
+                    code: f.code.into(),
+                    reason: f.reason.to_string().into(),
+                })),
+                T::Frame(_) => continue,
+            };
+            if b_tx.send(out).await.is_err() {
+                break;
+            }
+        }
+        let _ = b_tx.close().await;
+    };
+    tokio::select! {
+        () = up => {}
+        () = down => {}
+    }
 }
 
 /// Signs the person in to the app through the engine and keeps the cookies.
