@@ -8,12 +8,15 @@
 
 use std::collections::BTreeMap;
 
-use axum::Router;
-use axum::response::Html;
-use axum::routing::get;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::response::{Html, Redirect};
+use axum::routing::{get, post};
+use axum::{Form, Router};
 use usher::browser::{Browser, BrowserConfig, Page};
 use usher::playbook::{
-    self, ActionName, ActionOutcome, IntegrationContext, Playbook, RunError, RunOptions,
+    self, ActionName, ActionOutcome, IntegrationContext, Phase, Playbook, RunError, RunOptions,
     TemplateContext, TemplateEnv, UserContext,
 };
 
@@ -92,8 +95,31 @@ const NEW_USER: &str = r##"
 <input id=pw type=password><input id=pw2 type=password><button id=save>Save</button></form>
 <p id=msg></p><p id=echo></p>"##;
 
+/// A form that posts and is redirected to the page showing what it saved (`/doc`, whose
+/// loads are counted).
+const SAVE_FORM: &str = r##"
+<form method=post action=/save><input id=v name=v><button id=go>Save</button></form>"##;
+static DOC_LOADS: AtomicUsize = AtomicUsize::new(0);
+static SAVED: Mutex<String> = Mutex::new(String::new());
+
 async fn serve() -> String {
     let app = Router::new()
+        .route("/form", get(|| async { page(SAVE_FORM) }))
+        .route(
+            "/save",
+            post(|f: Form<BTreeMap<String, String>>| async move {
+                *SAVED.lock().unwrap() = f.get("v").cloned().unwrap_or_default();
+                Redirect::to("/doc")
+            }),
+        )
+        .route(
+            "/doc",
+            get(|| async {
+                DOC_LOADS.fetch_add(1, Ordering::SeqCst);
+                let saved = SAVED.lock().unwrap().clone();
+                page(&format!("<p id=shown>{saved}</p><input id=note>"))
+            }),
+        )
         .route("/multi", get(|| async { page(MULTI) }))
         .route("/rows", get(|| async { page(ROWS) }))
         .route("/widgets", get(|| async { page(WIDGETS) }))
@@ -430,6 +456,65 @@ async fn create_user_gets_a_fresh_redacted_password(page: &Page, base: &str) {
     assert_eq!(e.reason, "[REDACTED]", "{e}");
 }
 
+/// A read-back `goto` to the page the steps' last input loaded uses that page (it shows
+/// what the app served after the change); typed into since, or not loaded by these
+/// steps, it is loaded again.
+async fn read_back_uses_the_page_the_steps_loaded(page: &Page, base: &str) {
+    let pb = load(
+        r##"actions:
+  create_user:
+    steps:
+      - goto: "{{ base_url }}/form"
+      - fill: { into: "#v", value: "{{ user.user_name }}" }
+      - click: "#go"
+      - expect: { url: "/doc$" }
+    verify:
+      - goto: "{{ base_url }}/doc"
+      - expect: { text: "{{ user.user_name }}", in: "#shown" }
+  update_user:
+    steps:
+      - goto: "{{ base_url }}/form"
+      - fill: { into: "#v", value: "{{ user.user_name }}" }
+      - click: "#go"
+      - expect: { url: "/doc$" }
+      - fill: { into: "#note", value: "typed after the load" }
+    verify:
+      - goto: "{{ base_url }}/doc"
+      - expect: { text: "{{ user.user_name }}", in: "#shown" }
+  set_roles:
+    steps:
+      - set: { nothing: "done on the page" }
+    verify:
+      - goto: "{{ base_url }}/doc"
+      - expect: { text: "bob", in: "#shown" }
+"##,
+    );
+    let loads = || DOC_LOADS.load(Ordering::SeqCst);
+    let n0 = loads();
+    let a = run(page, base, &pb, ActionName::CreateUser, user("ann", &[]))
+        .await
+        .expect("create");
+    assert_eq!(loads(), n0 + 1, "the read-back loaded /doc again");
+    let goto = a
+        .steps
+        .iter()
+        .find(|s| s.phase == Phase::Verify && s.step.starts_with("goto"))
+        .expect("the verify goto is recorded");
+    assert!(goto.step.contains("already there"), "{goto:?}");
+    run(page, base, &pb, ActionName::UpdateUser, user("bob", &[]))
+        .await
+        .expect("update");
+    assert_eq!(loads(), n0 + 3, "a page typed into was not loaded again");
+    run(page, base, &pb, ActionName::SetRoles, user("bob", &[]))
+        .await
+        .expect("set_roles");
+    assert_eq!(
+        loads(),
+        n0 + 4,
+        "a page the steps did not load was used as the read-back"
+    );
+}
+
 /// All cases share one browser; each gets its own context.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn language_on_fixture_pages() {
@@ -446,6 +531,7 @@ async fn language_on_fixture_pages() {
         "for_each navigation",
         "conditions",
         "password",
+        "read-back",
     ] {
         let ctx = b.new_context().await.expect("context");
         let p = ctx.page();
@@ -457,6 +543,7 @@ async fn language_on_fixture_pages() {
                 for_each_rows_are_found_again_after_a_navigation(p, &base).boxed()
             }
             "conditions" => conditions_say_what_they_mean_for_hidden_elements(p, &base).boxed(),
+            "read-back" => read_back_uses_the_page_the_steps_loaded(p, &base).boxed(),
             _ => create_user_gets_a_fresh_redacted_password(p, &base).boxed(),
         };
         let ok = std::panic::AssertUnwindSafe(case)

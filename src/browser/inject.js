@@ -542,7 +542,38 @@
   U.mark = (token) => {
     window.__usherDocMark = token;
     U.unloading = false;
+    U.intent = null;
     return true;
+  };
+  // A trusted click on a link or a form submission, seen as it happens: a navigation on
+  // its way even before `beforeunload` fires (a form submission navigates in a task of
+  // its own). Whether it was prevented (an app's router, an AJAX form) is read later, once
+  // every handler has run.
+  U.intent = null;
+  window.addEventListener('click', (ev) => {
+    if (!ev.isTrusted || !(ev.target instanceof Element)) return;
+    const a = ev.target.closest('a[href], area[href]');
+    if (a) U.intent = { ev, a };
+  }, false);
+  window.addEventListener('submit', (ev) => { U.intent = { ev, form: ev.target }; }, false);
+  const sameWindow = (t) => !t || t === '_self' || (window.top === window && (t === '_top' || t === '_parent'));
+  U.navIntent = () => {
+    const i = U.intent;
+    if (!i || i.ev.defaultPrevented) return false;
+    if (i.form) {
+      const s = i.ev.submitter;
+      const method = ((s && s.getAttribute('formmethod')) || i.form.getAttribute('method') || 'get').toLowerCase();
+      const target = (s && s.getAttribute('formtarget')) || i.form.getAttribute('target') || '';
+      return method !== 'dialog' && sameWindow(target);
+    }
+    const a = i.a;
+    if (typeof a.href !== 'string' || a.hasAttribute('download') || !sameWindow(a.getAttribute('target'))) return false;
+    let to;
+    try { to = new URL(a.href); } catch (e) { return false; }
+    if (to.protocol !== 'http:' && to.protocol !== 'https:') return false;
+    const here = new URL(location.href);
+    // Only the fragment differs: the same document scrolls or routes, nothing loads.
+    return !(to.hash && to.href.split('#')[0] === here.href.split('#')[0]);
   };
   U.navState = (token) => {
     const nav = performance.getEntriesByType('navigation')[0];

@@ -1,6 +1,6 @@
 //! Page operations: auto-waiting actions and assertions, navigation, dialogs, screenshots.
 //!
-//! Every locator operation polls (about every 50 ms, no fixed sleeps) the injected helper
+//! Every locator operation polls (every 10 ms at first, backing off to 50 ms) the injected helper
 //! `window.__usher.probe`, which resolves the locator and reports the element's state in one
 //! round trip, until the operation's conditions hold or its timeout expires.
 //!
@@ -9,10 +9,11 @@
 //! `pagehide` listeners reset a flag. After the input, the page is polled: if the mark is
 //! gone, a new document replaced the old one and we wait for `readyState == "complete"`
 //! (and fail on HTTP >= 500); if the old document reports it is unloading we keep waiting
-//! for the new one; if neither happens within a 100 ms settle window the action did not
-//! navigate and we return.
+//! for the new one; a trusted click on a link or a form submission that no handler
+//! prevented is a navigation on its way (waited for to start for up to 1.5 s); if none of
+//! this happens within a 40 ms settle window the action did not navigate and we return.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,7 +39,25 @@ use super::locator::Locator;
 
 const HELPER_JS: &str = include_str!("inject.js");
 const POLL: Duration = Duration::from_millis(50);
-const NAV_SETTLE: Duration = Duration::from_millis(100);
+
+/// How long to wait before looking again, `started` being when the wait began: often at
+/// first (most waits end within a few frames: a page loaded, an element rendered), then
+/// every 25 ms, then every [`POLL`] (each look is a round trip into the page).
+fn pace(started: Instant) -> Duration {
+    match started.elapsed().as_millis() {
+        0..150 => Duration::from_millis(10),
+        150..1000 => Duration::from_millis(25),
+        _ => POLL,
+    }
+}
+/// After an input, how long a document that shows no sign of navigating is watched for
+/// one starting (a script's `location` change, a `form.submit()` run in a task of its
+/// own) before the input counts as not navigating.
+const NAV_SETTLE: Duration = Duration::from_millis(40);
+/// After a link followed or a form submitted that no handler prevented, how long a
+/// navigation is waited for to start (`beforeunload`) before the input counts as not
+/// navigating after all (a 204 answer, a download).
+const INTENT_SETTLE: Duration = Duration::from_millis(1500);
 
 /// What to do with the next JavaScript dialog (`alert`/`confirm`/`prompt`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +94,11 @@ pub struct Page {
     dialogs: Arc<DialogState>,
     dialog_task: JoinHandle<()>,
     seq: AtomicU64,
+    /// Inputs that may navigate (goto, click, press) made in this page: each marks the
+    /// document it starts from ([`Page::unedited_load`]).
+    marks: AtomicU64,
+    /// A fill, select, check or script ran since the document was last marked.
+    edited: AtomicBool,
 }
 
 impl std::fmt::Debug for Page {
@@ -225,6 +249,9 @@ enum Eval {
 struct NavState {
     same: bool,
     unloading: bool,
+    /// A link was followed or a form submitted, not prevented ([`INTENT_SETTLE`]).
+    #[serde(default)]
+    intent: bool,
     ready: String,
     url: String,
     status: u16,
@@ -282,6 +309,8 @@ impl Page {
             dialogs,
             dialog_task,
             seq: AtomicU64::new(1),
+            marks: AtomicU64::new(0),
+            edited: AtomicBool::new(false),
         };
         this.call(
             "Page.addScriptToEvaluateOnNewDocument",
@@ -460,6 +489,7 @@ impl Page {
             "hit": need.hit,
         });
         let mut seen;
+        let started = Instant::now();
         loop {
             match self.probe(loc, opts.clone(), deadline).await? {
                 Ok(p) => match unmet(&p, &need) {
@@ -480,10 +510,10 @@ impl Page {
                 },
                 Err(s) => seen = s,
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self.timeout_error(action, Some(loc), seen, timeout).await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -494,8 +524,10 @@ impl Page {
     }
 
     async fn mark_document(&self, token: &str) -> Result<(), BrowserError> {
+        self.marks.fetch_add(1, Ordering::SeqCst);
+        self.edited.store(false, Ordering::SeqCst);
         let expr = format!(
-            "(() => {{ window.__usherDocMark = {t}; if (window.__usher) window.__usher.unloading = false; return true; }})()",
+            "(() => {{ window.__usherDocMark = {t}; if (window.__usher) {{ window.__usher.unloading = false; window.__usher.intent = null; }} return true; }})()",
             t = js_str(token)
         );
         self.eval_raw(&expr, false, self.shared.cdp_timeout)
@@ -509,7 +541,7 @@ impl Page {
         deadline: Instant,
     ) -> Result<Option<NavState>, BrowserError> {
         let expr = format!(
-            "(() => {{ const n = performance.getEntriesByType('navigation')[0]; return {{ same: window.__usherDocMark === {t}, unloading: !!(window.__usher && window.__usher.unloading), ready: document.readyState, url: location.href, status: (n && n.responseStatus) || 0 }}; }})()",
+            "(() => {{ const n = performance.getEntriesByType('navigation')[0]; const u = window.__usher; return {{ same: window.__usherDocMark === {t}, unloading: !!(u && u.unloading), intent: !!(u && u.navIntent && u.navIntent()), ready: document.readyState, url: location.href, status: (n && n.responseStatus) || 0 }}; }})()",
             t = js_str(token)
         );
         match self.eval_raw(&expr, false, self.per_call(deadline)).await? {
@@ -527,10 +559,12 @@ impl Page {
         deadline: Instant,
     ) -> Result<(), BrowserError> {
         let settle_until = Instant::now() + NAV_SETTLE;
+        let intent_until = Instant::now() + INTENT_SETTLE;
         // Give a navigation request at least a few seconds even when the action's own
         // deadline is nearly used up by waiting for the element.
         let deadline = deadline.max(Instant::now() + Duration::from_secs(3));
         let mut seen = "navigation pending".to_string();
+        let started = Instant::now();
         loop {
             match self.nav_state(token, deadline).await? {
                 Some(st) if !st.same => {
@@ -547,19 +581,24 @@ impl Page {
                     seen = format!("new document still {}", st.ready);
                 }
                 Some(st) => {
-                    if !st.unloading && Instant::now() >= settle_until {
-                        return Ok(());
-                    }
+                    let now = Instant::now();
                     if st.unloading {
                         seen = "old document unloading, new one not committed".to_string();
+                    } else if st.intent {
+                        if now >= intent_until {
+                            return Ok(());
+                        }
+                        seen = "a link followed or a form submitted, no navigation started".into();
+                    } else if now >= settle_until {
+                        return Ok(());
                     }
                 }
                 None => seen = "between documents".to_string(),
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self.timeout_error(action, None, seen, timeout).await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -620,6 +659,7 @@ impl Page {
             return Ok(()); // same-document navigation (fragment)
         }
         let mut seen;
+        let started = Instant::now();
         loop {
             match self.nav_state(&token, deadline).await? {
                 Some(st) if !st.same && st.ready == "complete" => {
@@ -636,12 +676,12 @@ impl Page {
                 Some(_) => seen = "old document still shown".to_string(),
                 None => seen = "between documents".to_string(),
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self
                     .timeout_error(&format!("{url} to load (goto)"), None, seen, timeout)
                     .await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -656,6 +696,30 @@ impl Page {
             "http://{host}/devtools/inspector.html?ws={host}/devtools/page/{}",
             self.page.target_id().inner()
         ))
+    }
+
+    /// How many gotos, clicks and presses this page has made: compared before and
+    /// after some steps, whether they made one.
+    pub fn marks(&self) -> u64 {
+        self.marks.load(Ordering::SeqCst)
+    }
+
+    /// The URL of the current document if it was loaded (completely) after the last goto,
+    /// click or press, and nothing was filled, selected, checked or scripted since: then
+    /// the page shows what the app served after the last input, and loading it again
+    /// would show the same. None otherwise (a click that did not navigate, a form edited
+    /// since, a same-document route change, a page still loading).
+    pub async fn unedited_load(&self) -> Result<Option<String>, BrowserError> {
+        if self.edited.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let expr = "(window.__usherDocMark === undefined && document.readyState === 'complete') ? location.href : null";
+        match self.eval_raw(expr, false, self.shared.cdp_timeout).await? {
+            Eval::Value(Value::String(href)) if !self.edited.load(Ordering::SeqCst) => {
+                Ok(Some(href))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The current URL.
@@ -803,14 +867,17 @@ impl Page {
         value: &str,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
+        self.edited.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
-        let action = "to be visible, enabled, editable and stable (fill)";
+        // Not `stable`: the text goes to the focused element wherever it is drawn (a
+        // field of a dialog still sliding in takes it as well), and waiting two frames
+        // per field was most of a form's time.
+        let action = "to be visible, enabled and editable (fill)";
         let need = Need {
             strict: true,
             visible: true,
             enabled: true,
             editable: true,
-            stable: true,
             ..Need::default()
         };
         let chars: Vec<char> = value.chars().collect();
@@ -866,6 +933,7 @@ impl Page {
         options: &[&str],
         timeout: Duration,
     ) -> Result<(), BrowserError> {
+        self.edited.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
         let action = "to be visible and enabled with the options (select)";
         let need = Need {
@@ -874,6 +942,7 @@ impl Page {
             enabled: true,
             ..Need::default()
         };
+        let started = Instant::now();
         loop {
             let seen = match self.wait_need(loc, need, action, timeout, deadline).await {
                 Ok(_) => match self
@@ -898,10 +967,10 @@ impl Page {
                 },
                 Err(e) => return Err(e),
             };
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self.timeout_error(action, Some(loc), seen, timeout).await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -921,12 +990,14 @@ impl Page {
         want: bool,
         timeout: Duration,
     ) -> Result<(), BrowserError> {
+        self.edited.store(true, Ordering::SeqCst);
         let deadline = Instant::now() + timeout;
         let verb = if want { "check" } else { "uncheck" };
         let action = format!("to be visible, enabled and stable ({verb})");
         let opts = serde_json::json!({"strict": true, "stable": true, "scroll": true, "hit": true});
         let mut clicked = false;
         let mut seen;
+        let started = Instant::now();
         loop {
             match self.probe(loc, opts.clone(), deadline).await? {
                 Ok(p) => {
@@ -968,10 +1039,10 @@ impl Page {
                 }
                 Err(s) => seen = s,
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self.timeout_error(&action, Some(loc), seen, timeout).await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -1056,6 +1127,7 @@ impl Page {
     ) -> Result<Probe, BrowserError> {
         let deadline = Instant::now() + timeout;
         let mut seen;
+        let started = Instant::now();
         loop {
             match self.probe(loc, opts.clone(), deadline).await? {
                 Ok(p) => match ok(&p) {
@@ -1064,10 +1136,10 @@ impl Page {
                 },
                 Err(s) => seen = s,
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self.timeout_error(action, Some(loc), seen, timeout).await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -1195,18 +1267,19 @@ impl Page {
             js_str(text)
         );
         let mut seen;
+        let started = Instant::now();
         loop {
             match self.eval_raw(&expr, false, self.per_call(deadline)).await? {
                 Eval::Value(Value::Bool(true)) => return Ok(()),
                 Eval::Value(_) => seen = "page text does not contain it".to_string(),
                 Eval::Transient(m) => seen = format!("page not ready ({})", truncate(&m, 120)),
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self
                     .timeout_error(&format!("page {action}"), None, seen, timeout)
                     .await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -1215,6 +1288,7 @@ impl Page {
         let re = regex::Regex::new(pattern).map_err(|e| BrowserError::Pattern(e.to_string()))?;
         let deadline = Instant::now() + timeout;
         let mut seen;
+        let started = Instant::now();
         loop {
             match self
                 .eval_raw("location.href", false, self.per_call(deadline))
@@ -1225,12 +1299,12 @@ impl Page {
                 Eval::Value(_) => seen = "no url".to_string(),
                 Eval::Transient(m) => seen = format!("page not ready ({})", truncate(&m, 120)),
             }
-            if Instant::now() + POLL > deadline {
+            if Instant::now() + pace(started) > deadline {
                 return Err(self
                     .timeout_error(&format!("url to match /{pattern}/"), None, seen, timeout)
                     .await);
             }
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(pace(started)).await;
         }
     }
 
@@ -1360,6 +1434,7 @@ impl Page {
     /// value as JSON. For tools that inspect a page (an accessibility checker); playbooks
     /// have no such step.
     pub async fn evaluate(&self, expr: &str, timeout: Duration) -> Result<Value, BrowserError> {
+        self.edited.store(true, Ordering::SeqCst);
         match self.eval_raw(expr, true, timeout).await? {
             Eval::Value(v) => Ok(v),
             Eval::Transient(m) => Err(BrowserError::Script(m)),
@@ -1376,10 +1451,14 @@ impl Page {
 
     /// PNG of the viewport. Uses `Page.captureScreenshot` directly under a timeout; if that
     /// does not answer, retries once without `fromSurface`, then fails cleanly.
+    /// `optimizeForSpeed`: Chromium compresses the PNG lightly (the same pixels, a larger
+    /// file); a screenshot is taken after most page-changing steps, and at full compression
+    /// the encoding was a large part of an action's time and CPU.
     pub async fn screenshot(&self) -> Result<Vec<u8>, BrowserError> {
         let t = self.shared.cdp_timeout;
         let first = CaptureScreenshotParams {
             format: Some(CaptureScreenshotFormat::Png),
+            optimize_for_speed: Some(true),
             ..Default::default()
         };
         let res = match self.call_within("Page.captureScreenshot", t, first).await {
@@ -1389,6 +1468,7 @@ impl Page {
                 tracing::debug!(error = %e, "screenshot failed, retrying without fromSurface");
                 let second = CaptureScreenshotParams {
                     format: Some(CaptureScreenshotFormat::Png),
+                    optimize_for_speed: Some(true),
                     from_surface: Some(false),
                     ..Default::default()
                 };

@@ -307,7 +307,7 @@ pub async fn run_phase(
 ) -> Result<Vec<StepRecord>, RunError> {
     let mut ex = Exec::new(playbook, env, page, ctx, opts);
     ex.phase = phase;
-    match ex.run_steps(steps, None, false).await {
+    match ex.run_steps(steps, None, Next::Other).await {
         Ok(()) => Ok(ex.steps),
         Err(mut e) => {
             e.steps = ex.steps;
@@ -459,9 +459,15 @@ struct Exec<'a> {
     steps: Vec<StepRecord>,
     /// The trace's screenshot before the step now running.
     before: Option<String>,
-    /// The step run after the one now running is certainly a form input
-    /// ([`input_next`]).
-    followed_by_input: bool,
+    /// What certainly runs after the step now running ([`next_step`]).
+    followed_by: Next,
+    /// `Page::marks` when the action's `steps` began.
+    marks_at_steps: Option<u64>,
+    /// The last evidence screenshot taken.
+    last_shot: Option<String>,
+    /// The step now running did not load the page again (a `goto` in `verify` to the page
+    /// the steps ended on): its evidence is the last screenshot.
+    page_reused: bool,
 }
 
 impl<'a> Exec<'a> {
@@ -484,7 +490,10 @@ impl<'a> Exec<'a> {
             records: Vec::new(),
             steps: Vec::new(),
             before: None,
-            followed_by_input: false,
+            followed_by: Next::Other,
+            marks_at_steps: None,
+            last_shot: None,
+            page_reused: false,
         }
     }
 
@@ -510,10 +519,12 @@ impl<'a> Exec<'a> {
                 });
             };
             self.phase = Phase::Steps;
-            self.run_steps(&act.steps[start..], None, false).await?;
+            self.marks_at_steps = Some(self.page.marks());
+            self.run_steps(&act.steps[start..], None, Next::Other)
+                .await?;
             if let Some(verify) = &act.verify {
                 self.phase = Phase::Verify;
-                self.run_steps(verify, None, false).await?;
+                self.run_steps(verify, None, Next::Other).await?;
             }
             return Ok(ActionStatus::Done);
         }
@@ -521,8 +532,11 @@ impl<'a> Exec<'a> {
             self.phase = Phase::Precondition;
             // Done, not done, or unknown: only a check that did not match says "not
             // done"; an app that failed to answer has not said the work is missing.
-            match self.run_steps(pre, None, false).await {
-                Ok(()) => return Ok(ActionStatus::AlreadyDone),
+            match self.run_steps(pre, None, Next::Other).await {
+                Ok(()) => {
+                    self.answer_evidence().await;
+                    return Ok(ActionStatus::AlreadyDone);
+                }
                 Err(e) if e.check => {
                     tracing::debug!(at = %e.step_file_line, "precondition: not done, running the action");
                 }
@@ -536,25 +550,25 @@ impl<'a> Exec<'a> {
             }
         }
         self.phase = Phase::Steps;
-        self.run_steps(&act.steps, None, false).await?;
+        self.marks_at_steps = Some(self.page.marks());
+        self.run_steps(&act.steps, None, Next::Other).await?;
         if let Some(verify) = &act.verify {
             self.phase = Phase::Verify;
-            self.run_steps(verify, None, false).await?;
+            self.run_steps(verify, None, Next::Other).await?;
         }
         Ok(ActionStatus::Done)
     }
 
-    /// Runs `steps`; `then_input`: the step that runs after the last of them is
-    /// certainly a form input (see [`input_next`]).
+    /// Runs `steps`; `then`: what certainly runs after the last of them ([`next_step`]).
     fn run_steps<'s>(
         &'s mut self,
         steps: &'s [Step],
         scope: Option<Locator>,
-        then_input: bool,
+        then: Next,
     ) -> BoxFuture<'s, Result<(), RunError>> {
         Box::pin(async move {
             for (i, s) in steps.iter().enumerate() {
-                self.followed_by_input = input_next(self.pb, steps, i + 1, then_input, 0);
+                self.followed_by = next_step(self.pb, steps, i + 1, then, 0);
                 self.step(s, scope.as_ref()).await?;
             }
             Ok(())
@@ -600,23 +614,50 @@ impl<'a> Exec<'a> {
             ScreenshotPolicy::OnFailure => false,
             // A goto or form input certainly followed by a form input leaves its evidence
             // to the last input of the run: that screenshot shows the same page with every
-            // value in it (each screenshot costs tens of milliseconds). A failing step
-            // always takes its own.
+            // value in it (each screenshot costs tens of milliseconds). A goto, click or
+            // press certainly followed by another leaves it to the last of them: the page
+            // it shows is left at once (the last input's screenshot keeps what was typed).
+            // The precondition only looks: its evidence is the page it answered "done" on
+            // ([`Exec::action`]). A failing step always takes its own.
             ScreenshotPolicy::OnChange => {
+                let navigation = matches!(
+                    step.kind,
+                    StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. }
+                );
+                let goto = matches!(step.kind, StepKind::Goto { .. });
                 changes_page(&step.kind)
-                    && !(self.followed_by_input
-                        && (is_form_input(&step.kind)
-                            || matches!(step.kind, StepKind::Goto { .. })))
+                    && self.phase != Phase::Precondition
+                    && !(self.followed_by == Next::Input && (is_form_input(&step.kind) || goto))
+                    && !(self.followed_by == Next::Navigation && navigation)
             }
         }
     }
 
-    async fn screenshot(&self) -> Option<(String, PathBuf)> {
+    /// The evidence of a precondition that found the work done: the page it answered
+    /// on, on its last step's record (its steps take none on `on_change`).
+    async fn answer_evidence(&mut self) {
+        if self.pb.defaults.screenshots != ScreenshotPolicy::OnChange
+            || self.steps.last().is_none_or(|r| r.screenshot.is_some())
+        {
+            return;
+        }
+        if let Some((hash, _)) = self.screenshot().await
+            && let Some(last) = self.steps.last_mut()
+        {
+            last.screenshot = Some(hash);
+        }
+    }
+
+    async fn screenshot(&mut self) -> Option<(String, PathBuf)> {
         let store = self.opts.evidence.as_ref()?;
-        match self.page.screenshot().await {
+        let t0 = Instant::now();
+        let shot = self.page.screenshot().await;
+        tracing::debug!(ms = ms(t0), "evidence screenshot");
+        match shot {
             Ok(png) => match store.put_png(&png) {
                 Ok(h) => {
                     let p = store.path_of(&h);
+                    self.last_shot = Some(h.clone());
                     Some((h, p))
                 }
                 Err(e) => {
@@ -628,6 +669,21 @@ impl<'a> Exec<'a> {
                 tracing::debug!(error = %e, "screenshot failed");
                 None
             }
+        }
+    }
+
+    /// Whether the page is `url` as loaded by the action's own steps after their last
+    /// input ([`Page::unedited_load`]).
+    async fn steps_ended_on(&self, url: &str) -> bool {
+        let Some(start) = self.marks_at_steps else {
+            return false;
+        };
+        if self.page.marks() <= start {
+            return false;
+        }
+        match self.page.unedited_load().await {
+            Ok(Some(href)) => same_url(&href, url),
+            _ => false,
         }
     }
 
@@ -647,7 +703,9 @@ impl<'a> Exec<'a> {
     }
 
     async fn ok_record(&mut self, step: &Step, summary: &str, at: DateTime<Utc>, t0: Instant) {
-        let screenshot = if self.opts.trace
+        let screenshot = if std::mem::take(&mut self.page_reused) {
+            self.last_shot.clone()
+        } else if self.opts.trace
             || self.want_screenshot(step)
             || matches!(step.kind, StepKind::Screenshot { .. })
         {
@@ -732,7 +790,7 @@ impl<'a> Exec<'a> {
 
     async fn step(&mut self, step: &Step, scope: Option<&Locator>) -> Result<(), RunError> {
         // Nested steps overwrite it: what follows this step, for the end of its branch.
-        let then_input = self.followed_by_input;
+        let then_next = self.followed_by;
         let mut summary = initial_summary(step);
         if let Some(hook) = &self.opts.before_step {
             hook(&StepAhead {
@@ -760,7 +818,7 @@ impl<'a> Exec<'a> {
                 summary.push_str(if held { " → then" } else { " → else" });
                 self.ok_record(step, &summary, at, t0).await;
                 let branch = if held { then } else { else_ };
-                self.run_steps(branch, scope.cloned(), then_input).await
+                self.run_steps(branch, scope.cloned(), then_next).await
             }
             StepKind::ForEach { rows, steps } => {
                 let rows_loc = match self.locator(rows, scope) {
@@ -786,7 +844,7 @@ impl<'a> Exec<'a> {
                     // Each row starts from the outputs before the loop.
                     self.ctx.outputs = start_outputs.clone();
                     let row = Locator::row(&rows_loc, &key, i);
-                    self.run_steps(steps, Some(row), false).await?;
+                    self.run_steps(steps, Some(row), Next::Other).await?;
                 }
                 Ok(())
             }
@@ -802,7 +860,7 @@ impl<'a> Exec<'a> {
                 summary = format!("paginate page 1 (next: {next_loc})");
                 self.ok_record(step, &summary, at, t0).await;
                 for page_no in 1..=*max_pages {
-                    self.run_steps(steps, scope.cloned(), false).await?;
+                    self.run_steps(steps, scope.cloned(), Next::Other).await?;
                     let at = self.opts.clock.now();
                     let t0 = Instant::now();
                     let summary = format!("paginate next {next_loc} → page {}", page_no + 1);
@@ -835,7 +893,7 @@ impl<'a> Exec<'a> {
                     return Err(self.fail(step, &summary, at, t0, f).await);
                 };
                 self.ok_record(step, &summary, at, t0).await;
-                self.run_steps(sub, scope.cloned(), then_input).await
+                self.run_steps(sub, scope.cloned(), then_next).await
             }
             _ => match self.simple(step, scope, &mut summary).await {
                 Ok(()) => {
@@ -906,6 +964,14 @@ impl<'a> Exec<'a> {
                 } else {
                     format!("goto {}", u.text)
                 };
+                // A read-back of the page the steps ended on: when the steps' last input
+                // navigated to it and nothing was typed into it since, it already shows
+                // what the app served after the change, as loading it again would.
+                if self.phase == Phase::Verify && self.steps_ended_on(&u.text).await {
+                    summary.push_str(" (already there: the page the steps' last input loaded)");
+                    self.page_reused = true;
+                    return Ok(());
+                }
                 page.goto_allowing(&u.text, t, allow_status)
                     .await
                     .map_err(|e| {
@@ -1214,6 +1280,14 @@ fn otpauth_secret_param(uri: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// Two URLs that name the same page once parsed (`http://h:80/a` and `http://h/a`).
+fn same_url(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// Steps that change what the page shows (screenshots on `on_change`, and before and
 /// after in a trace): form inputs, and goto, click, press.
 fn changes_page(kind: &StepKind) -> bool {
@@ -1224,35 +1298,49 @@ fn changes_page(kind: &StepKind) -> bool {
         )
 }
 
-/// Whether the step run after `steps[..from]` is certainly a form input: the next step
-/// (past `set`s, which only compute) is one, or an `if`/`unless` whose two branches both
-/// start with one, or a `call` of a subroutine that does; `after` answers for the end of
-/// the list. Where it cannot be sure, no (the screenshot is taken).
-pub(super) fn input_next(
+/// What certainly runs next, for the evidence policy ([`next_step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Next {
+    /// A form input (fill, select, check, uncheck).
+    Input,
+    /// A goto, click or press: the page changes again at once.
+    Navigation,
+    /// Anything else, or not known.
+    Other,
+}
+
+/// What the step run after `steps[..from]` certainly is: the next step (past `set`s,
+/// which only compute), or what both branches of an `if`/`unless` start with, or what a
+/// called subroutine starts with; `after` answers for the end of the list. Where it
+/// cannot be sure, [`Next::Other`] (the screenshot is taken).
+pub(super) fn next_step(
     pb: &Playbook,
     steps: &[Step],
     from: usize,
-    after: bool,
+    after: Next,
     depth: u8,
-) -> bool {
+) -> Next {
     if depth > 8 {
-        return false;
+        return Next::Other;
     }
     for s in steps.iter().skip(from) {
         match &s.kind {
             StepKind::Set(_) => {}
-            k if is_form_input(k) => return true,
+            k if is_form_input(k) => return Next::Input,
+            StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. } => {
+                return Next::Navigation;
+            }
             StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
-                return input_next(pb, then, 0, false, depth + 1)
-                    && input_next(pb, else_, 0, false, depth + 1);
+                let a = next_step(pb, then, 0, Next::Other, depth + 1);
+                let b = next_step(pb, else_, 0, Next::Other, depth + 1);
+                return if a == b { a } else { Next::Other };
             }
             StepKind::Call { name } => {
-                return pb
-                    .subroutines
-                    .get(name)
-                    .is_some_and(|sub| input_next(pb, sub, 0, false, depth + 1));
+                return pb.subroutines.get(name).map_or(Next::Other, |sub| {
+                    next_step(pb, sub, 0, Next::Other, depth + 1)
+                });
             }
-            _ => return false,
+            _ => return Next::Other,
         }
     }
     after

@@ -999,7 +999,7 @@ fn sessions_policy_loads_with_defaults_and_rejects_bad_values() {
 }
 
 #[test]
-fn a_form_input_is_seen_ahead_through_sets_branches_and_calls() {
+fn the_next_input_or_navigation_is_seen_ahead_through_sets_branches_and_calls() {
     let pb = loads(&with_steps(concat!(
         "      - goto: x\n",                          // 0: followed by a set, then a fill
         "      - set: { a: b }\n",                    // 1
@@ -1016,15 +1016,25 @@ fn a_form_input_is_seen_ahead_through_sets_branches_and_calls() {
         "    - select: { in: \"#r\", option: x }\n",
     )));
     let steps = &pb.actions[&ActionName::CreateUser].steps;
-    let next = |from| super::run::input_next(&pb, steps, from, false, 0);
-    assert!(next(1), "past a set, a fill");
-    assert!(next(3), "an if whose branches both start with an input");
-    assert!(!next(4), "an if with an empty branch");
-    assert!(next(5), "a call whose subroutine starts with an input");
-    assert!(!next(6), "a click");
-    assert!(!next(7), "the end, with nothing known after it");
-    assert!(
-        super::run::input_next(&pb, steps, 7, true, 0),
+    use super::run::Next;
+    let next = |from| super::run::next_step(&pb, steps, from, Next::Other, 0);
+    assert_eq!(next(1), Next::Input, "past a set, a fill");
+    assert_eq!(
+        next(3),
+        Next::Input,
+        "an if whose branches both start with an input"
+    );
+    assert_eq!(next(4), Next::Other, "an if with an empty branch");
+    assert_eq!(
+        next(5),
+        Next::Input,
+        "a call whose subroutine starts with an input"
+    );
+    assert_eq!(next(6), Next::Navigation, "a click");
+    assert_eq!(next(7), Next::Other, "the end, with nothing known after it");
+    assert_eq!(
+        super::run::next_step(&pb, steps, 7, Next::Input, 0),
+        Next::Input,
         "the end, an input after it"
     );
 }
