@@ -3,6 +3,8 @@
 # SQLite and on PostgreSQL, with wrk (installed from Debian when missing). Bounded:
 # each load phase runs BENCH_SECONDS (default 10 s) at BENCH_CONNECTIONS (default 32).
 # Prints one line per figure:  <db> <scenario> rps=N p50=Xms p99=Yms
+# and the same for the peer, scimgateway 6.1 in memory (bench/scimgateway), with the
+# ratio of Usher's SQLite throughput to it (docs/operations.md, "Sizing").
 # `scripts/bench.sh memory` prints only the sizing figures (memory of usher and of its
 # Chromium at 1, 2 and 4 workers; a few minutes), as quoted in docs/operations.md.
 set -euo pipefail
@@ -58,13 +60,14 @@ wrk_run() { # lua url -> prints "rps p50 p99" (ms)
   [ -z "$non2xx" ] || { echo "bench: $non2xx non-2xx answers from $url; see the server log" >&2; return 1; }
   echo "$rps $(to_ms "$p50") $(to_ms "$p99")"
 }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 to_ms() { # wrk prints 812.00us / 1.23ms / 1.02s
   awk -v v="$1" 'BEGIN { n=v+0; if (v ~ /us$/) n=n/1000; else if (v ~ /ms$/) n=n; else if (v ~ /s$/) n=n*1000; printf "%.2f", n }'
 }
 
 bench_db() { # name database-url
   local name=$1 url=$2
-  local port; port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local port; port=$(free_port)
   cat > "$WORK/$name.yaml" <<YAML
 listen: 127.0.0.1:$port
 database: $url
@@ -85,8 +88,15 @@ YAML
   PID=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
   local root="http://127.0.0.1:$port/scim/v2/bench"
-  # Seed users for the look-ups (Okta and Entra look a user up before each create).
-  python3 - "$root" "$TOKEN" "$SEED" <<'PY'
+  seed "$root"
+  scim_load "$name" "$root" "each with job + audit event"
+  kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+}
+
+# Seed users for the look-ups (Okta and Entra look a user up before each create):
+# seed-1..N@bench.example, POSTed to ROOT/Users, each answered 201 Created.
+seed() { # root-url
+  python3 - "$1" "$TOKEN" "$SEED" <<'PY'
 import http.client, json, sys, urllib.parse
 root, token, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 u = urllib.parse.urlsplit(root)
@@ -98,15 +108,56 @@ for i in range(1, n + 1):
     r = c.getresponse(); r.read()
     if r.status != 201: sys.exit(f"seeding failed: {r.status}")
 PY
-  sed -e "s/seed_users/$SEED/; s#users_path#\"/scim/v2/bench/Users\"#" "$WORK/get.lua" > "$WORK/get-$name.lua"
+}
+
+# The two loads against ROOT/Users; prints the two figure lines and remembers the rps
+# in RPS_<name>_get and RPS_<name>_post (for the peer ratio).
+scim_load() { # name root-url post-note
+  local name=$1 root=$2 note=$3 figures rps p50 p99 path
+  path=$(python3 -c 'import sys, urllib.parse; print(urllib.parse.urlsplit(sys.argv[1]).path)' "$root/Users")
+  sed -e "s/seed_users/$SEED/; s#users_path#\"$path\"#" "$WORK/get.lua" > "$WORK/get-$name.lua"
   figures=$(wrk_run "$WORK/get-$name.lua" "$root/Users") || exit 1
   read -r rps p50 p99 <<< "$figures"
   echo "$name filtered_get rps=$rps p50=${p50}ms p99=${p99}ms (connections=$CONNS, ${SEED} users)"
+  printf -v "RPS_${name}_get" '%s' "$rps"
   sed -e "s/run_id/\"$name$$\"/" "$WORK/post.lua" > "$WORK/post-$name.lua"
   figures=$(wrk_run "$WORK/post-$name.lua" "$root/Users") || exit 1
   read -r rps p50 p99 <<< "$figures"
-  echo "$name post_create rps=$rps p50=${p50}ms p99=${p99}ms (connections=$CONNS, each with job + audit event)"
+  echo "$name post_create rps=$rps p50=${p50}ms p99=${p99}ms (connections=$CONNS, $note)"
+  printf -v "RPS_${name}_post" '%s' "$rps"
+}
+
+# The peer: scimgateway 6.1 (Node) with its in-memory plugin, plugin-loki
+# (bench/scimgateway, installed by install-deps.sh --bench), under the same two loads
+# and seed, then the ratio of Usher's SQLite throughput to the peer's. Not installed
+# (the install is allowed to fail) or not started: one line saying so, no figures.
+bench_peer() {
+  local dir="$PWD/bench/scimgateway" port reason
+  if [ ! -f "$dir/node_modules/scimgateway/package.json" ]; then
+    reason=$(grep -m1 -E '^npm error [0-9]{3} [^ ]' "$dir/npm-install.log" 2>/dev/null || grep -m1 '^npm error' "$dir/npm-install.log" 2>/dev/null || true)
+    if [ -n "$reason" ]; then reason="npm install in bench/scimgateway: ${reason#npm error }"; else reason="no bench/scimgateway/node_modules/scimgateway"; fi
+    echo "scimgateway: not installed ($reason)"
+    return 0
+  fi
+  port=$(free_port)
+  BENCH_TOKEN=$TOKEN node "$dir/start.mjs" --port "$port" --dir "$WORK/scimgateway" >"$WORK/scimgateway.log" 2>&1 &
+  PID=$!
+  local root="http://127.0.0.1:$port"
+  for _ in $(seq 1 200); do
+    curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" "$root/ServiceProviderConfig" && break
+    kill -0 "$PID" 2>/dev/null || break; sleep 0.1
+  done
+  if ! curl -fs -o /dev/null -H "Authorization: Bearer $TOKEN" "$root/ServiceProviderConfig"; then
+    reason=$(grep -m1 -E '^[A-Za-z]*Error|"level":"error"' "$WORK/scimgateway.log" || grep -v '^\s*$' "$WORK/scimgateway.log" | tail -1 || true)
+    echo "scimgateway: not started (${reason:0:200})"
+    kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; PID=""
+    return 0
+  fi
+  seed "$root"
+  scim_load scimgateway "$root" "in memory"
   kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""
+  awk -v ug="$RPS_sqlite_get" -v up="$RPS_sqlite_post" -v pg="$RPS_scimgateway_get" -v pp="$RPS_scimgateway_post" \
+    'BEGIN { printf "ratio sqlite/scimgateway filtered_get=%.2f post_create=%.2f (targets: ≥5 and ≥3)\n", ug / pg, up / pp }'
 }
 
 # BENCH_ONLY=scim|playbooks|engine|memory (or the first argument) runs one part.
@@ -119,6 +170,9 @@ if { [ "$ONLY" = all ] || [ "$ONLY" = scim ]; } && [ "${BENCH_SKIP_PG:-0}" != 1 
   psql "$PG_ADMIN" -qc "CREATE DATABASE $DBN" >/dev/null
   bench_db postgres "${PG_ADMIN%/*}/$DBN"
   psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DBN WITH (FORCE)" >/dev/null
+fi
+if [ "$ONLY" = all ] || [ "$ONLY" = scim ]; then
+  bench_peer
 fi
 
 # Playbooks in real Chromium against the fixture apps (release build).
@@ -141,7 +195,6 @@ fi
 # peak, over samples every 0.2 s, of the summed Pss (smaps_rollup) of every descendant
 # of the usher process: Chromium's processes share pages, so a sum of their RSS would
 # count shared libraries and the zygote many times over.
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 descendants() { # pid -> every descendant pid
   local kids; kids=$(cat /proc/[0-9]*/stat 2>/dev/null | awk -v p="$1" '$4==p {print $1}')
   for k in $kids; do echo "$k"; descendants "$k"; done

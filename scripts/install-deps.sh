@@ -3,7 +3,7 @@
 # Chromium (the engine's browser), Node.js with npm and the console tests' npm packages
 # (oidc-provider, axe-core, swagger-parser; into tests/node/node_modules, never
 # globally), DokuWiki with the PHP command line (scripts/dokuwiki.sh), wrk (the
-# benchmark's load tool), rustfmt and clippy
+# benchmark's load tool) and with --bench the benchmark's npm packages, rustfmt and clippy
 # (through rustup, when the toolchain comes from it), and starts the local PostgreSQL
 # server the tests use when one is installed but down.
 set -euo pipefail
@@ -36,6 +36,18 @@ fi
 if [ "${1:-}" = "--bench" ] && [ -f "$root/bench/playwright/package.json" ] && [ ! -d "$root/bench/playwright/node_modules/playwright-core" ]; then
   echo "install-deps: npm install in bench/playwright"
   (cd "$root/bench/playwright" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-audit --no-fund --silent)
+fi
+# The SCIM benchmark's peer, scimgateway 6.1 with its in-memory plugin (bench/scimgateway).
+# Its postinstall needs Bun and copies plugins into the folder: skipped, start.mjs runs
+# the plugin from node_modules with tsx. Allowed to fail: npm's output stays in
+# bench/scimgateway/npm-install.log and scripts/bench.sh prints "scimgateway: not installed".
+if [ "${1:-}" = "--bench" ] && [ -f "$root/bench/scimgateway/package.json" ] && [ ! -f "$root/bench/scimgateway/node_modules/scimgateway/package.json" ]; then
+  echo "install-deps: npm install in bench/scimgateway"
+  if (cd "$root/bench/scimgateway" && npm install --no-audit --no-fund --ignore-scripts >npm-install.log 2>&1); then
+    rm -f "$root/bench/scimgateway/npm-install.log"
+  else
+    echo "install-deps: npm install in bench/scimgateway failed (bench/scimgateway/npm-install.log); scripts/bench.sh skips the peer"
+  fi
 fi
 if [ "${USHER_SKIP_PG:-0}" != 1 ] && command -v pg_ctlcluster >/dev/null 2>&1; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
