@@ -143,7 +143,23 @@ pub struct Store {
     clock: Arc<dyn Clock>,
     /// Woken when jobs are queued or end in this process (workers, sync waiters).
     jobs_changed: Arc<tokio::sync::Notify>,
+    /// SQLite: creates are committed in groups by one task ([`group_commit`]).
+    creates: Option<tokio::sync::mpsc::Sender<CreateRequest>>,
 }
+
+/// One create waiting for its group's commit.
+struct CreateRequest {
+    integration_id: String,
+    rt: ResourceType,
+    id: String,
+    now: String,
+    write: ResourceWrite,
+    event: NewEvent,
+    done: tokio::sync::oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Creates in one group at most (one transaction, one savepoint each).
+const CREATE_GROUP_MAX: usize = 64;
 
 /// Expands `$body` once per backend with `$w` bound to the pool writes go to and
 /// `$r` to the pool reads come from.
@@ -380,6 +396,123 @@ macro_rules! set_members {
     };
 }
 
+/// The statements of one create (resource, members, its job, its audit event) in `$tx`;
+/// evaluates to `Result<(), StoreError>` (a taken name is `Uniqueness`).
+macro_rules! create_in {
+    ($tx:expr, $is_pg:expr, $integration_id:expr, $rt:expr, $id:expr, $now:expr, $write:expr, $event:expr) => {{
+        let integration_id: &str = $integration_id;
+        let rt: ResourceType = $rt;
+        let id: &str = $id;
+        let now: &str = $now;
+        let write: &ResourceWrite = $write;
+        let data = write.data.to_string();
+        let r: Result<(), StoreError> = async {
+            let inserted = sqlx::query(
+                "INSERT INTO scim_resources (id, integration_id, resource_type, name_key, external_id, display_name, version, created_at, modified_at, data, prov_state) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8, 'pending')",
+            )
+            .bind(id)
+            .bind(integration_id)
+            .bind(rt.as_str())
+            .bind(&write.name_key)
+            .bind(write.external_id.as_deref())
+            .bind(write.display_name.as_deref())
+            .bind(now)
+            .bind(&data)
+            .execute(&mut *$tx)
+            .await;
+            match inserted {
+                Err(e) if unique_violation(&e) => {
+                    return Err(StoreError::Uniqueness("userName".into()));
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => {}
+            }
+            if let Some(members) = &write.members {
+                set_members!($tx, integration_id, id, members);
+                // Joining a group may change the members' roles in the app.
+                mark_queued!($tx, integration_id, members.iter());
+            }
+            if let Some(token) = write.claim_token.as_deref() {
+                sqlx::query("UPDATE scim_resources SET prov_state = 'staged' WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *$tx)
+                    .await?;
+                insert_job!($tx, now, integration_id, rt, id, JobOperation::Create, 1i64, Some(token));
+            } else {
+                insert_job!($tx, now, integration_id, rt, id, JobOperation::Create, 1i64);
+            }
+            let mut event: NewEvent = $event.clone();
+            event.target = Some(id.to_string());
+            append_audit!($tx, $is_pg, now, &event);
+            Ok(())
+        }
+        .await;
+        r
+    }};
+}
+
+/// Commits the SQLite creates sent to it in groups: each waits for the transaction of
+/// the group it joined, which holds every create that arrived while the one before was
+/// being committed (at most [`CREATE_GROUP_MAX`]). Each runs in a savepoint, so one
+/// that fails (a taken userName) is undone alone; a failed commit fails them all. A
+/// create is answered once its group is committed, as a create of its own would be.
+async fn group_commit(
+    writer: sqlx::SqlitePool,
+    mut requests: tokio::sync::mpsc::Receiver<CreateRequest>,
+) {
+    while let Some(first) = requests.recv().await {
+        let mut group = vec![first];
+        while group.len() < CREATE_GROUP_MAX {
+            match requests.try_recv() {
+                Ok(r) => group.push(r),
+                Err(_) => break,
+            }
+        }
+        let outcome: Result<Vec<Result<(), StoreError>>, StoreError> = async {
+            let mut tx = writer.begin().await?;
+            let mut each = Vec::with_capacity(group.len());
+            for r in &group {
+                let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+                let result = create_in!(
+                    one,
+                    false,
+                    &r.integration_id,
+                    r.rt,
+                    &r.id,
+                    &r.now,
+                    &r.write,
+                    &r.event
+                );
+                if result.is_ok() {
+                    one.commit().await?;
+                } else {
+                    one.rollback().await?;
+                }
+                each.push(result);
+            }
+            tx.commit().await?;
+            Ok(each)
+        }
+        .await;
+        match outcome {
+            Ok(each) => {
+                for (r, result) in group.into_iter().zip(each) {
+                    let _ = r.done.send(result);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, creates = group.len(), "a group of creates could not be committed");
+                let reason = e.to_string();
+                for r in group {
+                    let _ = r.done.send(Err(StoreError::Database(sqlx::Error::Protocol(
+                        reason.clone(),
+                    ))));
+                }
+            }
+        }
+    }
+}
+
 impl Store {
     /// Connects and runs the migrations of the backend the URL names.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
@@ -455,10 +588,19 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
         };
+        let creates = match &backend {
+            Backend::Sqlite { writer, .. } => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1024);
+                tokio::spawn(group_commit(writer.clone(), rx));
+                Some(tx)
+            }
+            Backend::Postgres(_) => None,
+        };
         Ok(Store {
             backend,
             clock,
             jobs_changed: Arc::new(tokio::sync::Notify::new()),
+            creates,
         })
     }
 
@@ -603,68 +745,35 @@ impl Store {
     ) -> Result<StoredResource, StoreError> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = self.now();
-        let data = write.data.to_string();
         let is_pg = self.is_pg();
-        let result: Result<(), StoreError> = on_backend!(self, |w, _r| {
-            let mut tx = w.begin().await?;
-            let inserted = sqlx::query(
-                "INSERT INTO scim_resources (id, integration_id, resource_type, name_key, external_id, display_name, version, created_at, modified_at, data, prov_state) VALUES ($1, $2, $3, $4, $5, $6, 1, $7, $7, $8, 'pending')",
-            )
-            .bind(&id)
-            .bind(integration_id)
-            .bind(rt.as_str())
-            .bind(&write.name_key)
-            .bind(write.external_id.as_deref())
-            .bind(write.display_name.as_deref())
-            .bind(&now)
-            .bind(&data)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(e) if unique_violation(&e) => Err(StoreError::Uniqueness("userName".into())),
-                Err(e) => Err(e.into()),
-                Ok(_) => {
-                    if let Some(members) = &write.members {
-                        set_members!(tx, integration_id, &id, members);
-                        // Joining a group may change the members' roles in the app.
-                        mark_queued!(tx, integration_id, members.iter());
-                    }
-                    if let Some(token) = write.claim_token.as_deref() {
-                        sqlx::query(
-                            "UPDATE scim_resources SET prov_state = 'staged' WHERE id = $1",
-                        )
-                        .bind(&id)
-                        .execute(&mut *tx)
-                        .await?;
-                        insert_job!(
-                            tx,
-                            &now,
-                            integration_id,
-                            rt,
-                            &id,
-                            JobOperation::Create,
-                            1i64,
-                            Some(token)
-                        );
-                    } else {
-                        insert_job!(
-                            tx,
-                            &now,
-                            integration_id,
-                            rt,
-                            &id,
-                            JobOperation::Create,
-                            1i64
-                        );
-                    }
-                    let mut event = event.clone();
-                    event.target = Some(id.clone());
-                    append_audit!(tx, is_pg, &now, &event);
-                    tx.commit().await?;
-                    Ok(())
+        let result = match &self.creates {
+            // SQLite has one writer: concurrent creates share a transaction (and its
+            // commit), each in a savepoint of its own, instead of queueing for it.
+            Some(creates) => {
+                let (done, answer) = tokio::sync::oneshot::channel();
+                let request = CreateRequest {
+                    integration_id: integration_id.to_string(),
+                    rt,
+                    id: id.clone(),
+                    now: now.clone(),
+                    write: write.clone(),
+                    event: event.clone(),
+                    done,
+                };
+                if creates.send(request).await.is_err() {
+                    return Err(StoreError::Database(sqlx::Error::PoolClosed));
                 }
+                answer
+                    .await
+                    .unwrap_or(Err(StoreError::Database(sqlx::Error::PoolClosed)))
             }
-        });
+            None => on_backend!(self, |w, _r| {
+                let mut tx = w.begin().await?;
+                create_in!(tx, is_pg, integration_id, rt, &id, &now, write, event)?;
+                tx.commit().await?;
+                Ok(())
+            }),
+        };
         result?;
         self.wake_job_watchers();
         Ok(StoredResource {
@@ -1056,3 +1165,85 @@ pub use reconcile::{DISCOVERED_PREFIX, DiscoveredAccount, HealthRow, ReconcileWr
 pub use sso::SsoSessionRow;
 pub use traces::JobTrace;
 pub use vault::{VaultExpect, VaultRow, VaultWrite};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn user(name: &str) -> ResourceWrite {
+        ResourceWrite {
+            data: json!({ "userName": name }),
+            name_key: name.to_lowercase(),
+            display_name: None,
+            external_id: None,
+            members: None,
+            claim_token: None,
+        }
+    }
+
+    /// Creates sent at once share transactions on SQLite: each is answered, a taken
+    /// userName fails alone, and every stored create has its job and its audit event
+    /// (the chain intact).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_creates_commit_together_each_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, Arc::new(crate::clock::SystemClock))
+            .await
+            .expect("connect");
+        let mut tasks = Vec::new();
+        for i in 0..120 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                // 20 names are sent twice (and differently cased): one of each pair wins.
+                let name = if i < 100 {
+                    format!("u{i}@x.test")
+                } else {
+                    format!("U{}@X.test", i - 100)
+                };
+                let event = NewEvent {
+                    actor: audit::Actor::Idp {
+                        integration_id: "gw".into(),
+                    },
+                    event_type: audit::kinds::SCIM_CREATE,
+                    target: None,
+                    integration_id: Some("gw".into()),
+                    detail: json!({ "userName": name }),
+                };
+                store
+                    .create_resource("gw", ResourceType::User, &user(&name), &event)
+                    .await
+                    .map(|r| r.id)
+            }));
+        }
+        let (mut stored, mut taken) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(id) => stored.push(id),
+                Err(StoreError::Uniqueness(_)) => taken += 1,
+                Err(e) => panic!("create failed: {e}"),
+            }
+        }
+        assert_eq!((stored.len(), taken), (100, 20));
+        let jobs = store
+            .list_jobs(&jobs::JobFilter {
+                integration_id: Some("gw"),
+                resource_id: None,
+                status: None,
+                limit: 1000,
+            })
+            .await
+            .expect("jobs");
+        assert_eq!(jobs.len(), 100, "one job per stored create");
+        for id in &stored {
+            assert!(jobs.iter().any(|j| &j.resource_id == id), "no job for {id}");
+            let found = store
+                .get_resource("gw", ResourceType::User, id)
+                .await
+                .expect("read");
+            assert!(found.is_some(), "the answered create {id} is not stored");
+        }
+        assert_eq!(store.verify_audit_chain().await.expect("chain"), 100);
+    }
+}
