@@ -222,9 +222,10 @@ YAML
   "$USHER" vault keygen --out "$dir/vault.key" >/dev/null
   printf '%s\n' 'correct horse battery' JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP |
     "$USHER" vault set acme-admin --username admin@acme.example --totp --config "$dir/usher.yaml" >/dev/null
-  # Each run has a fresh database that does not know the TOTP code the previous run
-  # used; the app refuses a replayed code (and Usher would pause): wait for a new window.
-  sleep $((31 - $(date +%s) % 30))
+  # Each run has a fresh database that does not know the TOTP codes the previous run
+  # used; the app refuses a replayed code (and Usher would pause). Usher may take the
+  # next window's code early (the app accepts one window of skew), so skip two windows.
+  sleep $((61 - $(date +%s) % 30))
   BENCH_TOKEN=$TOKEN USHER_LOG=warn "$USHER" serve --config "$dir/usher.yaml" >"$dir/serve.log" 2>&1 &
   PID=$!
   for _ in $(seq 1 100); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
