@@ -98,17 +98,7 @@ impl SsoLogin {
         let super::Secrets::Vault(vault) = shared.secrets() else {
             return Err(SsoLoginError::NoVault);
         };
-        let res = shared
-            .store
-            .get_resource(integration_id, ResourceType::User, user_id)
-            .await?
-            .ok_or_else(|| SsoLoginError::NoUser(user_id.to_owned()))?;
-        let mut user = super::user::user_context(&res.data);
-        user.app_id = shared
-            .store
-            .app_account(integration_id, user_id)
-            .await?
-            .and_then(|(id, _)| id);
+        let user = self.person(integration_id, user_id).await?;
         let entry = user_entry(integration_id, user_id);
         let secret = match vault.get(&entry).await {
             Ok(s) => s,
@@ -259,17 +249,7 @@ impl SsoLogin {
         let super::Secrets::Vault(vault) = shared.secrets() else {
             return Err(SsoLoginError::NoVault);
         };
-        let res = shared
-            .store
-            .get_resource(integration_id, ResourceType::User, user_id)
-            .await?
-            .ok_or_else(|| SsoLoginError::NoUser(user_id.to_owned()))?;
-        let mut user = super::user::user_context(&res.data);
-        user.app_id = shared
-            .store
-            .app_account(integration_id, user_id)
-            .await?
-            .and_then(|(id, _)| id);
+        let user = self.person(integration_id, user_id).await?;
         let entry = user_entry(integration_id, user_id);
         let new_password = crate::vault::generate_password();
         let existing = match vault.get(&entry).await {
@@ -349,6 +329,25 @@ impl SsoLogin {
             tracing::warn!(error = %e, "recording an SSO password rotation failed");
         }
         outcome
+    }
+
+    /// The person as the playbook sees them: their SCIM user and their app account id.
+    async fn person(
+        &self,
+        integration_id: &str,
+        user_id: &str,
+    ) -> Result<crate::playbook::UserContext, SsoLoginError> {
+        let store = &self.shared.store;
+        let res = store
+            .get_resource(integration_id, ResourceType::User, user_id)
+            .await?
+            .ok_or_else(|| SsoLoginError::NoUser(user_id.to_owned()))?;
+        let mut user = super::user::user_context(&res.data);
+        user.app_id = store
+            .app_account(integration_id, user_id)
+            .await?
+            .and_then(|(id, _)| id);
+        Ok(user)
     }
 
     /// Which of an entry's passwords the app has, found by signing the person in:
