@@ -538,13 +538,9 @@
     }
   };
 
-  // Navigation bookkeeping: a mark on the current document, gone once a new one loads.
-  U.mark = (token) => {
-    window.__usherDocMark = token;
-    U.unloading = false;
-    U.intent = null;
-    return true;
-  };
+  // Navigation bookkeeping. The mark on the current document (`__usherDocMark`, gone
+  // once a new one loads) is set and read by expressions of page.rs of their own, which
+  // work before this helper is installed; they reset and read `unloading` and `intent`.
   // A trusted click on a link or a form submission, seen as it happens: a navigation on
   // its way even before `beforeunload` fires (a form submission navigates in a task of
   // its own). Whether it was prevented (an app's router, an AJAX form) is read later, once
@@ -574,16 +570,6 @@
     const here = new URL(location.href);
     // Only the fragment differs: the same document scrolls or routes, nothing loads.
     return !(to.hash && to.href.split('#')[0] === here.href.split('#')[0]);
-  };
-  U.navState = (token) => {
-    const nav = performance.getEntriesByType('navigation')[0];
-    return {
-      same: window.__usherDocMark === token,
-      unloading: U.unloading,
-      ready: document.readyState,
-      url: location.href,
-      status: nav && nav.responseStatus ? nav.responseStatus : 0,
-    };
   };
   window.addEventListener('beforeunload', () => { U.unloading = true; }, true);
   window.addEventListener('pagehide', () => { U.unloading = true; }, true);

@@ -620,15 +620,11 @@ impl<'a> Exec<'a> {
             // The precondition only looks: its evidence is the page it answered "done" on
             // ([`Exec::action`]). A failing step always takes its own.
             ScreenshotPolicy::OnChange => {
-                let navigation = matches!(
-                    step.kind,
-                    StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. }
-                );
                 let goto = matches!(step.kind, StepKind::Goto { .. });
                 changes_page(&step.kind)
                     && self.phase != Phase::Precondition
                     && !(self.followed_by == Next::Input && (is_form_input(&step.kind) || goto))
-                    && !(self.followed_by == Next::Navigation && navigation)
+                    && !(self.followed_by == Next::Navigation && navigates(&step.kind))
             }
         }
     }
@@ -1291,11 +1287,15 @@ fn same_url(a: &str, b: &str) -> bool {
 /// Steps that change what the page shows (screenshots on `on_change`, and before and
 /// after in a trace): form inputs, and goto, click, press.
 fn changes_page(kind: &StepKind) -> bool {
-    is_form_input(kind)
-        || matches!(
-            kind,
-            StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. }
-        )
+    is_form_input(kind) || navigates(kind)
+}
+
+/// Steps that may load another page: goto, click, press.
+fn navigates(kind: &StepKind) -> bool {
+    matches!(
+        kind,
+        StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. }
+    )
 }
 
 /// What certainly runs next, for the evidence policy ([`next_step`]).
@@ -1327,9 +1327,7 @@ pub(super) fn next_step(
         match &s.kind {
             StepKind::Set(_) => {}
             k if is_form_input(k) => return Next::Input,
-            StepKind::Goto { .. } | StepKind::Click { .. } | StepKind::Press { .. } => {
-                return Next::Navigation;
-            }
+            k if navigates(k) => return Next::Navigation,
             StepKind::If { then, else_, .. } | StepKind::Unless { then, else_, .. } => {
                 let a = next_step(pb, then, 0, Next::Other, depth + 1);
                 let b = next_step(pb, else_, 0, Next::Other, depth + 1);
