@@ -55,6 +55,16 @@ async fn totp_steps_are_taken_once_across_processes(db: Db) {
         one.take_totp_step("other", 100, 101).await.expect("e"),
         Ok(100)
     );
+    // A first take beyond `max` is refused too (its process used the earlier steps
+    // without the database), and says when `wanted` opens; it then takes it.
+    assert_eq!(
+        one.take_totp_step("fresh", 302, 301).await.expect("j"),
+        Err(301)
+    );
+    assert_eq!(
+        two.take_totp_step("fresh", 302, 302).await.expect("k"),
+        Ok(302)
+    );
     // Many takers at once never share a step.
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -270,7 +280,50 @@ async fn processes_register_and_beat(db: Db) {
     assert_eq!(live[0].0, "host:1:aa");
 }
 
+/// A clock that starts at `base` (unix seconds) and runs in real time.
+struct RunningFrom {
+    base: i64,
+    started: std::time::Instant,
+}
+
+impl usher::clock::Clock for RunningFrom {
+    fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        let secs = self.base + i64::try_from(self.started.elapsed().as_secs()).unwrap_or(0);
+        chrono::DateTime::from_timestamp(secs, 0).unwrap_or_default()
+    }
+}
+
+/// An enrolment confirms with a code `totp()` hands out (in this process only) and
+/// signs in with the new seed at once. Near a window's end the confirmation takes
+/// the next window's code; the sign-in must then wait for that window to open and
+/// take the one after, never a code two windows ahead (which apps refuse).
+async fn a_shared_tracker_waits_after_a_code_handed_out_near_the_end_of_a_window(db: Db) {
+    let db = TestDb::new(db).await;
+    let store = open_store(&db.url).await;
+    let seed = "KRSXG5CTMVRXEZLUKN2XAZLSKNSWG4TFOQ";
+    let spec = usher::vault::TotpSpec::parse(seed).expect("seed");
+    // 28 s into window 40_000_000 (30 s periods): 2 s left.
+    let clock = RunningFrom {
+        base: 40_000_000 * 30 + 28,
+        started: std::time::Instant::now(),
+    };
+    let tracker = usher::vault::TotpTracker::shared(store);
+    let confirm = tracker.code(seed, &clock).expect("confirm code");
+    assert_eq!(confirm, spec.code_for_step(40_000_001));
+    tracker.reserve(seed, &clock).await.expect("reserve");
+    let now = usher::clock::Clock::now(&clock).timestamp();
+    assert!(
+        now >= 40_000_001 * 30,
+        "reserve returned at {now}, before window 40000001 opened"
+    );
+    assert_eq!(
+        tracker.code(seed, &clock).expect("login code"),
+        spec.code_for_step(40_000_002)
+    );
+}
+
 on_both_databases!(
+    a_shared_tracker_waits_after_a_code_handed_out_near_the_end_of_a_window,
     totp_steps_are_taken_once_across_processes,
     sign_in_budget_and_pause_are_shared,
     pausing_holds_queued_jobs_and_resuming_releases_them,

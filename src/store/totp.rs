@@ -6,7 +6,8 @@ impl Store {
     /// Takes a TOTP time step for `account` (a seed fingerprint) in one atomic statement:
     /// `wanted` if no process used it or a later one yet, else the step after the last
     /// one used, as long as that is at most `max`. `Err(last)` when none is left: the
-    /// last step used, so the caller knows when the next window opens.
+    /// last step used (or `wanted - 1` when none was), so the caller knows when the
+    /// next window opens. A first take beyond `max` is refused too.
     pub async fn take_totp_step(
         &self,
         account: &str,
@@ -16,7 +17,7 @@ impl Store {
         let now = self.now();
         let taken: Option<i64> = on_backend!(self, |w, _r| {
             sqlx::query_scalar(
-                "INSERT INTO totp_windows (account, last_step, updated_at) VALUES ($1, $2, $4) \
+                "INSERT INTO totp_windows (account, last_step, updated_at) SELECT $1, $2, $4 WHERE $2 <= $3 \
                  ON CONFLICT (account) DO UPDATE SET \
                    last_step = CASE WHEN totp_windows.last_step < excluded.last_step THEN excluded.last_step ELSE totp_windows.last_step + 1 END, \
                    updated_at = excluded.updated_at \
@@ -33,13 +34,16 @@ impl Store {
         if let Some(step) = taken {
             return Ok(Ok(step));
         }
-        let last: i64 = on_backend!(self, |w, _r| {
+        let last: Option<i64> = on_backend!(self, |w, _r| {
             sqlx::query_scalar("SELECT last_step FROM totp_windows WHERE account = $1")
                 .bind(account)
-                .fetch_one(w)
+                .fetch_optional(w)
                 .await?
         });
-        Ok(Err(last))
+        // No step used yet, but `wanted` is beyond `max` (this process used earlier
+        // ones without the database, e.g. an enrolment's confirmation code): it opens
+        // once `wanted - 1` is the current step.
+        Ok(Err(last.unwrap_or(wanted - 1)))
     }
 
     /// Gives back `step` of `account` if it is still the last one taken (a window no
