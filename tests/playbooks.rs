@@ -414,7 +414,8 @@ async fn an_ended_trusted_session_never_passes_for_a_done_leaver() {
 
 /// Evidence under `on_change`: a goto or form input directly followed by another form
 /// input leaves its screenshot to the last input, which shows the filled form; the
-/// submit and the page it leads to have their own, and every screenshot is a PNG.
+/// submit and the page it leads to have their own, and every screenshot is a PNG. A
+/// precondition takes none, but one of the page where it found the work done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_of_form_inputs_is_evidenced_once_filled() {
     let s = classic(FixtureOptions::default()).await;
@@ -454,7 +455,41 @@ async fn a_run_of_form_inputs_is_evidenced_once_filled() {
     assert!(out.steps.iter().any(|r| r.phase == playbook::Phase::Verify
         && r.step.starts_with("goto")
         && r.screenshot.is_some()));
-    for r in out.steps.iter().filter_map(|r| r.screenshot.as_ref()) {
+    // A precondition that finds work to do takes no screenshot on `on_change`.
+    let pre = |out: &ActionOutcome| -> Vec<bool> {
+        out.steps
+            .iter()
+            .filter(|r| r.phase == playbook::Phase::Precondition)
+            .map(|r| r.screenshot.is_some())
+            .collect()
+    };
+    let first = pre(&out);
+    assert!(
+        !first.is_empty() && first.iter().all(|shot| !shot),
+        "{first:?}"
+    );
+    // One that finds it done takes one: the page it answered on, on its last record.
+    let again = s
+        .driver
+        .run(
+            &s.integ,
+            ActionName::CreateUser,
+            scim_user("carol@acme.test", "Carol", "Poe", &["Finance"]),
+            &opts,
+        )
+        .await
+        .expect("create again");
+    assert_eq!(again.status, ActionStatus::AlreadyDone);
+    let second = pre(&again);
+    assert!(second.len() > 1, "{second:?}");
+    assert_eq!(second.iter().filter(|shot| **shot).count(), 1, "{second:?}");
+    assert_eq!(second.last(), Some(&true), "{second:?}");
+    for r in out
+        .steps
+        .iter()
+        .chain(&again.steps)
+        .filter_map(|r| r.screenshot.as_ref())
+    {
         let png = std::fs::read(dir.path().join(format!("{r}.png"))).expect("evidence file");
         assert!(png.starts_with(b"\x89PNG"));
     }
