@@ -145,6 +145,9 @@ pub struct Store {
     jobs_changed: Arc<tokio::sync::Notify>,
     /// SQLite: creates are committed in groups by one task ([`group_commit`]).
     creates: Option<tokio::sync::mpsc::Sender<CreateRequest>>,
+    /// SQLite: the [`wal_checkpoints`] task's connection, and a sender held while the
+    /// store lives (the task ends when the store is dropped or closed).
+    checkpoints: Option<(sqlx::SqlitePool, tokio::sync::mpsc::Sender<()>)>,
 }
 
 /// One create waiting for its group's commit.
@@ -160,6 +163,13 @@ struct CreateRequest {
 
 /// Creates in one group at most (one transaction, one savepoint each).
 const CREATE_GROUP_MAX: usize = 64;
+
+/// How often the SQLite WAL is copied back into the database file, off the commit path.
+const WAL_CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The WAL size (pages) at which a commit checkpoints by itself, as SQLite does by
+/// default at 1000: only when [`wal_checkpoints`] cannot keep up.
+const WAL_AUTOCHECKPOINT_PAGES: &str = "20000";
 
 /// Expands `$body` once per backend with `$w` bound to the pool writes go to and
 /// `$r` to the pool reads come from.
@@ -244,16 +254,29 @@ where
 /// The statements one audit append runs: lock the chain head (PostgreSQL only), read it, insert.
 macro_rules! append_audit {
     ($tx:expr, $is_pg:expr, $now:expr, $event:expr) => {{
-        if $is_pg {
-            sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
-                .execute(&mut *$tx)
-                .await?;
-        }
-        let prev: Option<String> =
-            sqlx::query_scalar("SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1")
+        let mut head = None;
+        append_audit!($tx, $is_pg, $now, $event, &mut head);
+    }};
+    // `$head`: the chain's head as this transaction last read or wrote it (`None`: not
+    // yet), kept up to date, so appends in one transaction read it once.
+    ($tx:expr, $is_pg:expr, $now:expr, $event:expr, $head:expr) => {{
+        let head: &mut Option<String> = $head;
+        let prev = match head.take() {
+            Some(prev) => prev,
+            None => {
+                if $is_pg {
+                    sqlx::query("SELECT pg_advisory_xact_lock(7355608)")
+                        .execute(&mut *$tx)
+                        .await?;
+                }
+                let prev: Option<String> = sqlx::query_scalar(
+                    "SELECT hash FROM audit_events ORDER BY seq DESC LIMIT 1",
+                )
                 .fetch_optional(&mut *$tx)
                 .await?;
-        let prev = prev.unwrap_or_else(|| audit::GENESIS_HASH.to_string());
+                prev.unwrap_or_else(|| audit::GENESIS_HASH.to_string())
+            }
+        };
         let event: &NewEvent = $event;
         let actor = event.actor.to_string();
         let detail = audit::canonical_json(&event.detail);
@@ -279,6 +302,7 @@ macro_rules! append_audit {
         .bind(&hash)
         .execute(&mut *$tx)
         .await?;
+        *head = Some(hash);
         audit::checkpoint::note_append();
     }};
 }
@@ -397,9 +421,10 @@ macro_rules! set_members {
 }
 
 /// The statements of one create (resource, members, its job, its audit event) in `$tx`;
-/// evaluates to `Result<(), StoreError>` (a taken name is `Uniqueness`).
+/// evaluates to `Result<(), StoreError>`. A taken name is `Uniqueness`, returned by the
+/// first statement, so such a create has written nothing. `$head`: see `append_audit!`.
 macro_rules! create_in {
-    ($tx:expr, $is_pg:expr, $integration_id:expr, $rt:expr, $id:expr, $now:expr, $write:expr, $event:expr) => {{
+    ($tx:expr, $is_pg:expr, $integration_id:expr, $rt:expr, $id:expr, $now:expr, $write:expr, $event:expr, $head:expr) => {{
         let integration_id: &str = $integration_id;
         let rt: ResourceType = $rt;
         let id: &str = $id;
@@ -443,7 +468,7 @@ macro_rules! create_in {
             }
             let mut event: NewEvent = $event.clone();
             event.target = Some(id.to_string());
-            append_audit!($tx, $is_pg, now, &event);
+            append_audit!($tx, $is_pg, now, &event, $head);
             Ok(())
         }
         .await;
@@ -451,10 +476,35 @@ macro_rules! create_in {
     }};
 }
 
+/// Copies the SQLite WAL back into the database file every [`WAL_CHECKPOINT_EVERY`] on
+/// a connection of its own, until every sender of `alive` is dropped (the store is
+/// gone). A commit that checkpoints (SQLite's default, at 1000 pages) holds the only
+/// writer while it copies and syncs: every create waiting behind it waits too.
+/// PASSIVE never blocks writers or readers; a checkpoint it leaves unfinished is
+/// finished by the next one.
+async fn wal_checkpoints(pool: sqlx::SqlitePool, mut alive: tokio::sync::mpsc::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = alive.recv() => break,
+            () = tokio::time::sleep(WAL_CHECKPOINT_EVERY) => {}
+        }
+        if pool.is_closed() {
+            break;
+        }
+        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+            .execute(&pool)
+            .await
+        {
+            tracing::debug!(error = %e, "WAL checkpoint failed; the next one retries");
+        }
+    }
+    pool.close().await;
+}
+
 /// Commits the SQLite creates sent to it in groups: each waits for the transaction of
 /// the group it joined, which holds every create that arrived while the one before was
-/// being committed (at most [`CREATE_GROUP_MAX`]). Each runs in a savepoint, so one
-/// that fails (a taken userName) is undone alone; a failed commit fails them all. A
+/// being committed (at most [`CREATE_GROUP_MAX`]). One that fails (a taken userName)
+/// is undone alone ([`commit_group`]); a failed commit fails them all. A
 /// create is answered once its group is committed, as a create of its own would be.
 async fn group_commit(
     writer: sqlx::SqlitePool,
@@ -468,32 +518,14 @@ async fn group_commit(
                 Err(_) => break,
             }
         }
-        let outcome: Result<Vec<Result<(), StoreError>>, StoreError> = async {
-            let mut tx = writer.begin().await?;
-            let mut each = Vec::with_capacity(group.len());
-            for r in &group {
-                let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-                let result = create_in!(
-                    one,
-                    false,
-                    &r.integration_id,
-                    r.rt,
-                    &r.id,
-                    &r.now,
-                    &r.write,
-                    &r.event
-                );
-                if result.is_ok() {
-                    one.commit().await?;
-                } else {
-                    one.rollback().await?;
-                }
-                each.push(result);
+        let outcome = match commit_group(&writer, &group).await {
+            Ok(each) => Ok(each),
+            Err(e) => {
+                tracing::debug!(error = %e, creates = group.len(),
+                    "a group of creates failed; committing it again with a savepoint each");
+                commit_group_each_whole(&writer, &group).await
             }
-            tx.commit().await?;
-            Ok(each)
-        }
-        .await;
+        };
         match outcome {
             Ok(each) => {
                 for (r, result) in group.into_iter().zip(each) {
@@ -513,6 +545,69 @@ async fn group_commit(
     }
 }
 
+/// One transaction for `group`, its statements back to back and the audit chain's head
+/// read once. A taken userName fails its create alone (it wrote nothing); any other
+/// error fails the whole transaction, which [`commit_group_each_whole`] then redoes.
+async fn commit_group(
+    writer: &sqlx::SqlitePool,
+    group: &[CreateRequest],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut head = None;
+    let mut each = Vec::with_capacity(group.len());
+    for r in group {
+        match create_in!(
+            tx,
+            false,
+            &r.integration_id,
+            r.rt,
+            &r.id,
+            &r.now,
+            &r.write,
+            &r.event,
+            &mut head
+        ) {
+            Ok(()) => each.push(Ok(())),
+            Err(StoreError::Uniqueness(field)) => each.push(Err(StoreError::Uniqueness(field))),
+            Err(e) => return Err(e),
+        }
+    }
+    tx.commit().await?;
+    Ok(each)
+}
+
+/// One transaction for `group` with a savepoint per create, so a create that fails in
+/// any statement is undone alone.
+async fn commit_group_each_whole(
+    writer: &sqlx::SqlitePool,
+    group: &[CreateRequest],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = writer.begin().await?;
+    let mut each = Vec::with_capacity(group.len());
+    for r in group {
+        let mut one = sqlx::Acquire::begin(&mut *tx).await?;
+        let result = create_in!(
+            one,
+            false,
+            &r.integration_id,
+            r.rt,
+            &r.id,
+            &r.now,
+            &r.write,
+            &r.event,
+            &mut None
+        );
+        if result.is_ok() {
+            one.commit().await?;
+        } else {
+            one.rollback().await?;
+        }
+        each.push(result);
+    }
+    tx.commit().await?;
+    Ok(each)
+}
+
 impl Store {
     /// Connects and runs the migrations of the backend the URL names.
     pub async fn connect(url: &str, clock: Arc<dyn Clock>) -> Result<Store, StoreError> {
@@ -522,7 +617,8 @@ impl Store {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
             // SQLite says only "unable to open database file": name the file, and the
             // folder when that is what is missing (it is not created: a typo would
             // silently start an empty database elsewhere).
@@ -588,19 +684,26 @@ impl Store {
         } else {
             return Err(StoreError::UnsupportedUrl(crate::config::redact_url(url)));
         };
-        let creates = match &backend {
+        let (creates, checkpoints) = match &backend {
             Backend::Sqlite { writer, .. } => {
                 let (tx, rx) = tokio::sync::mpsc::channel(1024);
                 tokio::spawn(group_commit(writer.clone(), rx));
-                Some(tx)
+                let checkpointer = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .connect_with(writer.connect_options().as_ref().clone())
+                    .await?;
+                let (alive, until) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(wal_checkpoints(checkpointer.clone(), until));
+                (Some(tx), Some((checkpointer, alive)))
             }
-            Backend::Postgres(_) => None,
+            Backend::Postgres(_) => (None, None),
         };
         Ok(Store {
             backend,
             clock,
             jobs_changed: Arc::new(tokio::sync::Notify::new()),
             creates,
+            checkpoints,
         })
     }
 
@@ -769,7 +872,17 @@ impl Store {
             }
             None => on_backend!(self, |w, _r| {
                 let mut tx = w.begin().await?;
-                create_in!(tx, is_pg, integration_id, rt, &id, &now, write, event)?;
+                create_in!(
+                    tx,
+                    is_pg,
+                    integration_id,
+                    rt,
+                    &id,
+                    &now,
+                    write,
+                    event,
+                    &mut None
+                )?;
                 tx.commit().await?;
                 Ok(())
             }),
@@ -1135,6 +1248,9 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite { writer, reader } => {
+                if let Some((checkpointer, _)) = &self.checkpoints {
+                    checkpointer.close().await;
+                }
                 reader.close().await;
                 writer.close().await;
             }
@@ -1245,5 +1361,76 @@ mod tests {
             assert!(found.is_some(), "the answered create {id} is not stored");
         }
         assert_eq!(store.verify_audit_chain().await.expect("chain"), 100);
+    }
+
+    /// A create that fails after its first statement (here its audit event, refused by
+    /// a trigger) fails alone: its group is redone with a savepoint each, the create
+    /// leaves no resource and no job, and every other create of the group is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_create_failing_in_a_later_statement_is_undone_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url, Arc::new(crate::clock::SystemClock))
+            .await
+            .expect("connect");
+        let Backend::Sqlite { writer, .. } = &store.backend else {
+            panic!("sqlite")
+        };
+        sqlx::query(
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON audit_events \
+             WHEN NEW.detail LIKE '%poison%' BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        .execute(writer)
+        .await
+        .expect("trigger");
+        let mut tasks = Vec::new();
+        for i in 0..60 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let name = if i % 20 == 7 {
+                    format!("poison{i}@x.test")
+                } else {
+                    format!("u{i}@x.test")
+                };
+                let event = NewEvent {
+                    actor: audit::Actor::Idp {
+                        integration_id: "gw".into(),
+                    },
+                    event_type: audit::kinds::SCIM_CREATE,
+                    target: None,
+                    integration_id: Some("gw".into()),
+                    detail: json!({ "userName": name }),
+                };
+                store
+                    .create_resource("gw", ResourceType::User, &user(&name), &event)
+                    .await
+                    .map(|r| r.id)
+            }));
+        }
+        let (mut stored, mut failed) = (0, 0);
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(_) => stored += 1,
+                Err(StoreError::Database(e)) => {
+                    assert!(e.to_string().contains("poisoned"), "{e}");
+                    failed += 1;
+                }
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        assert_eq!((stored, failed), (57, 3));
+        let count = |sql: &'static str| async move {
+            sqlx::query_scalar::<_, i64>(sql)
+                .fetch_one(writer)
+                .await
+                .expect("count")
+        };
+        assert_eq!(
+            count("SELECT COUNT(*) FROM scim_resources WHERE name_key LIKE 'poison%'").await,
+            0
+        );
+        assert_eq!(count("SELECT COUNT(*) FROM scim_resources").await, 57);
+        assert_eq!(count("SELECT COUNT(*) FROM jobs").await, 57);
+        assert_eq!(store.verify_audit_chain().await.expect("chain"), 57);
     }
 }
