@@ -1298,6 +1298,36 @@ mod tests {
         }
     }
 
+    /// Creates a user of each name, all sent at once; their answers in the same order.
+    async fn create_at_once(store: &Store, names: Vec<String>) -> Vec<Result<String, StoreError>> {
+        let tasks: Vec<_> = names
+            .into_iter()
+            .map(|name| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let event = NewEvent {
+                        actor: audit::Actor::Idp {
+                            integration_id: "gw".into(),
+                        },
+                        event_type: audit::kinds::SCIM_CREATE,
+                        target: None,
+                        integration_id: Some("gw".into()),
+                        detail: json!({ "userName": name }),
+                    };
+                    store
+                        .create_resource("gw", ResourceType::User, &user(&name), &event)
+                        .await
+                        .map(|r| r.id)
+                })
+            })
+            .collect();
+        let mut answers = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            answers.push(t.await.expect("task"));
+        }
+        answers
+    }
+
     /// Creates sent at once share transactions on SQLite: each is answered, a taken
     /// userName fails alone, and every stored create has its job and its audit event
     /// (the chain intact).
@@ -1308,34 +1338,19 @@ mod tests {
         let store = Store::connect(&url, Arc::new(crate::clock::SystemClock))
             .await
             .expect("connect");
-        let mut tasks = Vec::new();
-        for i in 0..120 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                // 20 names are sent twice (and differently cased): one of each pair wins.
-                let name = if i < 100 {
+        // 20 names are sent twice (and differently cased): one of each pair wins.
+        let names = (0..120)
+            .map(|i| {
+                if i < 100 {
                     format!("u{i}@x.test")
                 } else {
                     format!("U{}@X.test", i - 100)
-                };
-                let event = NewEvent {
-                    actor: audit::Actor::Idp {
-                        integration_id: "gw".into(),
-                    },
-                    event_type: audit::kinds::SCIM_CREATE,
-                    target: None,
-                    integration_id: Some("gw".into()),
-                    detail: json!({ "userName": name }),
-                };
-                store
-                    .create_resource("gw", ResourceType::User, &user(&name), &event)
-                    .await
-                    .map(|r| r.id)
-            }));
-        }
+                }
+            })
+            .collect();
         let (mut stored, mut taken) = (Vec::new(), 0);
-        for t in tasks {
-            match t.await.expect("task") {
+        for answer in create_at_once(&store, names).await {
+            match answer {
                 Ok(id) => stored.push(id),
                 Err(StoreError::Uniqueness(_)) => taken += 1,
                 Err(e) => panic!("create failed: {e}"),
@@ -1383,33 +1398,18 @@ mod tests {
         .execute(writer)
         .await
         .expect("trigger");
-        let mut tasks = Vec::new();
-        for i in 0..60 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let name = if i % 20 == 7 {
+        let names = (0..60)
+            .map(|i| {
+                if i % 20 == 7 {
                     format!("poison{i}@x.test")
                 } else {
                     format!("u{i}@x.test")
-                };
-                let event = NewEvent {
-                    actor: audit::Actor::Idp {
-                        integration_id: "gw".into(),
-                    },
-                    event_type: audit::kinds::SCIM_CREATE,
-                    target: None,
-                    integration_id: Some("gw".into()),
-                    detail: json!({ "userName": name }),
-                };
-                store
-                    .create_resource("gw", ResourceType::User, &user(&name), &event)
-                    .await
-                    .map(|r| r.id)
-            }));
-        }
+                }
+            })
+            .collect();
         let (mut stored, mut failed) = (0, 0);
-        for t in tasks {
-            match t.await.expect("task") {
+        for answer in create_at_once(&store, names).await {
+            match answer {
                 Ok(_) => stored += 1,
                 Err(StoreError::Database(e)) => {
                     assert!(e.to_string().contains("poisoned"), "{e}");
