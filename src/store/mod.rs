@@ -545,6 +545,23 @@ async fn group_commit(
     }
 }
 
+/// `create_in!` for a [`CreateRequest`] `$r` (SQLite).
+macro_rules! request_in {
+    ($tx:expr, $r:expr, $head:expr) => {
+        create_in!(
+            $tx,
+            false,
+            &$r.integration_id,
+            $r.rt,
+            &$r.id,
+            &$r.now,
+            &$r.write,
+            &$r.event,
+            $head
+        )
+    };
+}
+
 /// One transaction for `group`, its statements back to back and the audit chain's head
 /// read once. A taken userName fails its create alone (it wrote nothing); any other
 /// error fails the whole transaction, which [`commit_group_each_whole`] then redoes.
@@ -556,19 +573,9 @@ async fn commit_group(
     let mut head = None;
     let mut each = Vec::with_capacity(group.len());
     for r in group {
-        match create_in!(
-            tx,
-            false,
-            &r.integration_id,
-            r.rt,
-            &r.id,
-            &r.now,
-            &r.write,
-            &r.event,
-            &mut head
-        ) {
+        match request_in!(tx, r, &mut head) {
             Ok(()) => each.push(Ok(())),
-            Err(StoreError::Uniqueness(field)) => each.push(Err(StoreError::Uniqueness(field))),
+            Err(e @ StoreError::Uniqueness(_)) => each.push(Err(e)),
             Err(e) => return Err(e),
         }
     }
@@ -586,17 +593,7 @@ async fn commit_group_each_whole(
     let mut each = Vec::with_capacity(group.len());
     for r in group {
         let mut one = sqlx::Acquire::begin(&mut *tx).await?;
-        let result = create_in!(
-            one,
-            false,
-            &r.integration_id,
-            r.rt,
-            &r.id,
-            &r.now,
-            &r.write,
-            &r.event,
-            &mut None
-        );
+        let result = request_in!(one, r, &mut None);
         if result.is_ok() {
             one.commit().await?;
         } else {
